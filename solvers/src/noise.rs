@@ -1,0 +1,234 @@
+//! Noise sources. Integrators never create randomness: they ask a [`Noise`].
+//!
+//! * [`GaussianNoise`]: seeded i.i.d. standard normals, the usual choice.
+//! * [`BrownianPath`]: a virtual Brownian tree (Gaines & Lyons 1997; Li et al.
+//!   2020, "Scalable gradients for SDEs"): `W(t)` is a deterministic function
+//!   of `(seed, t)`, so the same path can be solved at several step sizes,
+//!   which is what strong-convergence measurements need.
+
+use rand::SeedableRng;
+
+use crate::error::{Error, Result};
+use crate::state::{Rng, State};
+
+/// A source of Gaussian noise for integrators.
+pub trait Noise<S: State>: Send {
+    /// The standard normal that drives the step from `t` to `t_next`:
+    /// `(W(t_next) - W(t)) / sqrt(|t_next - t|)` for a Brownian path, a fresh
+    /// draw for i.i.d. noise.
+    ///
+    /// # Errors
+    /// A Brownian path rejects times outside its interval or `t == t_next`.
+    fn step_normal(&mut self, t: f64, t_next: f64, like: &S) -> Result<S>;
+
+    /// A fresh standard normal not tied to any time interval (for Langevin
+    /// correctors, which move at fixed t).
+    fn normal(&mut self, like: &S) -> S;
+}
+
+/// Seeded i.i.d. standard normal noise.
+#[derive(Debug, Clone)]
+pub struct GaussianNoise {
+    rng: Rng,
+}
+
+impl GaussianNoise {
+    /// Noise from a seed; the same seed gives the same draws.
+    pub fn new(seed: u64) -> Self {
+        Self { rng: Rng::seed_from_u64(seed) }
+    }
+}
+
+impl<S: State> Noise<S> for GaussianNoise {
+    fn step_normal(&mut self, _t: f64, _t_next: f64, like: &S) -> Result<S> {
+        Ok(like.randn_like(&mut self.rng))
+    }
+
+    fn normal(&mut self, like: &S) -> S {
+        like.randn_like(&mut self.rng)
+    }
+}
+
+/// A Brownian path on `[t0, t1]` queried at any time, with consistent increments.
+///
+/// `W(t0) = 0`, `W(t1) = sqrt(t1 - t0) Z`; each dyadic midpoint is drawn from
+/// the Brownian bridge between its interval's end points with a seed derived
+/// from `(seed, depth, index)`. Dyadic times (`t0 + k (t1 - t0) / 2^d`, in
+/// particular every uniform grid with a power-of-two number of steps) are
+/// exact; any other time is resolved to `tol` and finished with a bridge draw.
+/// Statistically `W(t) - W(s) ~ N(0, |t - s|)` and increments over disjoint
+/// intervals are independent, as for a true Brownian motion.
+#[derive(Debug, Clone)]
+pub struct BrownianPath<S: State> {
+    seed: u64,
+    t0: f64,
+    t1: f64,
+    tol: f64,
+    root: Option<S>,
+    cache: Option<(f64, S)>,
+    iid: Rng,
+}
+
+const MAX_DEPTH: u32 = 48;
+
+fn mix(seed: u64, depth: u32, index: u64) -> u64 {
+    // SplitMix64 finaliser over the combined key: independent streams per node.
+    let mut z = seed ^ (u64::from(depth)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl<S: State> BrownianPath<S> {
+    /// A path on `[t0, t1]` (either order is accepted) resolved to `tol`.
+    ///
+    /// # Errors
+    /// Non-finite or equal end points, or `tol` not in `(0, |t1 - t0|)`.
+    pub fn new(seed: u64, t0: f64, t1: f64, tol: f64) -> Result<Self> {
+        let (lo, hi) = (t0.min(t1), t0.max(t1));
+        if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+            return Err(Error::param("t1", t1, format!("Brownian path needs finite t0 != t1 (t0 = {t0})")));
+        }
+        if !(tol > 0.0 && tol < hi - lo) {
+            return Err(Error::param("tol", tol, "must be in (0, |t1 - t0|)"));
+        }
+        Ok(Self { seed, t0: lo, t1: hi, tol, root: None, cache: None, iid: Rng::seed_from_u64(mix(seed, u32::MAX, 0)) })
+    }
+
+    fn draw(&self, depth: u32, index: u64, like: &S) -> S {
+        like.randn_like(&mut Rng::seed_from_u64(mix(self.seed, depth, index)))
+    }
+
+    /// `W(t)`, with the shape of `like`.
+    ///
+    /// # Errors
+    /// [`Error::TimeOutOfRange`] outside `[t0, t1]`; a shape mismatch if
+    /// `like` differs from the shape of earlier queries.
+    pub fn value(&mut self, t: f64, like: &S) -> Result<S> {
+        if !(t >= self.t0 && t <= self.t1) {
+            return Err(Error::TimeOutOfRange { t, min: self.t0, max: self.t1 });
+        }
+        if let Some((tc, w)) = &self.cache {
+            if *tc == t && w.shape() == like.shape() {
+                return Ok(w.clone());
+            }
+        }
+        let root = match &self.root {
+            Some(r) if r.shape() == like.shape() => r.clone(),
+            Some(r) => {
+                return Err(Error::ShapeMismatch { what: "Brownian path", expected: r.shape(), got: like.shape() })
+            }
+            None => {
+                let mut r = self.draw(0, 0, like);
+                r.scale((self.t1 - self.t0).sqrt());
+                self.root = Some(r.clone());
+                r
+            }
+        };
+        let snap = 1e-12 * (self.t1 - self.t0);
+        let (mut l, mut r) = (self.t0, self.t1);
+        let mut wl = {
+            let mut z = root.clone();
+            z.scale(0.0);
+            z
+        };
+        let mut wr = root;
+        let mut index: u64 = 0;
+        let mut depth: u32 = 0;
+        let w = loop {
+            if (t - l).abs() <= snap {
+                break wl;
+            }
+            if (t - r).abs() <= snap {
+                break wr;
+            }
+            if r - l <= self.tol || depth >= MAX_DEPTH {
+                // Bridge draw inside the final interval.
+                let u = (t - l) / (r - l);
+                let mut z = self.draw(depth + 1, index.wrapping_mul(2).wrapping_add(u64::MAX / 2), like);
+                let sd = ((t - l) * (r - t) / (r - l)).max(0.0).sqrt();
+                z.axpbypcz(sd, 1.0 - u, &wl, u, &wr)?;
+                break z;
+            }
+            depth += 1;
+            let m = 0.5 * (l + r);
+            let mut wm = self.draw(depth, index, like);
+            wm.axpbypcz(0.5 * (r - l).sqrt(), 0.5, &wl, 0.5, &wr)?;
+            if t < m {
+                r = m;
+                wr = wm;
+                index *= 2;
+            } else {
+                l = m;
+                wl = wm;
+                index = index * 2 + 1;
+            }
+        };
+        self.cache = Some((t, w.clone()));
+        Ok(w)
+    }
+
+    /// `W(b) - W(a)`.
+    ///
+    /// # Errors
+    /// As [`BrownianPath::value`].
+    pub fn increment(&mut self, a: f64, b: f64, like: &S) -> Result<S> {
+        let wa = self.value(a, like)?;
+        let mut wb = self.value(b, like)?;
+        wb.axpby(1.0, -1.0, &wa)?;
+        Ok(wb)
+    }
+}
+
+impl<S: State> Noise<S> for BrownianPath<S> {
+    fn step_normal(&mut self, t: f64, t_next: f64, like: &S) -> Result<S> {
+        let h = (t_next - t).abs();
+        if h <= 0.0 {
+            return Err(Error::InvalidGrid { reason: format!("zero-length step at t = {t}") });
+        }
+        let mut dw = self.increment(t, t_next, like)?;
+        dw.scale(1.0 / h.sqrt());
+        Ok(dw)
+    }
+
+    fn normal(&mut self, like: &S) -> S {
+        like.randn_like(&mut self.iid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn increments_add_up_and_have_brownian_variance() {
+        let like = Array2::<f64>::zeros((20_000, 1));
+        let mut p = BrownianPath::new(3, 0.0, 1.0, 1e-6).unwrap();
+        let a = p.increment(0.0, 0.25, &like).unwrap();
+        let b = p.increment(0.25, 0.75, &like).unwrap();
+        let ab = p.increment(0.0, 0.75, &like).unwrap();
+        let max_diff = (&a + &b - &ab).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(max_diff < 1e-12, "{max_diff}");
+        // Var(W(0.75) - W(0.25)) = 0.5; sd of the sample variance ~ 0.5 sqrt(2/n).
+        let n = like.nrows() as f64;
+        let var = b.iter().map(|v| v * v).sum::<f64>() / n;
+        assert!((var - 0.5).abs() < 5.0 * 0.5 * (2.0 / n).sqrt(), "{var}");
+        // Independence of disjoint increments: correlation ~ N(0, 1/n).
+        let cov = a.iter().zip(b.iter()).map(|(x, y)| x * y).sum::<f64>() / n;
+        let corr = cov / (0.25f64 * 0.5).sqrt();
+        assert!(corr.abs() < 5.0 / n.sqrt(), "{corr}");
+    }
+
+    #[test]
+    fn non_dyadic_times_are_consistent() {
+        let like = Array2::<f64>::zeros((4, 2));
+        let mut p = BrownianPath::new(1, 0.001, 1.0, 1e-7).unwrap();
+        let w1 = p.value(0.3137, &like).unwrap();
+        let _ = p.value(0.9, &like).unwrap();
+        let w2 = p.value(0.3137, &like).unwrap();
+        assert_eq!(w1, w2);
+        assert!(p.value(1.5, &like).is_err());
+        assert!(BrownianPath::<Array2<f64>>::new(0, 1.0, 1.0, 1e-3).is_err());
+    }
+}

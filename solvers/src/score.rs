@@ -1,0 +1,450 @@
+//! Scores `s(x, t) ~ grad_x log p_t(x)` and the closed-form ones used as test oracles.
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis};
+use rand::Rng as _;
+use rand_distr::StandardNormal;
+
+use crate::error::{Error, Result};
+use crate::sde::Sde;
+use crate::state::{Element, Rng, State};
+
+/// A score model: `s(x, t)` for a batch `x` at one time `t`.
+///
+/// Object-safe: integrators take `&dyn Score<S>`.
+pub trait Score<S: State>: Send + Sync {
+    /// The score of the batch `x` at time `t`, with the shape of `x`.
+    ///
+    /// # Errors
+    /// Shape mismatches, a time the model cannot handle, or a failing model.
+    fn score(&self, x: &S, t: f64) -> Result<S>;
+}
+
+impl<S: State, T: Score<S> + ?Sized> Score<S> for &T {
+    fn score(&self, x: &S, t: f64) -> Result<S> {
+        (**self).score(x, t)
+    }
+}
+
+impl<S: State, T: Score<S> + ?Sized> Score<S> for Box<T> {
+    fn score(&self, x: &S, t: f64) -> Result<S> {
+        (**self).score(x, t)
+    }
+}
+
+/// One Gaussian component `N(mean, U diag(lambda) U^T)`, stored by its eigendecomposition.
+#[derive(Debug, Clone)]
+struct Component {
+    log_weight: f64,
+    mean: Array1<f64>,
+    /// Columns are eigenvectors; `None` when the covariance is diagonal.
+    eigvecs: Option<Array2<f64>>,
+    eigvals: Array1<f64>,
+}
+
+/// A Gaussian mixture `sum_k w_k N(mu_k, Sigma_k)` in `d` dimensions: data whose
+/// every marginal `p_t = sum_k w_k N(a mu_k, a^2 Sigma_k + sigma^2 I)` is known
+/// exactly, so its score is exact at every `t` (a single Gaussian is the case K = 1).
+#[derive(Debug, Clone)]
+pub struct GaussianMixture {
+    components: Vec<Component>,
+    dim: usize,
+}
+
+fn check_finite_slice(what: &str, v: impl IntoIterator<Item = f64>) -> Result<()> {
+    if v.into_iter().all(f64::is_finite) {
+        Ok(())
+    } else {
+        Err(Error::NonFiniteInput { what: what.to_string() })
+    }
+}
+
+impl GaussianMixture {
+    /// A single Gaussian `N(mean, cov)` with full covariance.
+    ///
+    /// # Errors
+    /// As [`GaussianMixture::new`].
+    pub fn gaussian(mean: ArrayView1<f64>, cov: ArrayView2<f64>) -> Result<Self> {
+        let d = mean.len();
+        let covs = cov.to_owned().into_shape_with_order((1, cov.nrows(), cov.ncols())).map_err(|_| {
+            Error::ShapeMismatch { what: "covariance", expected: vec![d, d], got: cov.shape().to_vec() }
+        })?;
+        Self::new(&[1.0], mean.insert_axis(Axis(0)), covs.view())
+    }
+
+    /// A mixture of `K` components: `weights` (K, positive, normalised here),
+    /// `means` (K, d) and covariances (K, d, d), each symmetric positive
+    /// semi-definite.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`], [`Error::NonFiniteInput`], or
+    /// [`Error::InvalidParameter`] for non-positive weights, an asymmetric or
+    /// indefinite covariance, or no components.
+    pub fn new(weights: &[f64], means: ArrayView2<f64>, covs: ndarray::ArrayView3<f64>) -> Result<Self> {
+        let (k, d) = means.dim();
+        if k == 0 || d == 0 {
+            return Err(Error::param("means", format!("{k}x{d}"), "need at least one component of dimension >= 1"));
+        }
+        if weights.len() != k {
+            return Err(Error::ShapeMismatch { what: "mixture weights", expected: vec![k], got: vec![weights.len()] });
+        }
+        if covs.dim() != (k, d, d) {
+            return Err(Error::ShapeMismatch { what: "mixture covariances", expected: vec![k, d, d], got: covs.shape().to_vec() });
+        }
+        check_finite_slice("mixture weights", weights.iter().copied())?;
+        check_finite_slice("mixture means", means.iter().copied())?;
+        check_finite_slice("mixture covariances", covs.iter().copied())?;
+        if let Some(w) = weights.iter().find(|w| **w <= 0.0) {
+            return Err(Error::param("weights", w, "mixture weights must be > 0"));
+        }
+        let total: f64 = weights.iter().sum();
+        let mut components = Vec::with_capacity(k);
+        for (i, cov) in covs.outer_iter().enumerate() {
+            let scale = cov.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
+            for r in 0..d {
+                for c in 0..r {
+                    if (cov[[r, c]] - cov[[c, r]]).abs() > 1e-10 * scale {
+                        return Err(Error::param("covariance", format!("component {i}"), "must be symmetric"));
+                    }
+                }
+            }
+            let diagonal = (0..d).all(|r| (0..d).all(|c| r == c || cov[[r, c]] == 0.0));
+            let (eigvals, eigvecs) = if diagonal {
+                (cov.diag().to_owned(), None)
+            } else {
+                let m = nalgebra::DMatrix::from_fn(d, d, |r, c| 0.5 * (cov[[r, c]] + cov[[c, r]]));
+                let eig = nalgebra::SymmetricEigen::new(m);
+                let vals = Array1::from_iter(eig.eigenvalues.iter().copied());
+                let vecs = Array2::from_shape_fn((d, d), |(r, c)| eig.eigenvectors[(r, c)]);
+                (vals, Some(vecs))
+            };
+            if let Some(l) = eigvals.iter().find(|l| **l < -1e-12 * scale) {
+                return Err(Error::param("covariance", format!("component {i}"), format!("must be positive semi-definite (eigenvalue {l})")));
+            }
+            components.push(Component {
+                log_weight: (weights[i] / total).ln(),
+                mean: means.row(i).to_owned(),
+                eigvecs,
+                eigvals: eigvals.mapv(|l| l.max(0.0)),
+            });
+        }
+        Ok(Self { components, dim: d })
+    }
+
+    /// The mixture of `k` isotropic Gaussians with standard deviation `std`
+    /// placed evenly on a circle of `radius` (the "8 Gaussians" toy set for `k = 8`).
+    ///
+    /// # Errors
+    /// As [`GaussianMixture::new`] (e.g. `k = 0`, negative `std`).
+    pub fn ring(k: usize, radius: f64, std: f64) -> Result<Self> {
+        if !(std >= 0.0) {
+            return Err(Error::param("std", std, "must be >= 0"));
+        }
+        let means = Array2::from_shape_fn((k, 2), |(i, j)| {
+            let a = 2.0 * std::f64::consts::PI * i as f64 / k as f64;
+            radius * if j == 0 { a.cos() } else { a.sin() }
+        });
+        let mut covs = ndarray::Array3::zeros((k, 2, 2));
+        for i in 0..k {
+            covs[[i, 0, 0]] = std * std;
+            covs[[i, 1, 1]] = std * std;
+        }
+        Self::new(&vec![1.0; k], means.view(), covs.view())
+    }
+
+    /// Data dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of components `K`.
+    pub fn n_components(&self) -> usize {
+        self.components.len()
+    }
+
+    /// Mean of the data.
+    pub fn mean(&self) -> Array1<f64> {
+        let mut m = Array1::zeros(self.dim);
+        for c in &self.components {
+            m.scaled_add(c.log_weight.exp(), &c.mean);
+        }
+        m
+    }
+
+    /// Covariance of the data (law of total covariance).
+    pub fn covariance(&self) -> Array2<f64> {
+        let mu = self.mean();
+        let mut cov = Array2::zeros((self.dim, self.dim));
+        for c in &self.components {
+            let w = c.log_weight.exp();
+            let dm = &c.mean - &mu;
+            let within = match &c.eigvecs {
+                None => Array2::from_diag(&c.eigvals),
+                Some(u) => u.dot(&Array2::from_diag(&c.eigvals)).dot(&u.t()),
+            };
+            for r in 0..self.dim {
+                for s in 0..self.dim {
+                    cov[[r, s]] += w * (within[[r, s]] + dm[r] * dm[s]);
+                }
+            }
+        }
+        cov
+    }
+
+    /// The mixture of the perturbed data `a X_0 + sigma Z`: the marginal `p_t`
+    /// when `a = a(t)`, `sigma = sigma(t)`.
+    pub fn perturbed(&self, a: f64, sigma: f64) -> Self {
+        let components = self
+            .components
+            .iter()
+            .map(|c| Component {
+                log_weight: c.log_weight,
+                mean: &c.mean * a,
+                eigvecs: c.eigvecs.clone(),
+                eigvals: c.eigvals.mapv(|l| a * a * l + sigma * sigma),
+            })
+            .collect();
+        Self { components, dim: self.dim }
+    }
+
+    /// The marginal `p_t` of this data under `sde`.
+    pub fn marginal(&self, sde: &dyn Sde, t: f64) -> Self {
+        self.perturbed(sde.alpha(t), sde.sigma(t))
+    }
+
+    /// `n` exact samples, shape (n, d).
+    pub fn sample(&self, n: usize, rng: &mut Rng) -> Array2<f64> {
+        let weights: Vec<f64> = self.components.iter().map(|c| c.log_weight.exp()).collect();
+        let mut out = Array2::zeros((n, self.dim));
+        let mut z = Array1::<f64>::zeros(self.dim);
+        for mut row in out.rows_mut() {
+            let mut u: f64 = rng.gen();
+            let mut k = 0;
+            while k + 1 < weights.len() && u >= weights[k] {
+                u -= weights[k];
+                k += 1;
+            }
+            let c = &self.components[k];
+            z.mapv_inplace(|_| rng.sample::<f64, _>(StandardNormal));
+            let scaled = &z * &c.eigvals.mapv(f64::sqrt);
+            let x = match &c.eigvecs {
+                None => scaled,
+                Some(u) => u.dot(&scaled),
+            };
+            row.assign(&(&x + &c.mean));
+        }
+        out
+    }
+
+    /// Per-component variance eigenvalues of the marginal at `(a, sigma)`,
+    /// with the error for a singular marginal.
+    fn marginal_vars(&self, a: f64, sigma: f64) -> Result<Vec<Array1<f64>>> {
+        self.components
+            .iter()
+            .map(|c| {
+                let v = c.eigvals.mapv(|l| a * a * l + sigma * sigma);
+                if v.iter().all(|x| *x > 0.0 && x.is_finite()) {
+                    Ok(v)
+                } else {
+                    Err(Error::param("sigma", sigma, "the marginal is singular (zero noise on a degenerate covariance)"))
+                }
+            })
+            .collect()
+    }
+
+    /// Log-density of `p` at each row of `x` (shape (n, d)) for the marginal at `(a, sigma)`.
+    ///
+    /// # Errors
+    /// Shape mismatch, or a singular marginal.
+    pub fn log_density(&self, x: ArrayView2<f64>, a: f64, sigma: f64) -> Result<Array1<f64>> {
+        self.check_cols(x.ncols())?;
+        let vars = self.marginal_vars(a, sigma)?;
+        let mut scratch = Scratch::new(self.dim, self.components.len());
+        Ok(x.rows().into_iter().map(|row| self.row_kernel::<f64>(row.iter().copied(), a, &vars, &mut scratch, None)).collect())
+    }
+
+    fn check_cols(&self, cols: usize) -> Result<()> {
+        if cols == self.dim {
+            Ok(())
+        } else {
+            Err(Error::ShapeMismatch { what: "mixture input", expected: vec![self.dim], got: vec![cols] })
+        }
+    }
+
+    /// Score of the marginal at `(a, sigma)` for each row of `x`.
+    ///
+    /// # Errors
+    /// Shape mismatch, or a singular marginal.
+    pub fn score_at<F: Element>(&self, x: &Array2<F>, a: f64, sigma: f64) -> Result<Array2<F>>
+    where
+        StandardNormal: rand_distr::Distribution<F>,
+    {
+        self.check_cols(x.ncols())?;
+        let vars = self.marginal_vars(a, sigma)?;
+        let mut out = Array2::<F>::zeros(x.raw_dim());
+        const CHUNK: usize = 512;
+        let work = |(mut o, xi): (ndarray::ArrayViewMut2<F>, ArrayView2<F>)| {
+            let mut scratch = Scratch::new(self.dim, self.components.len());
+            for (orow, xrow) in o.rows_mut().into_iter().zip(xi.rows()) {
+                self.row_kernel(xrow.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)), a, &vars, &mut scratch, Some(orow));
+            }
+        };
+        let pairs = out.axis_chunks_iter_mut(Axis(0), CHUNK).zip(x.axis_chunks_iter(Axis(0), CHUNK));
+        if x.len() * self.components.len() >= 1 << 15 {
+            use rayon::prelude::*;
+            pairs.collect::<Vec<_>>().into_par_iter().for_each(work);
+        } else {
+            pairs.for_each(work);
+        }
+        Ok(out)
+    }
+
+    /// Log-density of one row; writes the score into `out` when given.
+    fn row_kernel<F: Element>(
+        &self,
+        x: impl Iterator<Item = f64>,
+        a: f64,
+        vars: &[Array1<f64>],
+        s: &mut Scratch,
+        out: Option<ArrayViewMut1<F>>,
+    ) -> f64
+    where
+        StandardNormal: rand_distr::Distribution<F>,
+    {
+        let d = self.dim;
+        for (xi, v) in s.x.iter_mut().zip(x) {
+            *xi = v;
+        }
+        let half_d_ln2pi = 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln();
+        let mut max_lp = f64::NEG_INFINITY;
+        for (k, (c, v)) in self.components.iter().zip(vars).enumerate() {
+            // y = U^T (x - a mu) (rotated residual), then the component score in that basis.
+            for i in 0..d {
+                s.r[i] = s.x[i] - a * c.mean[i];
+            }
+            let y = &mut s.y[k * d..(k + 1) * d];
+            match &c.eigvecs {
+                None => y.copy_from_slice(&s.r),
+                Some(u) => {
+                    for (j, yj) in y.iter_mut().enumerate() {
+                        *yj = (0..d).map(|i| u[[i, j]] * s.r[i]).sum();
+                    }
+                }
+            }
+            let mut quad = 0.0;
+            let mut logdet = 0.0;
+            for j in 0..d {
+                quad += y[j] * y[j] / v[j];
+                logdet += v[j].ln();
+                y[j] /= v[j];
+            }
+            let lp = c.log_weight - 0.5 * quad - 0.5 * logdet - half_d_ln2pi;
+            s.lp[k] = lp;
+            max_lp = max_lp.max(lp);
+        }
+        let mut z = 0.0;
+        for lp in s.lp.iter_mut() {
+            *lp = (*lp - max_lp).exp();
+            z += *lp;
+        }
+        if let Some(mut out) = out {
+            s.r.iter_mut().for_each(|v| *v = 0.0);
+            for (k, c) in self.components.iter().enumerate() {
+                let w = s.lp[k] / z;
+                let y = &s.y[k * d..(k + 1) * d];
+                match &c.eigvecs {
+                    None => (0..d).for_each(|i| s.r[i] -= w * y[i]),
+                    Some(u) => (0..d).for_each(|i| s.r[i] -= w * (0..d).map(|j| u[[i, j]] * y[j]).sum::<f64>()),
+                }
+            }
+            for (o, v) in out.iter_mut().zip(&s.r) {
+                *o = F::from_f64(*v).unwrap_or_else(F::nan);
+            }
+        }
+        max_lp + z.ln()
+    }
+}
+
+/// Per-thread scratch buffers of the row kernel (no allocation per row).
+struct Scratch {
+    x: Vec<f64>,
+    r: Vec<f64>,
+    y: Vec<f64>,
+    lp: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(d: usize, k: usize) -> Self {
+        Self { x: vec![0.0; d], r: vec![0.0; d], y: vec![0.0; d * k], lp: vec![0.0; k] }
+    }
+}
+
+/// The exact score of Gaussian-mixture data under an SDE:
+/// `s(x, t) = grad_x log p_t(x)` with `p_t` the mixture of the perturbed components.
+#[derive(Debug, Clone)]
+pub struct ExactScore<Q: Sde> {
+    data: GaussianMixture,
+    sde: Q,
+}
+
+impl<Q: Sde> ExactScore<Q> {
+    /// The exact score of `data` under `sde`.
+    pub fn new(data: GaussianMixture, sde: Q) -> Self {
+        Self { data, sde }
+    }
+
+    /// The data distribution.
+    pub fn data(&self) -> &GaussianMixture {
+        &self.data
+    }
+}
+
+impl<Q: Sde, F: Element> Score<Array2<F>> for ExactScore<Q>
+where
+    StandardNormal: rand_distr::Distribution<F>,
+{
+    fn score(&self, x: &Array2<F>, t: f64) -> Result<Array2<F>> {
+        self.sde.check_time(t)?;
+        self.data.score_at(x, self.sde.alpha(t), self.sde.sigma(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array3};
+
+    #[test]
+    fn rejects_bad_mixtures() {
+        let means = array![[0.0, 0.0]];
+        let asym = Array3::from_shape_vec((1, 2, 2), vec![1.0, 0.5, 0.0, 1.0]).unwrap();
+        assert!(GaussianMixture::new(&[1.0], means.view(), asym.view()).is_err());
+        let indef = Array3::from_shape_vec((1, 2, 2), vec![1.0, 2.0, 2.0, 1.0]).unwrap();
+        assert!(GaussianMixture::new(&[1.0], means.view(), indef.view()).is_err());
+        let ok = Array3::from_shape_vec((1, 2, 2), vec![1.0, 0.0, 0.0, 1.0]).unwrap();
+        assert!(GaussianMixture::new(&[0.0], means.view(), ok.view()).is_err());
+        assert!(GaussianMixture::new(&[1.0, 1.0], means.view(), ok.view()).is_err());
+        let nan = array![[f64::NAN, 0.0]];
+        assert!(matches!(GaussianMixture::new(&[1.0], nan.view(), ok.view()), Err(Error::NonFiniteInput { .. })));
+        let g = GaussianMixture::new(&[1.0], means.view(), ok.view()).unwrap();
+        assert!(g.score_at(&Array2::<f64>::zeros((3, 3)), 1.0, 0.1).is_err());
+    }
+
+    #[test]
+    fn gaussian_score_is_linear() {
+        let g = GaussianMixture::gaussian(array![1.0, -2.0].view(), array![[2.0, 0.5], [0.5, 1.0]].view()).unwrap();
+        let (a, s) = (0.8, 0.6);
+        let x = array![[0.3, 0.1], [-1.0, 2.0]];
+        let got = g.score_at(&x, a, s).unwrap();
+        // -(a^2 Sigma + s^2 I)^{-1} (x - a mu), inverted by hand.
+        let m = array![[a * a * 2.0 + s * s, a * a * 0.5], [a * a * 0.5, a * a * 1.0 + s * s]];
+        let det = m[[0, 0]] * m[[1, 1]] - m[[0, 1]] * m[[1, 0]];
+        let inv = array![[m[[1, 1]], -m[[0, 1]]], [-m[[1, 0]], m[[0, 0]]]] / det;
+        for (i, row) in x.rows().into_iter().enumerate() {
+            let r = &row - &(array![1.0, -2.0] * a);
+            let want = -inv.dot(&r);
+            for j in 0..2 {
+                approx::assert_relative_eq!(got[[i, j]], want[j], max_relative = 1e-12);
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The state/backend trait: the handful of array operations every integrator needs.
+//!
+//! Integrators are generic over [`State`], so the same code runs on ndarray
+//! arrays (f32 or f64, any dimensionality, samples along axis 0) and, behind
+//! the root crate's `tch` support, on tensors on any device. Coefficients are
+//! always `f64` computed on the host; implementations cast them to the element
+//! type. No operation converts between backends.
+
+use ndarray::{Array, Axis, Dimension, RemoveAxis, ScalarOperand, Zip};
+use ndarray_rand::RandomExt;
+use num_traits::{Float, FromPrimitive};
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::error::{Error, Result};
+
+/// The random number generator every noise source uses: small, fast, seedable,
+/// and identical on every platform.
+pub type Rng = rand_xoshiro::Xoshiro256PlusPlus;
+
+/// A batch of samples that integrators can update.
+///
+/// The leading axis indexes samples; every other axis is one sample's data.
+pub trait State: Clone + Send + Sync + 'static {
+    /// The full shape, leading axis first.
+    fn shape(&self) -> Vec<usize>;
+
+    /// Number of samples (length of the leading axis).
+    fn batch_size(&self) -> usize {
+        self.shape().first().copied().unwrap_or(0)
+    }
+
+    /// `self <- a * self + b * x`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `x` has another shape.
+    fn axpby(&mut self, a: f64, b: f64, x: &Self) -> Result<()>;
+
+    /// `self <- a * self + b * x + c * y`, in one pass.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `x` or `y` has another shape.
+    fn axpbypcz(&mut self, a: f64, b: f64, x: &Self, c: f64, y: &Self) -> Result<()>;
+
+    /// `self <- a * self`.
+    fn scale(&mut self, a: f64);
+
+    /// Mean over samples of each sample's Euclidean norm.
+    fn mean_sample_norm(&self) -> f64;
+
+    /// True when every element is finite.
+    fn all_finite(&self) -> bool;
+
+    /// Standard normal draws of the same shape (and device) as `self`.
+    fn randn_like(&self, rng: &mut Rng) -> Self;
+}
+
+/// Element types the ndarray backend supports (`f32` and `f64`).
+pub trait Element:
+    Float + FromPrimitive + ScalarOperand + Send + Sync + std::fmt::Debug + std::fmt::Display + 'static
+where
+    StandardNormal: Distribution<Self>,
+{
+}
+impl Element for f32 {}
+impl Element for f64 {}
+
+fn cast<F: Element>(v: f64) -> F
+where
+    StandardNormal: Distribution<F>,
+{
+    F::from_f64(v).unwrap_or_else(F::nan)
+}
+
+fn same_shape<F, D: Dimension>(what: &'static str, a: &Array<F, D>, b: &Array<F, D>) -> Result<()> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch { what, expected: a.shape().to_vec(), got: b.shape().to_vec() })
+    }
+}
+
+impl<F: Element, D: Dimension + RemoveAxis + 'static> State for Array<F, D>
+where
+    StandardNormal: Distribution<F>,
+{
+    fn shape(&self) -> Vec<usize> {
+        self.shape().to_vec()
+    }
+
+    fn axpby(&mut self, a: f64, b: f64, x: &Self) -> Result<()> {
+        same_shape("axpby", self, x)?;
+        let (a, b) = (cast::<F>(a), cast::<F>(b));
+        Zip::from(self).and(x).for_each(|s, &x| *s = a * *s + b * x);
+        Ok(())
+    }
+
+    fn axpbypcz(&mut self, a: f64, b: f64, x: &Self, c: f64, y: &Self) -> Result<()> {
+        same_shape("axpbypcz", self, x)?;
+        same_shape("axpbypcz", self, y)?;
+        let (a, b, c) = (cast::<F>(a), cast::<F>(b), cast::<F>(c));
+        Zip::from(self).and(x).and(y).for_each(|s, &x, &y| *s = a * *s + b * x + c * y);
+        Ok(())
+    }
+
+    fn scale(&mut self, a: f64) {
+        let a = cast::<F>(a);
+        self.mapv_inplace(|v| v * a);
+    }
+
+    fn mean_sample_norm(&self) -> f64 {
+        let n = self.len_of(Axis(0));
+        if n == 0 {
+            return 0.0;
+        }
+        let total: f64 = self
+            .axis_iter(Axis(0))
+            .map(|row| row.iter().map(|v| v.to_f64().unwrap_or(f64::NAN).powi(2)).sum::<f64>().sqrt())
+            .sum();
+        total / n as f64
+    }
+
+    fn all_finite(&self) -> bool {
+        self.iter().all(|v| v.is_finite())
+    }
+
+    fn randn_like(&self, rng: &mut Rng) -> Self {
+        Array::random_using(self.raw_dim(), StandardNormal, rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+    use rand::SeedableRng;
+
+    #[test]
+    fn axpby_and_shape_errors() {
+        let mut x = array![[1.0, 2.0], [3.0, 4.0]];
+        let y = array![[1.0, 1.0], [1.0, 1.0]];
+        x.axpby(2.0, -1.0, &y).unwrap();
+        assert_eq!(x, array![[1.0, 3.0], [5.0, 7.0]]);
+        let z = array![[1.0, 1.0, 1.0]];
+        assert!(matches!(x.axpby(1.0, 1.0, &z), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(x.axpbypcz(1.0, 1.0, &y, 1.0, &z), Err(Error::ShapeMismatch { .. })));
+    }
+
+    #[test]
+    fn norms_and_finiteness() {
+        let x = array![[3.0f32, 4.0], [0.0, 1.0]];
+        assert!((x.mean_sample_norm() - 3.0).abs() < 1e-12);
+        assert!(x.all_finite());
+        let y = array![[f64::NAN, 0.0]];
+        assert!(!y.all_finite());
+    }
+
+    #[test]
+    fn randn_is_seeded() {
+        let x = ndarray::Array2::<f64>::zeros((3, 2));
+        let a = x.randn_like(&mut Rng::seed_from_u64(7));
+        let b = x.randn_like(&mut Rng::seed_from_u64(7));
+        assert_eq!(a, b);
+    }
+}

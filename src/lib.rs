@@ -1,0 +1,3 @@
+//! # scoresde
+#![warn(missing_docs)]
+pub use scoresde_solvers as solvers;
