@@ -110,15 +110,6 @@ impl Error {
     }
 }
 
-/// Checks that `value` is finite, naming it in the error.
-pub(crate) fn finite(name: &'static str, value: f64) -> Result<f64> {
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(Error::param(name, value, "must be finite"))
-    }
-}
-
 /// Checks that `value` is finite and strictly positive.
 pub(crate) fn positive(name: &'static str, value: f64) -> Result<f64> {
     if value.is_finite() && value > 0.0 {

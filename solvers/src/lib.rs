@@ -4,16 +4,51 @@
 //! sources, time grids, and interchangeable integrators for score-based
 //! generative models (Song et al. 2021, "Score-Based Generative Modeling
 //! through Stochastic Differential Equations").
+//!
+//! * [`Sde`]: `dx = f(t) x dt + g(t) dw` with kernel `x_t = a(t) x_0 + sigma(t) z` ([`VpSde`]).
+//! * [`Score`]: `s(x, t)`; [`ExactScore`] of [`GaussianMixture`] data is exact at every t.
+//! * [`State`]: the few array operations integrators use (ndarray f32/f64 here).
+//! * [`Noise`]: [`GaussianNoise`] (seeded i.i.d.) or [`BrownianPath`] (one path, any step size).
+//! * [`Solver`] / [`Corrector`]: one file per integrator in [`integrators`].
+//! * [`Sampler`]: runs a solver over a [`TimeGrid`] with [`Observer`]s.
+//!
+//! Swapping a solver is one line: every solver is a `Solver<S>`, and
+//! [`by_name`] builds one from a string.
 #![warn(missing_docs)]
 
 mod error;
+mod grid;
+pub mod integrators;
 pub mod noise;
+mod observe;
+mod registry;
+mod sample;
 pub mod score;
 pub mod sde;
+mod solver;
 pub mod state;
 
 pub use error::{Error, Result};
+pub use grid::TimeGrid;
+pub use integrators::{
+    tweedie_denoise, Ancestral, AnnealedLangevin, ForwardEulerMaruyama, Identity, Langevin, Pc, ReverseDiffusion,
+    ReverseEulerMaruyama, Sgld, StepSchedule, Variance,
+};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
+pub use observe::{FiniteCheck, Observer, StepEvent, Trajectory};
+pub use registry::{by_name, SAMPLERS};
+pub use sample::{prior_sample, Run, Sampler};
 pub use score::{ExactScore, GaussianMixture, Score};
 pub use sde::{Sde, VpSde};
+pub use solver::{Corrector, Ctx, Direction, Solver};
 pub use state::{Element, Rng, State};
+
+/// Everything a user of the solvers needs, in one import.
+pub mod prelude {
+    pub use crate::{
+        by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, Corrector, Ctx, Error, ExactScore,
+        ForwardEulerMaruyama, GaussianMixture, GaussianNoise, Langevin, Noise, Observer, Pc, Result, ReverseDiffusion,
+        ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, TimeGrid, Trajectory, Variance,
+        VpSde,
+    };
+}

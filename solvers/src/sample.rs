@@ -1,0 +1,120 @@
+//! The driver: runs any integrator over a time grid, with observers.
+
+use crate::error::{Error, Result};
+use crate::grid::TimeGrid;
+use crate::integrators::tweedie_denoise;
+use crate::noise::Noise;
+use crate::observe::{FiniteCheck, Observer, StepEvent};
+use crate::score::Score;
+use crate::sde::Sde;
+use crate::solver::{Ctx, Direction, Solver};
+use crate::state::State;
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct Run<S> {
+    /// The final state.
+    pub x: S,
+    /// Score evaluations used (including the final denoising step, if any).
+    pub score_evals: usize,
+    /// Steps taken.
+    pub steps: usize,
+}
+
+/// Runs integrators for one SDE and score, reporting to observers.
+///
+/// ```
+/// use scoresde_solvers::prelude::*;
+/// let sde = VpSde::default();
+/// let score = ExactScore::new(GaussianMixture::ring(8, 2.0, 0.1)?, sde);
+/// let grid = TimeGrid::reverse(&sde, 100)?;
+/// let mut noise = GaussianNoise::new(0);
+/// let x_t = prior_sample(&sde, &ndarray::Array2::<f64>::zeros((512, 2)), &mut noise);
+/// let mut solver = Ancestral::new(); // or ReverseEulerMaruyama, Pc::new(ReverseDiffusion, Langevin::default()), ...
+/// let run = Sampler::new(&sde, &score).denoise(true).run(&mut solver, x_t, &grid, &mut noise)?;
+/// assert_eq!(run.score_evals, 101);
+/// # Ok::<(), scoresde_solvers::Error>(())
+/// ```
+pub struct Sampler<'a, S: State> {
+    sde: &'a dyn Sde,
+    score: &'a dyn Score<S>,
+    observers: Vec<&'a mut dyn Observer<S>>,
+    denoise: bool,
+    check_finite: bool,
+}
+
+impl<'a, S: State> Sampler<'a, S> {
+    /// A sampler for `sde` and `score`, with the non-finite check on and no final denoising.
+    pub fn new(sde: &'a dyn Sde, score: &'a dyn Score<S>) -> Self {
+        Self { sde, score, observers: Vec::new(), denoise: false, check_finite: true }
+    }
+
+    /// Adds an observer.
+    pub fn observe(mut self, observer: &'a mut dyn Observer<S>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Finishes a reverse-time run with the noise-free Tweedie step at the last time.
+    pub fn denoise(mut self, yes: bool) -> Self {
+        self.denoise = yes;
+        self
+    }
+
+    /// Turns the built-in [`FiniteCheck`] on or off (on by default).
+    pub fn check_finite(mut self, yes: bool) -> Self {
+        self.check_finite = yes;
+        self
+    }
+
+    fn notify(&mut self, event: &StepEvent<'_, S>) -> Result<()> {
+        if self.check_finite {
+            FiniteCheck.observe(event)?;
+        }
+        self.observers.iter_mut().try_for_each(|o| o.observe(event))
+    }
+
+    /// Integrates `x` over `grid` with `solver`.
+    ///
+    /// # Errors
+    /// * [`Error::TimeOutOfRange`] if the grid leaves the SDE's range;
+    /// * [`Error::WrongDirection`] if the grid runs against the solver;
+    /// * [`Error::NonFiniteInput`] / [`Error::NonFinite`] (step and t) when the
+    ///   state is or becomes NaN/inf;
+    /// * whatever the score, noise source or an observer returns.
+    pub fn run(&mut self, solver: &mut dyn Solver<S>, mut x: S, grid: &TimeGrid, noise: &mut dyn Noise<S>) -> Result<Run<S>> {
+        grid.check_within(self.sde)?;
+        let want_reverse = solver.direction() == Direction::Reverse;
+        if grid.is_decreasing() != want_reverse {
+            return Err(Error::WrongDirection {
+                solver: solver.name().to_string(),
+                expected: if want_reverse { "reverse" } else { "forward" },
+            });
+        }
+        solver.reset();
+        let n_steps = grid.steps();
+        let per_step = solver.score_evals_per_step();
+        self.notify(&StepEvent { step: 0, n_steps, t: grid.start(), x: &x, score_evals: 0 })?;
+        let mut ctx = Ctx { sde: self.sde, score: self.score, noise };
+        for (i, w) in grid.times().windows(2).enumerate() {
+            x = solver.step(x, w[0], w[1], &mut ctx)?;
+            self.notify(&StepEvent { step: i + 1, n_steps, t: w[1], x: &x, score_evals: (i + 1) * per_step })?;
+        }
+        let mut score_evals = n_steps * per_step;
+        if self.denoise && want_reverse {
+            x = tweedie_denoise(x, grid.end(), self.sde, self.score)?;
+            score_evals += 1;
+            if self.check_finite && !x.all_finite() {
+                return Err(Error::NonFinite { step: n_steps + 1, t: grid.end() });
+            }
+        }
+        Ok(Run { x, score_evals, steps: n_steps })
+    }
+}
+
+/// A draw from the prior `N(0, prior_std^2 I)` with the shape of `like`.
+pub fn prior_sample<S: State>(sde: &dyn Sde, like: &S, noise: &mut dyn Noise<S>) -> S {
+    let mut z = noise.normal(like);
+    z.scale(sde.prior_std());
+    z
+}

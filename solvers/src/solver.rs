@@ -1,0 +1,98 @@
+//! The integrator traits: [`Solver`] (one step from `t` to `t_next`) and
+//! [`Corrector`] (moves at fixed `t` towards `p_t`).
+
+use crate::error::Result;
+use crate::noise::Noise;
+use crate::score::Score;
+use crate::sde::Sde;
+use crate::state::State;
+
+/// What an integrator sees at each step: the SDE, the score and the noise.
+pub struct Ctx<'a, S: State> {
+    /// The forward SDE.
+    pub sde: &'a dyn Sde,
+    /// The score `s(x, t)`.
+    pub score: &'a dyn Score<S>,
+    /// Where randomness comes from.
+    pub noise: &'a mut dyn Noise<S>,
+}
+
+/// Which way in time an integrator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From small `t` to large `t` (the forward, noising SDE).
+    Forward,
+    /// From `T` down to `eps` (sampling).
+    Reverse,
+}
+
+/// A one-step integrator. Object-safe, so a solver chosen by name at run time
+/// is a `Box<dyn Solver<S>>`.
+pub trait Solver<S: State>: Send {
+    /// The name it is selected by (see [`crate::by_name`]).
+    fn name(&self) -> &'static str;
+
+    /// Which way in time it runs (reverse by default).
+    fn direction(&self) -> Direction {
+        Direction::Reverse
+    }
+
+    /// Score evaluations per step.
+    fn score_evals_per_step(&self) -> usize;
+
+    /// Advances `x` from `t` to `t_next`.
+    ///
+    /// # Errors
+    /// Whatever the score or noise source returns; shape mismatches.
+    fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S>;
+
+    /// Forgets any history (multistep methods); called before each run.
+    fn reset(&mut self) {}
+}
+
+/// A corrector: a Markov move at fixed `t` that leaves `p_t` (approximately) invariant.
+pub trait Corrector<S: State>: Send {
+    /// Name, used in the name of a predictor–corrector pair.
+    fn name(&self) -> &'static str;
+
+    /// Score evaluations per call of [`Corrector::correct`].
+    fn score_evals(&self) -> usize;
+
+    /// Moves `x` at time `t`; `t_prev` is the time the sampler came from
+    /// (`t_prev > t` in reverse time), which sets the step size of rules that
+    /// scale with the discrete `alpha_i = 1 - beta_i`.
+    ///
+    /// # Errors
+    /// Whatever the score returns; shape mismatches.
+    fn correct(&mut self, x: S, t: f64, t_prev: f64, ctx: &mut Ctx<'_, S>) -> Result<S>;
+}
+
+impl<S: State, T: Solver<S> + ?Sized> Solver<S> for Box<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn direction(&self) -> Direction {
+        (**self).direction()
+    }
+    fn score_evals_per_step(&self) -> usize {
+        (**self).score_evals_per_step()
+    }
+    fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
+        (**self).step(x, t, t_next, ctx)
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+}
+
+impl<S: State, T: Corrector<S> + ?Sized> Corrector<S> for Box<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn score_evals(&self) -> usize {
+        (**self).score_evals()
+    }
+    fn correct(&mut self, x: S, t: f64, t_prev: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
+        (**self).correct(x, t, t_prev, ctx)
+    }
+}
