@@ -23,7 +23,9 @@ fn check_steps(steps: usize) -> Result<()> {
 
 fn check_ends(t_start: f64, t_end: f64) -> Result<()> {
     if !t_start.is_finite() || !t_end.is_finite() || t_start == t_end {
-        return Err(Error::InvalidGrid { reason: format!("end points must be finite and distinct (got {t_start} and {t_end})") });
+        return Err(Error::InvalidGrid {
+            reason: format!("end points must be finite and distinct (got {t_start} and {t_end})"),
+        });
     }
     Ok(())
 }
@@ -70,7 +72,8 @@ impl TimeGrid {
         check_steps(steps)?;
         check_ends(t_start, t_end)?;
         let n = steps as f64;
-        let mut times: Vec<f64> = (0..=steps).map(|i| t_end + (t_start - t_end) * (1.0 - i as f64 / n).powi(2)).collect();
+        let mut times: Vec<f64> =
+            (0..=steps).map(|i| t_end + (t_start - t_end) * (1.0 - i as f64 / n).powi(2)).collect();
         times[0] = t_start;
         times[steps] = t_end;
         Self::new(times)

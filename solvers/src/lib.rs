@@ -48,7 +48,7 @@ pub mod prelude {
     pub use crate::{
         by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, Corrector, Ctx, Error, ExactScore,
         ForwardEulerMaruyama, GaussianMixture, GaussianNoise, Langevin, Noise, Observer, Pc, Result, ReverseDiffusion,
-        ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, TimeGrid, Trajectory, Variance,
-        VpSde,
+        ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, TimeGrid, Trajectory,
+        Variance, VpSde,
     };
 }

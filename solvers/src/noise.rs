@@ -73,7 +73,8 @@ const MAX_DEPTH: u32 = 48;
 
 fn mix(seed: u64, depth: u32, index: u64) -> u64 {
     // SplitMix64 finaliser over the combined key: independent streams per node.
-    let mut z = seed ^ (u64::from(depth)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z =
+        seed ^ (u64::from(depth)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

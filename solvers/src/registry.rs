@@ -1,12 +1,15 @@
 //! Solvers by name, for command lines and examples.
 
 use crate::error::{Error, Result};
-use crate::integrators::{Ancestral, AnnealedLangevin, ForwardEulerMaruyama, Langevin, Pc, ReverseDiffusion, ReverseEulerMaruyama, Variance};
+use crate::integrators::{
+    Ancestral, AnnealedLangevin, ForwardEulerMaruyama, Langevin, Pc, ReverseDiffusion, ReverseEulerMaruyama, Variance,
+};
 use crate::solver::Solver;
 use crate::state::State;
 
 /// The reverse-time samplers [`by_name`] knows, in the order examples list them.
-pub const SAMPLERS: &[&str] = &["reverse-em", "reverse-diffusion", "ancestral", "ancestral-large", "pc", "langevin", "annealed-langevin"];
+pub const SAMPLERS: &[&str] =
+    &["reverse-em", "reverse-diffusion", "ancestral", "ancestral-large", "pc", "langevin", "annealed-langevin"];
 
 /// A solver from its name, with default settings:
 ///

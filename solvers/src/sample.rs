@@ -82,7 +82,13 @@ impl<'a, S: State> Sampler<'a, S> {
     /// * [`Error::NonFiniteInput`] / [`Error::NonFinite`] (step and t) when the
     ///   state is or becomes NaN/inf;
     /// * whatever the score, noise source or an observer returns.
-    pub fn run(&mut self, solver: &mut dyn Solver<S>, mut x: S, grid: &TimeGrid, noise: &mut dyn Noise<S>) -> Result<Run<S>> {
+    pub fn run(
+        &mut self,
+        solver: &mut dyn Solver<S>,
+        mut x: S,
+        grid: &TimeGrid,
+        noise: &mut dyn Noise<S>,
+    ) -> Result<Run<S>> {
         grid.check_within(self.sde)?;
         let want_reverse = solver.direction() == Direction::Reverse;
         if grid.is_decreasing() != want_reverse {

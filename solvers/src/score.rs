@@ -88,7 +88,11 @@ impl GaussianMixture {
             return Err(Error::ShapeMismatch { what: "mixture weights", expected: vec![k], got: vec![weights.len()] });
         }
         if covs.dim() != (k, d, d) {
-            return Err(Error::ShapeMismatch { what: "mixture covariances", expected: vec![k, d, d], got: covs.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                what: "mixture covariances",
+                expected: vec![k, d, d],
+                got: covs.shape().to_vec(),
+            });
         }
         check_finite_slice("mixture weights", weights.iter().copied())?;
         check_finite_slice("mixture means", means.iter().copied())?;
@@ -118,7 +122,11 @@ impl GaussianMixture {
                 (vals, Some(vecs))
             };
             if let Some(l) = eigvals.iter().find(|l| **l < -1e-12 * scale) {
-                return Err(Error::param("covariance", format!("component {i}"), format!("must be positive semi-definite (eigenvalue {l})")));
+                return Err(Error::param(
+                    "covariance",
+                    format!("component {i}"),
+                    format!("must be positive semi-definite (eigenvalue {l})"),
+                ));
             }
             components.push(Component {
                 log_weight: (weights[i] / total).ln(),
@@ -245,7 +253,11 @@ impl GaussianMixture {
                 if v.iter().all(|x| *x > 0.0 && x.is_finite()) {
                     Ok(v)
                 } else {
-                    Err(Error::param("sigma", sigma, "the marginal is singular (zero noise on a degenerate covariance)"))
+                    Err(Error::param(
+                        "sigma",
+                        sigma,
+                        "the marginal is singular (zero noise on a degenerate covariance)",
+                    ))
                 }
             })
             .collect()
@@ -259,7 +271,10 @@ impl GaussianMixture {
         self.check_cols(x.ncols())?;
         let vars = self.marginal_vars(a, sigma)?;
         let mut scratch = Scratch::new(self.dim, self.components.len());
-        Ok(x.rows().into_iter().map(|row| self.row_kernel::<f64>(row.iter().copied(), a, &vars, &mut scratch, None)).collect())
+        Ok(x.rows()
+            .into_iter()
+            .map(|row| self.row_kernel::<f64>(row.iter().copied(), a, &vars, &mut scratch, None))
+            .collect())
     }
 
     fn check_cols(&self, cols: usize) -> Result<()> {
@@ -285,7 +300,13 @@ impl GaussianMixture {
         let work = |(mut o, xi): (ndarray::ArrayViewMut2<F>, ArrayView2<F>)| {
             let mut scratch = Scratch::new(self.dim, self.components.len());
             for (orow, xrow) in o.rows_mut().into_iter().zip(xi.rows()) {
-                self.row_kernel(xrow.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)), a, &vars, &mut scratch, Some(orow));
+                self.row_kernel(
+                    xrow.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)),
+                    a,
+                    &vars,
+                    &mut scratch,
+                    Some(orow),
+                );
             }
         };
         let pairs = out.axis_chunks_iter_mut(Axis(0), CHUNK).zip(x.axis_chunks_iter(Axis(0), CHUNK));
