@@ -243,22 +243,26 @@ impl GaussianMixture {
         out
     }
 
-    /// Per-component variance eigenvalues of the marginal at `(a, sigma)`,
-    /// with the error for a singular marginal.
-    fn marginal_vars(&self, a: f64, sigma: f64) -> Result<Vec<Array1<f64>>> {
+    /// Per-component constants of the marginal at `(a, sigma)`, computed once
+    /// per call so the row kernel does no logarithms; errors for a singular marginal.
+    fn prepare(&self, a: f64, sigma: f64) -> Result<Vec<Prepared>> {
+        let half_d_ln2pi = 0.5 * self.dim as f64 * (2.0 * std::f64::consts::PI).ln();
         self.components
             .iter()
             .map(|c| {
                 let v = c.eigvals.mapv(|l| a * a * l + sigma * sigma);
-                if v.iter().all(|x| *x > 0.0 && x.is_finite()) {
-                    Ok(v)
-                } else {
-                    Err(Error::param(
+                if !v.iter().all(|x| *x > 0.0 && x.is_finite()) {
+                    return Err(Error::param(
                         "sigma",
                         sigma,
                         "the marginal is singular (zero noise on a degenerate covariance)",
-                    ))
+                    ));
                 }
+                Ok(Prepared {
+                    shift: c.mean.iter().map(|m| a * m).collect(),
+                    inv_var: v.iter().map(|x| 1.0 / x).collect(),
+                    log_norm: c.log_weight - 0.5 * v.iter().map(|x| x.ln()).sum::<f64>() - half_d_ln2pi,
+                })
             })
             .collect()
     }
@@ -269,11 +273,11 @@ impl GaussianMixture {
     /// Shape mismatch, or a singular marginal.
     pub fn log_density(&self, x: ArrayView2<f64>, a: f64, sigma: f64) -> Result<Array1<f64>> {
         self.check_cols(x.ncols())?;
-        let vars = self.marginal_vars(a, sigma)?;
+        let prep = self.prepare(a, sigma)?;
         let mut scratch = Scratch::new(self.dim, self.components.len());
         Ok(x.rows()
             .into_iter()
-            .map(|row| self.row_kernel::<f64>(row.iter().copied(), a, &vars, &mut scratch, None))
+            .map(|row| self.row_kernel::<f64>(row.iter().copied(), &prep, &mut scratch, None))
             .collect())
     }
 
@@ -294,19 +298,13 @@ impl GaussianMixture {
         StandardNormal: rand_distr::Distribution<F>,
     {
         self.check_cols(x.ncols())?;
-        let vars = self.marginal_vars(a, sigma)?;
+        let prep = self.prepare(a, sigma)?;
         let mut out = Array2::<F>::zeros(x.raw_dim());
         const CHUNK: usize = 512;
         let work = |(mut o, xi): (ndarray::ArrayViewMut2<F>, ArrayView2<F>)| {
             let mut scratch = Scratch::new(self.dim, self.components.len());
             for (orow, xrow) in o.rows_mut().into_iter().zip(xi.rows()) {
-                self.row_kernel(
-                    xrow.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)),
-                    a,
-                    &vars,
-                    &mut scratch,
-                    Some(orow),
-                );
+                self.row_kernel(xrow.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)), &prep, &mut scratch, Some(orow));
             }
         };
         let pairs = out.axis_chunks_iter_mut(Axis(0), CHUNK).zip(x.axis_chunks_iter(Axis(0), CHUNK));
@@ -323,8 +321,7 @@ impl GaussianMixture {
     fn row_kernel<F: Element>(
         &self,
         x: impl Iterator<Item = f64>,
-        a: f64,
-        vars: &[Array1<f64>],
+        prep: &[Prepared],
         s: &mut Scratch,
         out: Option<ArrayViewMut1<F>>,
     ) -> f64
@@ -335,30 +332,27 @@ impl GaussianMixture {
         for (xi, v) in s.x.iter_mut().zip(x) {
             *xi = v;
         }
-        let half_d_ln2pi = 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln();
         let mut max_lp = f64::NEG_INFINITY;
-        for (k, (c, v)) in self.components.iter().zip(vars).enumerate() {
-            // y = U^T (x - a mu) (rotated residual), then the component score in that basis.
-            for i in 0..d {
-                s.r[i] = s.x[i] - a * c.mean[i];
-            }
+        for (k, (c, p)) in self.components.iter().zip(prep).enumerate() {
+            // y = U^T (x - a mu) is the residual in the eigenbasis; it is
+            // replaced by y / v, the component's score in that basis (negated).
             let y = &mut s.y[k * d..(k + 1) * d];
             match &c.eigvecs {
-                None => y.copy_from_slice(&s.r),
+                None => (0..d).for_each(|i| y[i] = s.x[i] - p.shift[i]),
                 Some(u) => {
+                    (0..d).for_each(|i| s.r[i] = s.x[i] - p.shift[i]);
                     for (j, yj) in y.iter_mut().enumerate() {
                         *yj = (0..d).map(|i| u[[i, j]] * s.r[i]).sum();
                     }
                 }
             }
             let mut quad = 0.0;
-            let mut logdet = 0.0;
-            for j in 0..d {
-                quad += y[j] * y[j] / v[j];
-                logdet += v[j].ln();
-                y[j] /= v[j];
+            for (yj, iv) in y.iter_mut().zip(&p.inv_var) {
+                let w = *yj * iv;
+                quad += *yj * w;
+                *yj = w;
             }
-            let lp = c.log_weight - 0.5 * quad - 0.5 * logdet - half_d_ln2pi;
+            let lp = p.log_norm - 0.5 * quad;
             s.lp[k] = lp;
             max_lp = max_lp.max(lp);
         }
@@ -383,6 +377,16 @@ impl GaussianMixture {
         }
         max_lp + z.ln()
     }
+}
+
+/// Constants of one component's marginal at a given `(a, sigma)`.
+struct Prepared {
+    /// `a mu`.
+    shift: Vec<f64>,
+    /// `1 / (a^2 lambda_j + sigma^2)` per eigen-direction.
+    inv_var: Vec<f64>,
+    /// `ln w - 1/2 sum_j ln v_j - d/2 ln(2 pi)`.
+    log_norm: f64,
 }
 
 /// Per-thread scratch buffers of the row kernel (no allocation per row).
