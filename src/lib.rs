@@ -5,3 +5,5 @@
 //! `tch`, data sets, metrics, plotting and the command-line program.
 #![warn(missing_docs)]
 pub use scoresde_solvers as solvers;
+pub mod metrics;
+pub mod plot;

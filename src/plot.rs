@@ -1,0 +1,647 @@
+//! Figures: the one place that draws. The library emits data (samples,
+//! trajectories, densities on grids); these functions turn it into PNGs.
+//!
+//! * [`scatter_panels`]: a grid of 2-D sample panels on shared axes.
+//! * [`paths_over_density`]: 1-D sample paths over a shaded density `p_t(x)`,
+//!   one panel per (density, paths) pair, in the style of Song et al. (2021), Fig. 1.
+//!
+//! Text is rendered with the DejaVu Sans font embedded in the binary (no
+//! system fonts needed). Every figure is first written to a temporary file in
+//! the destination folder and then renamed over the target, so a crash never
+//! leaves a half-written figure behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ndarray::ArrayView2;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+/// What can go wrong while drawing a figure.
+// A local error type until the root crate's `scoresde::Error` exists; it is
+// small on purpose so it can become one variant of that enum.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlotError {
+    /// The figure's destination cannot be used (missing folder, wrong extension, ...).
+    #[error("cannot write figure to {path}: {reason}")]
+    Destination {
+        /// The requested output path.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// Writing or renaming the file failed.
+    #[error("cannot write figure to {path}: {source}")]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plotting backend failed (including failure to encode the PNG).
+    #[error("drawing {path} failed: {reason}")]
+    Draw {
+        /// The requested output path.
+        path: PathBuf,
+        /// The backend's message.
+        reason: String,
+    },
+    /// The data or options cannot be drawn.
+    #[error("invalid plot input: {0}")]
+    Invalid(String),
+    /// The embedded font could not be loaded.
+    #[error("the embedded font could not be registered")]
+    Font,
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, PlotError>;
+
+/// The font family name every figure uses.
+const FONT: &str = "sans-serif";
+
+/// Registers the embedded DejaVu Sans as `"sans-serif"` with plotters, once.
+fn ensure_font() -> Result<()> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED
+        .get_or_init(|| register_font(FONT, FontStyle::Normal, include_bytes!("../assets/DejaVuSans.ttf")).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(PlotError::Font)
+    }
+}
+
+/// An error of the drawing backend while drawing inside [`render`]; the path
+/// is filled in by `render`.
+fn draw_err(e: impl std::fmt::Display) -> PlotError {
+    PlotError::Draw { path: PathBuf::new(), reason: e.to_string() }
+}
+
+/// Draws into a bitmap of `size` pixels and writes it to `path` (which must end
+/// in `.png`) atomically: a temporary file in the same folder, then a rename.
+fn render(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    ensure_font()?;
+    let dest = |reason: &str| PlotError::Destination { path: path.to_path_buf(), reason: reason.to_string() };
+    let is_png = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        return Err(dest("only PNG output is supported (the file name must end in .png)"));
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| dest("not a valid file name"))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(dest(&format!("folder {} does not exist", dir.display())));
+    }
+    // Unique per process and call, so concurrent renders never share a temporary file.
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}-{k}.tmp.png", std::process::id()));
+    let drawn = (|| {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        draw(&root)?;
+        root.present().map_err(draw_err)
+    })();
+    let result = drawn.and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })
+    });
+    if result.is_err() {
+        // The backend may have written a partial temporary file (or none): remove it, ignore failures.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| match e {
+        PlotError::Draw { reason, .. } => PlotError::Draw { path: path.to_path_buf(), reason },
+        other => other,
+    })
+}
+
+/// Font size of a figure title.
+const TITLE_PX: u32 = 21;
+
+/// Pixels taken by a figure title: one line per `\n`-separated line.
+fn title_height(title: Option<&str>) -> u32 {
+    title.map_or(0, |t| t.lines().count() as u32 * (TITLE_PX + 10) + 6)
+}
+
+/// Draws a (possibly multi-line) figure title and returns the area below it.
+fn titled<'a>(
+    root: &DrawingArea<BitMapBackend<'a>, Shift>,
+    title: Option<&str>,
+) -> Result<DrawingArea<BitMapBackend<'a>, Shift>> {
+    let mut area = root.clone();
+    for line in title.into_iter().flat_map(str::lines) {
+        area = area.titled(line, (FONT, TITLE_PX)).map_err(draw_err)?;
+    }
+    Ok(area)
+}
+
+/// A closed interval `[lo, hi]` of data coordinates, `lo < hi`, both finite.
+fn check_range(what: &str, (lo, hi): (f64, f64)) -> Result<()> {
+    if lo.is_finite() && hi.is_finite() && lo < hi {
+        Ok(())
+    } else {
+        Err(PlotError::Invalid(format!("{what} range ({lo}, {hi}) must be finite with lo < hi")))
+    }
+}
+
+/// Axis limits of a 2-D panel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// `(min, max)` of the horizontal axis.
+    pub x: (f64, f64),
+    /// `(min, max)` of the vertical axis.
+    pub y: (f64, f64),
+}
+
+impl Bounds {
+    /// The square `[-half, half]^2`.
+    pub fn square(half: f64) -> Self {
+        Self { x: (-half, half), y: (-half, half) }
+    }
+}
+
+/// Options of [`scatter_panels`]; `Default` gives a 4-column grid on `[-3, 3]^2`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScatterOptions {
+    /// Shared axis limits of every panel. Points outside are not drawn; their
+    /// count is appended to the panel title.
+    pub bounds: Bounds,
+    /// Panels per row.
+    pub columns: usize,
+    /// Width and height of one panel in pixels.
+    pub panel_px: u32,
+    /// Radius of a point in pixels.
+    pub point_radius: u32,
+    /// Opacity of a point, in `(0, 1]`.
+    pub alpha: f64,
+    /// A title above the whole figure; `\n` starts a new line.
+    pub title: Option<String>,
+}
+
+impl Default for ScatterOptions {
+    fn default() -> Self {
+        Self { bounds: Bounds::square(3.0), columns: 4, panel_px: 360, point_radius: 1, alpha: 0.5, title: None }
+    }
+}
+
+/// The colour of the `i`-th series (matplotlib's "tab10" palette).
+fn palette(i: usize) -> RGBColor {
+    const TAB10: [(u8, u8, u8); 10] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    let (r, g, b) = TAB10[i % TAB10.len()];
+    RGBColor(r, g, b)
+}
+
+/// Draws a grid of 2-D scatter panels, one per `(title, points)` pair, on the
+/// same axes, and writes it as a PNG to `path`. `points` has shape `(n, 2)`.
+///
+/// # Errors
+/// [`PlotError::Invalid`] for no panels, a panel without 2 columns, bad bounds
+/// or options; [`PlotError::Destination`] / [`PlotError::Io`] /
+/// [`PlotError::Draw`] when the file cannot be written.
+pub fn scatter_panels<T: AsRef<str>>(
+    path: impl AsRef<Path>,
+    panels: &[(T, ArrayView2<'_, f64>)],
+    opts: &ScatterOptions,
+) -> Result<()> {
+    if panels.is_empty() {
+        return Err(PlotError::Invalid("scatter_panels needs at least one panel".into()));
+    }
+    if let Some((t, p)) = panels.iter().find(|(_, p)| p.ncols() != 2) {
+        return Err(PlotError::Invalid(format!(
+            "panel `{}` has {} columns; scatter panels need 2-D points",
+            t.as_ref(),
+            p.ncols()
+        )));
+    }
+    check_range("x", opts.bounds.x)?;
+    check_range("y", opts.bounds.y)?;
+    if opts.columns == 0 || opts.panel_px < 100 || !(opts.alpha > 0.0 && opts.alpha <= 1.0) {
+        return Err(PlotError::Invalid("need columns >= 1, panel_px >= 100 and alpha in (0, 1]".into()));
+    }
+    let cols = opts.columns.min(panels.len());
+    let rows = panels.len().div_ceil(cols);
+    let size = (cols as u32 * opts.panel_px, rows as u32 * opts.panel_px + title_height(opts.title.as_deref()));
+    let Bounds { x: (x0, x1), y: (y0, y1) } = opts.bounds;
+    render(path.as_ref(), size, |root| {
+        let area = titled(root, opts.title.as_deref())?;
+        for (i, (cell, (title, pts))) in area.split_evenly((rows, cols)).iter().zip(panels).enumerate() {
+            let inside: Vec<(f64, f64)> = pts
+                .rows()
+                .into_iter()
+                .map(|r| (r[0], r[1]))
+                .filter(|&(x, y)| x >= x0 && x <= x1 && y >= y0 && y <= y1)
+                .collect();
+            let outside = pts.nrows() - inside.len();
+            let caption = if outside > 0 {
+                format!("{} ({outside} off-axes)", title.as_ref())
+            } else {
+                title.as_ref().to_string()
+            };
+            let mut chart = ChartBuilder::on(cell)
+                .caption(caption, (FONT, 17))
+                .margin(8)
+                .x_label_area_size(28)
+                .y_label_area_size(36)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(draw_err)?;
+            chart
+                .configure_mesh()
+                .x_labels(7)
+                .y_labels(7)
+                .max_light_lines(1)
+                .light_line_style(RGBColor(235, 235, 235))
+                .bold_line_style(RGBColor(215, 215, 215))
+                .label_style((FONT, 13))
+                .draw()
+                .map_err(draw_err)?;
+            let style = palette(i).mix(opts.alpha).filled();
+            chart
+                .draw_series(inside.into_iter().map(|p| Circle::new(p, opts.point_radius, style)))
+                .map_err(draw_err)?;
+        }
+        Ok(())
+    })
+}
+
+/// A non-negative function of `(t, x)` tabulated on a grid: `values[[i, j]]`
+/// is the value at `(t[i], x[j])`. Both `t` and `x` are strictly increasing.
+#[derive(Debug, Clone)]
+pub struct DensityGrid<'a> {
+    /// Times (rows of `values`).
+    pub t: &'a [f64],
+    /// Positions (columns of `values`).
+    pub x: &'a [f64],
+    /// The density, shape `(t.len(), x.len())`.
+    pub values: ArrayView2<'a, f64>,
+}
+
+/// One-dimensional sample paths recorded at common times: `x[[i, k]]` is the
+/// position of path `k` at time `t[i]`.
+#[derive(Debug, Clone)]
+pub struct PathSet<'a> {
+    /// Recording times, monotone (either direction).
+    pub t: &'a [f64],
+    /// Positions, shape `(t.len(), n_paths)`.
+    pub x: ArrayView2<'a, f64>,
+}
+
+/// One panel of [`paths_over_density`].
+#[derive(Debug, Clone)]
+pub struct DensityPanel<'a> {
+    /// Panel title.
+    pub title: String,
+    /// The shaded background.
+    pub density: DensityGrid<'a>,
+    /// The paths drawn on top.
+    pub paths: PathSet<'a>,
+    /// Draw time decreasing from left to right (for reverse-time processes).
+    pub time_reversed: bool,
+}
+
+/// How [`paths_over_density`] maps density values to colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shading {
+    /// Each time slice scaled to its own maximum: shows the shape of `p_t` at
+    /// every `t` even where it is spread thin.
+    #[default]
+    PerTime,
+    /// One scale for the whole panel: shows how concentrated `p_t` is.
+    Global,
+}
+
+/// Options of [`paths_over_density`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DensityOptions {
+    /// `(min, max)` of the vertical (x) axis; path pieces outside are clipped.
+    pub x_range: (f64, f64),
+    /// Colour scaling of the density.
+    pub shading: Shading,
+    /// Width and height of one panel in pixels.
+    pub panel_px: (u32, u32),
+    /// Opacity of the paths, in `(0, 1]`.
+    pub path_alpha: f64,
+    /// A title above the whole figure; `\n` starts a new line.
+    pub title: Option<String>,
+}
+
+impl Default for DensityOptions {
+    fn default() -> Self {
+        Self { x_range: (-3.0, 3.0), shading: Shading::PerTime, panel_px: (640, 420), path_alpha: 0.8, title: None }
+    }
+}
+
+/// The viridis colour map at `v` in `[0, 1]` (matplotlib's anchors, linearly interpolated).
+fn viridis(v: f64) -> RGBColor {
+    const ANCHORS: [(f64, f64, f64); 9] = [
+        (68.0, 1.0, 84.0),
+        (71.0, 44.0, 122.0),
+        (59.0, 82.0, 139.0),
+        (44.0, 114.0, 142.0),
+        (33.0, 145.0, 140.0),
+        (39.0, 173.0, 129.0),
+        (94.0, 201.0, 98.0),
+        (170.0, 220.0, 50.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let s = v.clamp(0.0, 1.0) * (ANCHORS.len() - 1) as f64;
+    let i = (s.floor() as usize).min(ANCHORS.len() - 2);
+    let f = s - i as f64;
+    let (a, b) = (ANCHORS[i], ANCHORS[i + 1]);
+    let mix = |p: f64, q: f64| (p + f * (q - p)).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Cell edges around grid points: midpoints, with the outer cells as wide as their neighbours.
+fn edges(v: &[f64]) -> Vec<f64> {
+    if v.len() == 1 {
+        return vec![v[0] - 0.5, v[0] + 0.5];
+    }
+    let mut e = Vec::with_capacity(v.len() + 1);
+    e.push(v[0] - 0.5 * (v[1] - v[0]));
+    e.extend(v.windows(2).map(|w| 0.5 * (w[0] + w[1])));
+    let n = v.len();
+    e.push(v[n - 1] + 0.5 * (v[n - 1] - v[n - 2]));
+    e
+}
+
+/// Splits a polyline into the pieces inside the band `lo <= y <= hi`, cutting
+/// segments exactly where they cross the band's edges.
+fn clip_polyline(points: &[(f64, f64)], lo: f64, hi: f64) -> Vec<Vec<(f64, f64)>> {
+    let mut pieces = Vec::new();
+    let mut cur: Vec<(f64, f64)> = Vec::new();
+    let inside = |p: (f64, f64)| p.1 >= lo && p.1 <= hi;
+    for w in points.windows(2) {
+        let (p, q) = (w[0], w[1]);
+        // Liang–Barsky in y: the parameter interval of the segment inside the band.
+        let (mut s0, mut s1) = (0.0f64, 1.0f64);
+        let dy = q.1 - p.1;
+        if dy == 0.0 {
+            if !inside(p) {
+                continue;
+            }
+        } else {
+            let (a, b) = ((lo - p.1) / dy, (hi - p.1) / dy);
+            s0 = s0.max(a.min(b));
+            s1 = s1.min(a.max(b));
+            if s0 > s1 {
+                continue;
+            }
+        }
+        let at = |s: f64| {
+            if s == 0.0 {
+                p
+            } else if s == 1.0 {
+                q
+            } else {
+                (p.0 + s * (q.0 - p.0), p.1 + s * dy)
+            }
+        };
+        let (a, b) = (at(s0), at(s1));
+        if cur.is_empty() {
+            cur.push(a);
+        }
+        cur.push(b);
+        if s1 < 1.0 {
+            pieces.push(std::mem::take(&mut cur));
+        }
+    }
+    if cur.len() > 1 {
+        pieces.push(cur);
+    }
+    pieces.retain(|p| p.len() > 1);
+    pieces
+}
+
+fn strictly_increasing(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite()) && v.windows(2).all(|w| w[1] > w[0])
+}
+
+fn check_panel(p: &DensityPanel<'_>) -> Result<()> {
+    let d = &p.density;
+    let bad = |why: String| Err(PlotError::Invalid(format!("panel `{}`: {why}", p.title)));
+    if d.t.is_empty() || d.x.is_empty() || !strictly_increasing(d.t) || !strictly_increasing(d.x) {
+        return bad("density grid t and x must be non-empty, finite and strictly increasing".into());
+    }
+    if d.values.dim() != (d.t.len(), d.x.len()) {
+        return bad(format!("density values have shape {:?}, want ({}, {})", d.values.shape(), d.t.len(), d.x.len()));
+    }
+    if !d.values.iter().all(|v| v.is_finite() && *v >= 0.0) {
+        return bad("density values must be finite and >= 0".into());
+    }
+    if p.paths.x.nrows() != p.paths.t.len() {
+        return bad(format!("paths have {} rows for {} times", p.paths.x.nrows(), p.paths.t.len()));
+    }
+    if !p.paths.t.iter().all(|t| t.is_finite()) {
+        return bad("path times must be finite".into());
+    }
+    Ok(())
+}
+
+/// Draws 1-D sample paths over a shaded density `p_t(x)`, one panel per
+/// [`DensityPanel`] side by side, time on the horizontal axis and `x` on the
+/// vertical one, and writes a PNG to `path`. The density is drawn with the
+/// viridis colour map (scaled as `opts.shading` says), the paths in white.
+///
+/// # Errors
+/// [`PlotError::Invalid`] for no panels, mis-shaped or negative densities,
+/// non-monotone grids or bad options; [`PlotError::Destination`] /
+/// [`PlotError::Io`] / [`PlotError::Draw`] when the file cannot be written.
+pub fn paths_over_density(path: impl AsRef<Path>, panels: &[DensityPanel<'_>], opts: &DensityOptions) -> Result<()> {
+    if panels.is_empty() {
+        return Err(PlotError::Invalid("paths_over_density needs at least one panel".into()));
+    }
+    panels.iter().try_for_each(check_panel)?;
+    check_range("x", opts.x_range)?;
+    if opts.panel_px.0 < 150 || opts.panel_px.1 < 150 || !(opts.path_alpha > 0.0 && opts.path_alpha <= 1.0) {
+        return Err(PlotError::Invalid("need panel_px >= (150, 150) and path_alpha in (0, 1]".into()));
+    }
+    let size = (panels.len() as u32 * opts.panel_px.0, opts.panel_px.1 + title_height(opts.title.as_deref()));
+    let (xlo, xhi) = opts.x_range;
+    render(path.as_ref(), size, |root| {
+        let area = titled(root, opts.title.as_deref())?;
+        for (cell, p) in area.split_evenly((1, panels.len())).iter().zip(panels) {
+            draw_density_panel(cell, p, opts.shading, opts.path_alpha, (xlo, xhi))?;
+        }
+        Ok(())
+    })
+}
+
+fn draw_density_panel(
+    cell: &DrawingArea<BitMapBackend<'_>, Shift>,
+    p: &DensityPanel<'_>,
+    shading: Shading,
+    path_alpha: f64,
+    (xlo, xhi): (f64, f64),
+) -> Result<()> {
+    let d = &p.density;
+    let te = edges(d.t);
+    let xe = edges(d.x);
+    let (t0, t1) = (te[0], te[te.len() - 1]);
+    // Reversed time is drawn as u = t0 + t1 - t, labelled with t.
+    let u = |t: f64| if p.time_reversed { t0 + t1 - t } else { t };
+    let mut chart = ChartBuilder::on(cell)
+        .caption(&p.title, (FONT, 19))
+        .margin(10)
+        .x_label_area_size(44)
+        .y_label_area_size(48)
+        .build_cartesian_2d(t0..t1, xlo..xhi)
+        .map_err(draw_err)?;
+    let tick = |v: &f64| {
+        let t = u(*v);
+        format!("{:.1}", if t.abs() < 1e-9 { 0.0 } else { t })
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(6)
+        .y_labels(7)
+        .x_label_formatter(&tick)
+        .x_desc(if p.time_reversed { "t (reverse time runs left to right)" } else { "t" })
+        .y_desc("x")
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(draw_err)?;
+    let global_max = d.values.iter().fold(0.0f64, |m, v| m.max(*v));
+    let mut cells = Vec::with_capacity(d.values.len());
+    for (i, row) in d.values.rows().into_iter().enumerate() {
+        let scale = match shading {
+            Shading::PerTime => row.iter().fold(0.0f64, |m, v| m.max(*v)),
+            Shading::Global => global_max,
+        };
+        let (ua, ub) = (u(te[i]), u(te[i + 1]));
+        for (j, v) in row.iter().enumerate() {
+            let (ya, yb) = (xe[j].max(xlo), xe[j + 1].min(xhi));
+            if ya >= yb {
+                continue;
+            }
+            let c = viridis(if scale > 0.0 { v / scale } else { 0.0 });
+            cells.push(Rectangle::new([(ua.min(ub), ya), (ua.max(ub), yb)], c.filled()));
+        }
+    }
+    chart.draw_series(cells).map_err(draw_err)?;
+    let style = WHITE.mix(path_alpha).stroke_width(1);
+    for k in 0..p.paths.x.ncols() {
+        let pts: Vec<(f64, f64)> = p.paths.t.iter().zip(p.paths.x.column(k)).map(|(t, x)| (u(*t), *x)).collect();
+        for piece in clip_polyline(&pts, xlo, xhi) {
+            chart.draw_series(LineSeries::new(piece, style)).map_err(draw_err)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array2};
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("scoresde-plot-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn writes_scatter_png_and_leaves_no_temp_file() {
+        let dir = tmpdir("scatter");
+        let pts = array![[0.0, 0.0], [1.0, -1.0], [9.0, 9.0]];
+        let out = dir.join("s.png");
+        scatter_panels(&out, &[("a", pts.view()), ("b", pts.view())], &ScatterOptions::default()).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_destinations_are_clear_errors() {
+        let pts = array![[0.0, 0.0]];
+        let panels = [("a", pts.view())];
+        let o = ScatterOptions::default();
+        let missing = std::env::temp_dir().join("scoresde-no-such-dir-xyz/fig.png");
+        let e = scatter_panels(&missing, &panels, &o).unwrap_err();
+        assert!(matches!(e, PlotError::Destination { .. }), "{e}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = scatter_panels(std::env::temp_dir().join("fig.svg"), &panels, &o).unwrap_err();
+        assert!(e.to_string().contains(".png"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_data() {
+        let three = Array2::<f64>::zeros((4, 3));
+        let o = ScatterOptions::default();
+        assert!(matches!(scatter_panels("x.png", &[("a", three.view())], &o), Err(PlotError::Invalid(_))));
+        let none: [(&str, ArrayView2<f64>); 0] = [];
+        assert!(matches!(scatter_panels("x.png", &none, &o), Err(PlotError::Invalid(_))));
+        let t = [0.0, 0.5, 1.0];
+        let x = [-1.0, 1.0];
+        let values = Array2::<f64>::ones((3, 3));
+        let paths = Array2::<f64>::zeros((3, 2));
+        let panel = DensityPanel {
+            title: "p".into(),
+            density: DensityGrid { t: &t, x: &x, values: values.view() },
+            paths: PathSet { t: &t, x: paths.view() },
+            time_reversed: false,
+        };
+        let e = paths_over_density("x.png", &[panel], &DensityOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("shape"), "{e}");
+    }
+
+    #[test]
+    fn writes_density_png() {
+        let dir = tmpdir("density");
+        let t = [0.0, 0.5, 1.0];
+        let x = [-1.0, 0.0, 1.0];
+        let values = array![[0.0, 1.0, 0.0], [0.5, 1.0, 0.5], [1.0, 1.0, 1.0]];
+        let paths = array![[0.0, 1.0], [5.0, 0.5], [0.0, -0.5]];
+        let panel = DensityPanel {
+            title: "p".into(),
+            density: DensityGrid { t: &t, x: &x, values: values.view() },
+            paths: PathSet { t: &t, x: paths.view() },
+            time_reversed: true,
+        };
+        let out = dir.join("d.png");
+        paths_over_density(&out, &[panel], &DensityOptions::default()).unwrap();
+        assert!(std::fs::metadata(&out).unwrap().len() > 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn clipping_cuts_at_band_edges() {
+        let pieces = clip_polyline(&[(0.0, 0.0), (1.0, 2.0), (2.0, 0.0)], -1.0, 1.0);
+        assert_eq!(pieces, vec![vec![(0.0, 0.0), (0.5, 1.0)], vec![(1.5, 1.0), (2.0, 0.0)]]);
+        let all_out = clip_polyline(&[(0.0, 5.0), (1.0, 6.0)], -1.0, 1.0);
+        assert!(all_out.is_empty());
+        let through = clip_polyline(&[(0.0, -2.0), (1.0, 2.0)], -1.0, 1.0);
+        assert_eq!(through, vec![vec![(0.25, -1.0), (0.75, 1.0)]]);
+    }
+
+    #[test]
+    fn colour_map_ends() {
+        assert_eq!(viridis(0.0), RGBColor(68, 1, 84));
+        assert_eq!(viridis(1.0), RGBColor(253, 231, 37));
+        assert_eq!(viridis(2.0), viridis(1.0));
+    }
+}
