@@ -144,8 +144,8 @@ impl GaussianMixture {
     /// # Errors
     /// As [`GaussianMixture::new`] (e.g. `k = 0`, negative `std`).
     pub fn ring(k: usize, radius: f64, std: f64) -> Result<Self> {
-        if !(std >= 0.0) {
-            return Err(Error::param("std", std, "must be >= 0"));
+        if !std.is_finite() || std < 0.0 {
+            return Err(Error::param("std", std, "must be finite and >= 0"));
         }
         let means = Array2::from_shape_fn((k, 2), |(i, j)| {
             let a = 2.0 * std::f64::consts::PI * i as f64 / k as f64;
