@@ -21,7 +21,8 @@ pub enum Error {
     /// The state became NaN or infinite during integration.
     #[error("non-finite state after step {step} (t = {t}): the solver diverged or the score returned NaN/inf")]
     NonFinite {
-        /// Index of the step that produced the non-finite values (0-based).
+        /// Steps taken when the state was found non-finite (1 = the first step
+        /// produced it), as in [`crate::StepEvent::step`].
         step: usize,
         /// Time reached by that step.
         t: f64,

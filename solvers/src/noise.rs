@@ -55,7 +55,8 @@ impl<S: State> Noise<S> for GaussianNoise {
 /// the Brownian bridge between its interval's end points with a seed derived
 /// from `(seed, depth, index)`. Dyadic times (`t0 + k (t1 - t0) / 2^d`, in
 /// particular every uniform grid with a power-of-two number of steps) are
-/// exact; any other time is resolved to `tol` and finished with a bridge draw.
+/// exact; any other time is resolved to `tol` and finished with a bridge draw
+/// (so only increments over steps longer than `tol` have the exact joint law).
 /// Statistically `W(t) - W(s) ~ N(0, |t - s|)` and increments over disjoint
 /// intervals are independent, as for a true Brownian motion.
 #[derive(Debug, Clone)]
@@ -144,9 +145,10 @@ impl<S: State> BrownianPath<S> {
                 break wr;
             }
             if r - l <= self.tol || depth >= MAX_DEPTH {
-                // Bridge draw inside the final interval.
+                // Bridge draw inside the final interval, seeded by t itself: below
+                // `tol` distinct times get distinct (conditionally independent) values.
                 let u = (t - l) / (r - l);
-                let mut z = self.draw(depth + 1, index.wrapping_mul(2).wrapping_add(u64::MAX / 2), like);
+                let mut z = self.draw(depth + 1, index ^ t.to_bits().rotate_left(17), like);
                 let sd = ((t - l) * (r - t) / (r - l)).max(0.0).sqrt();
                 z.axpbypcz(sd, 1.0 - u, &wl, u, &wr)?;
                 break z;
