@@ -5,5 +5,8 @@
 //! `tch`, data sets, metrics, plotting and the command-line program.
 #![warn(missing_docs)]
 pub use scoresde_solvers as solvers;
+pub mod device;
+pub mod error;
+pub use error::{Error, Result};
 pub mod metrics;
 pub mod plot;

@@ -1,0 +1,79 @@
+//! The error type of the `scoresde` crate.
+//!
+//! Solver-core errors ([`scoresde_solvers::Error`]) and libtorch errors
+//! ([`tch::TchError`]) convert into [`Error`] with `?`.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in `scoresde` outside the solver core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from the numerical core (`scoresde-solvers`).
+    #[error(transparent)]
+    Solver(#[from] scoresde_solvers::Error),
+    /// An error raised by libtorch through `tch`.
+    #[error("libtorch: {0}")]
+    Tch(#[from] tch::TchError),
+    /// Reading or writing a file failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An argument (command-line option, configuration value, ...) is invalid.
+    #[error("invalid argument `{name}` = {value:?}: {reason}")]
+    InvalidArgument {
+        /// The argument's name.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What is wrong with it, or what is accepted.
+        reason: String,
+    },
+    /// A compute device was asked for that this machine or libtorch install cannot provide.
+    #[error("device `{spec}` is not available: {reason}")]
+    DeviceUnavailable {
+        /// The device as asked for (`cuda`, `cuda:1`, ...).
+        spec: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
+
+/// Result alias of the `scoresde` crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(name: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { name: name.into(), value: value.to_string(), reason: reason.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_and_messages() {
+        let e: Error = scoresde_solvers::Error::InvalidSteps { steps: 0, reason: "must be > 0" }.into();
+        assert!(matches!(e, Error::Solver(_)));
+        assert_eq!(e.to_string(), "invalid step count 0: must be > 0");
+
+        let e = Error::io("/no/such/file", std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(e.to_string().starts_with("I/O error on /no/such/file: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+
+        let e = Error::invalid("device", "tpu", "expected auto, cpu, cuda or cuda:N");
+        assert_eq!(e.to_string(), "invalid argument `device` = \"tpu\": expected auto, cpu, cuda or cuda:N");
+    }
+}
