@@ -318,9 +318,44 @@ impl GaussianMixture {
     }
 
     /// Log-densities (left in `s.m`) and, when `out` is given, scores of a
-    /// chunk of at most [`CHUNK`] rows. Structure-of-arrays layout: every inner
-    /// loop runs over the rows of the chunk, so it vectorises.
+    /// chunk of at most [`CHUNK`] rows, using AVX2 when the CPU has it (the
+    /// same code compiled twice; chosen at run time, so one binary runs anywhere).
     fn chunk_kernel<F: Element>(
+        &self,
+        x: ArrayView2<F>,
+        prep: &[Prepared],
+        s: &mut Scratch,
+        out: Option<&mut ndarray::ArrayViewMut2<F>>,
+    ) where
+        StandardNormal: rand_distr::Distribution<F>,
+    {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { self.chunk_kernel_avx2(x, prep, s, out) };
+            return;
+        }
+        self.chunk_kernel_portable(x, prep, s, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn chunk_kernel_avx2<F: Element>(
+        &self,
+        x: ArrayView2<F>,
+        prep: &[Prepared],
+        s: &mut Scratch,
+        out: Option<&mut ndarray::ArrayViewMut2<F>>,
+    ) where
+        StandardNormal: rand_distr::Distribution<F>,
+    {
+        self.chunk_kernel_portable(x, prep, s, out)
+    }
+
+    /// The kernel itself. Structure-of-arrays layout: every inner loop runs
+    /// over the rows of the chunk, so it vectorises.
+    #[inline(always)]
+    fn chunk_kernel_portable<F: Element>(
         &self,
         x: ArrayView2<F>,
         prep: &[Prepared],

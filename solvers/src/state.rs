@@ -9,6 +9,7 @@
 use ndarray::{Array, Axis, Dimension, RemoveAxis, ScalarOperand, Zip};
 use ndarray_rand::RandomExt;
 use num_traits::{Float, FromPrimitive};
+use rand::Rng as _;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{Error, Result};
@@ -53,6 +54,9 @@ pub trait State: Clone + Send + Sync + 'static {
     /// Standard normal draws of the same shape (and device) as `self`.
     fn randn_like(&self, rng: &mut Rng) -> Self;
 }
+
+/// Elements per independently seeded block of large Gaussian draws.
+pub const RANDN_BLOCK: usize = 4096;
 
 /// Element types the ndarray backend supports (`f32` and `f64`).
 pub trait Element:
@@ -123,8 +127,27 @@ where
         self.iter().all(|v| v.is_finite())
     }
 
+    /// Small arrays draw straight from `rng`. Large ones take one key from
+    /// `rng` and fill fixed blocks of [`RANDN_BLOCK`] elements in parallel,
+    /// block `i` from its own stream seeded by `(key, i)`: the result depends
+    /// only on the seed, never on the number of threads.
     fn randn_like(&self, rng: &mut Rng) -> Self {
-        Array::random_using(self.raw_dim(), StandardNormal, rng)
+        if self.len() < 2 * RANDN_BLOCK {
+            return Array::random_using(self.raw_dim(), StandardNormal, rng);
+        }
+        use rand::{RngCore, SeedableRng};
+        use rayon::prelude::*;
+        let key = rng.next_u64();
+        let mut out = Array::zeros(self.raw_dim());
+        let fill = |(i, block): (usize, &mut [F])| {
+            let mut r = Rng::seed_from_u64(key ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            block.iter_mut().for_each(|v| *v = r.sample(StandardNormal));
+        };
+        match out.as_slice_mut() {
+            Some(data) => data.par_chunks_mut(RANDN_BLOCK).enumerate().for_each(fill),
+            None => out.mapv_inplace(|_| rng.sample(StandardNormal)), // a fresh array is contiguous
+        }
+        out
     }
 }
 
