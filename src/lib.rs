@@ -10,3 +10,8 @@ pub mod error;
 pub use error::{Error, Result};
 pub mod metrics;
 pub mod plot;
+
+/// The README's code blocks, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

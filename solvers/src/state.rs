@@ -55,6 +55,9 @@ pub trait State: Clone + Send + Sync + 'static {
     fn randn_like(&self, rng: &mut Rng) -> Self;
 }
 
+/// Arrays at least this long are updated in parallel (rayon).
+pub const PAR_MIN_LEN: usize = 1 << 16;
+
 /// Elements per independently seeded block of large Gaussian draws.
 pub const RANDN_BLOCK: usize = 4096;
 
@@ -94,7 +97,12 @@ where
     fn axpby(&mut self, a: f64, b: f64, x: &Self) -> Result<()> {
         same_shape("axpby", self, x)?;
         let (a, b) = (cast::<F>(a), cast::<F>(b));
-        Zip::from(self).and(x).for_each(|s, &x| *s = a * *s + b * x);
+        let zip = Zip::from(self).and(x);
+        if x.len() >= PAR_MIN_LEN {
+            zip.par_for_each(|s, &x| *s = a * *s + b * x);
+        } else {
+            zip.for_each(|s, &x| *s = a * *s + b * x);
+        }
         Ok(())
     }
 
@@ -102,7 +110,12 @@ where
         same_shape("axpbypcz", self, x)?;
         same_shape("axpbypcz", self, y)?;
         let (a, b, c) = (cast::<F>(a), cast::<F>(b), cast::<F>(c));
-        Zip::from(self).and(x).and(y).for_each(|s, &x, &y| *s = a * *s + b * x + c * y);
+        let zip = Zip::from(self).and(x).and(y);
+        if x.len() >= PAR_MIN_LEN {
+            zip.par_for_each(|s, &x, &y| *s = a * *s + b * x + c * y);
+        } else {
+            zip.for_each(|s, &x, &y| *s = a * *s + b * x + c * y);
+        }
         Ok(())
     }
 
