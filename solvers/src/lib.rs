@@ -47,7 +47,7 @@ pub use state::{Element, Rng, State};
 pub mod prelude {
     pub use crate::{
         by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, Corrector, Ctx, Error, ExactScore,
-        ForwardEulerMaruyama, GaussianMixture, GaussianNoise, Langevin, Noise, Observer, Pc, Result, ReverseDiffusion,
+        ForwardEulerMaruyama, GaussianMixture, GaussianNoise, Langevin, Noise, Observer, Pc, ReverseDiffusion,
         ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, TimeGrid, Trajectory,
         Variance, VpSde,
     };

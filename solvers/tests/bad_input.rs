@@ -6,6 +6,7 @@ mod common;
 use common::FixedNoise;
 use ndarray::{array, Array2, Array3};
 use scoresde_solvers::prelude::*;
+use scoresde_solvers::Result;
 use scoresde_solvers::{StepEvent, SAMPLERS};
 
 fn ring_score() -> ExactScore<VpSde> {
