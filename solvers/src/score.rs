@@ -245,7 +245,10 @@ impl GaussianMixture {
 
     /// Per-component constants of the marginal at `(a, sigma)`, computed once
     /// per call so the row kernel does no logarithms; errors for a singular marginal.
-    fn prepare(&self, a: f64, sigma: f64) -> Result<Vec<Prepared>> {
+    fn prepare<C: Element>(&self, a: f64, sigma: f64) -> Result<Vec<Prepared<C>>>
+    where
+        StandardNormal: rand_distr::Distribution<C>,
+    {
         let half_d_ln2pi = 0.5 * self.dim as f64 * (2.0 * std::f64::consts::PI).ln();
         self.components
             .iter()
@@ -259,9 +262,10 @@ impl GaussianMixture {
                     ));
                 }
                 Ok(Prepared {
-                    shift: c.mean.iter().map(|m| a * m).collect(),
-                    inv_var: v.iter().map(|x| 1.0 / x).collect(),
-                    log_norm: c.log_weight - 0.5 * v.iter().map(|x| x.ln()).sum::<f64>() - half_d_ln2pi,
+                    shift: c.mean.iter().map(|m| cast(a * m)).collect(),
+                    inv_var: v.iter().map(|x| cast(1.0 / x)).collect(),
+                    log_norm: cast(c.log_weight - 0.5 * v.iter().map(|x| x.ln()).sum::<f64>() - half_d_ln2pi),
+                    rotation: c.eigvecs.as_ref().map(|u| u.iter().map(|v| cast(*v)).collect()),
                 })
             })
             .collect()
@@ -273,7 +277,7 @@ impl GaussianMixture {
     /// Shape mismatch, or a singular marginal.
     pub fn log_density(&self, x: ArrayView2<f64>, a: f64, sigma: f64) -> Result<Array1<f64>> {
         self.check_cols(x.ncols())?;
-        let prep = self.prepare(a, sigma)?;
+        let prep = self.prepare::<f64>(a, sigma)?;
         let mut out = Array1::zeros(x.nrows());
         let mut scratch = Scratch::new(self.dim, self.components.len());
         for (xi, mut oi) in x.axis_chunks_iter(Axis(0), CHUNK).zip(out.axis_chunks_iter_mut(Axis(0), CHUNK)) {
@@ -301,7 +305,7 @@ impl GaussianMixture {
         StandardNormal: rand_distr::Distribution<F>,
     {
         self.check_cols(x.ncols())?;
-        let prep = self.prepare(a, sigma)?;
+        let prep = self.prepare::<F>(a, sigma)?;
         let mut out = Array2::<F>::zeros(x.raw_dim());
         let work = |(mut o, xi): (ndarray::ArrayViewMut2<F>, ArrayView2<F>)| {
             let mut scratch = Scratch::new(self.dim, self.components.len());
@@ -323,8 +327,8 @@ impl GaussianMixture {
     fn chunk_kernel<F: Element>(
         &self,
         x: ArrayView2<F>,
-        prep: &[Prepared],
-        s: &mut Scratch,
+        prep: &[Prepared<F>],
+        s: &mut Scratch<F>,
         out: Option<&mut ndarray::ArrayViewMut2<F>>,
     ) where
         StandardNormal: rand_distr::Distribution<F>,
@@ -343,8 +347,8 @@ impl GaussianMixture {
     unsafe fn chunk_kernel_avx2<F: Element>(
         &self,
         x: ArrayView2<F>,
-        prep: &[Prepared],
-        s: &mut Scratch,
+        prep: &[Prepared<F>],
+        s: &mut Scratch<F>,
         out: Option<&mut ndarray::ArrayViewMut2<F>>,
     ) where
         StandardNormal: rand_distr::Distribution<F>,
@@ -358,160 +362,131 @@ impl GaussianMixture {
     fn chunk_kernel_portable<F: Element>(
         &self,
         x: ArrayView2<F>,
-        prep: &[Prepared],
-        s: &mut Scratch,
+        prep: &[Prepared<F>],
+        s: &mut Scratch<F>,
         out: Option<&mut ndarray::ArrayViewMut2<F>>,
     ) where
         StandardNormal: rand_distr::Distribution<F>,
     {
         let (n, d) = (x.nrows(), self.dim);
+        let (zero, half) = (F::zero(), cast::<F>(0.5));
         for ((r, j), v) in x.indexed_iter() {
-            s.x[j * CHUNK + r] = v.to_f64().unwrap_or(f64::NAN);
+            s.x[j * CHUNK + r] = *v;
         }
-        s.m[..n].iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
-        for (k, (c, p)) in self.components.iter().zip(prep).enumerate() {
+        s.m[..n].iter_mut().for_each(|m| *m = F::neg_infinity());
+        for (k, p) in prep.iter().enumerate() {
             // Residual y = U^T (x - a mu) per eigen-direction, then whitened
             // in place to y / v (the negated component score in that basis).
             let lp = &mut s.lp[k * CHUNK..k * CHUNK + n];
             lp.iter_mut().for_each(|l| *l = p.log_norm);
             for j in 0..d {
                 let y = &mut s.y[(k * d + j) * CHUNK..(k * d + j) * CHUNK + n];
-                match &c.eigvecs {
+                match &p.rotation {
                     None => {
                         let (xj, shift) = (&s.x[j * CHUNK..j * CHUNK + n], p.shift[j]);
-                        y.iter_mut().zip(xj).for_each(|(y, x)| *y = x - shift);
+                        y.iter_mut().zip(xj).for_each(|(y, x)| *y = *x - shift);
                     }
                     Some(u) => {
-                        y.iter_mut().for_each(|y| *y = 0.0);
+                        y.iter_mut().for_each(|y| *y = zero);
                         for i in 0..d {
-                            let (uij, shift) = (u[[i, j]], p.shift[i]);
+                            let (uij, shift) = (u[i * d + j], p.shift[i]);
                             let xi = &s.x[i * CHUNK..i * CHUNK + n];
-                            y.iter_mut().zip(xi).for_each(|(y, x)| *y += uij * (x - shift));
+                            y.iter_mut().zip(xi).for_each(|(y, x)| *y = *y + uij * (*x - shift));
                         }
                     }
                 }
                 let iv = p.inv_var[j];
                 for (l, y) in lp.iter_mut().zip(y.iter_mut()) {
                     let w = *y * iv;
-                    *l -= 0.5 * *y * w;
+                    *l = *l - half * *y * w;
                     *y = w;
                 }
             }
             s.m[..n].iter_mut().zip(lp.iter()).for_each(|(m, l)| *m = m.max(*l));
         }
         // Responsibilities by a stable softmax; s.m becomes the log-density.
-        s.z[..n].iter_mut().for_each(|z| *z = 0.0);
-        for k in 0..self.components.len() {
+        s.z[..n].iter_mut().for_each(|z| *z = zero);
+        for k in 0..prep.len() {
             let lp = &mut s.lp[k * CHUNK..k * CHUNK + n];
             for ((l, m), z) in lp.iter_mut().zip(&s.m[..n]).zip(s.z[..n].iter_mut()) {
-                *l = exp_nonpositive(*l - m);
-                *z += *l;
+                *l = (*l - *m).exp_nonpositive();
+                *z = *z + *l;
             }
         }
         for (m, z) in s.m[..n].iter_mut().zip(&s.z[..n]) {
-            *m += z.ln();
+            *m = *m + z.ln();
         }
         let Some(out) = out else { return };
         for j in 0..d {
             let acc = &mut s.acc[..n];
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for (k, c) in self.components.iter().enumerate() {
+            acc.iter_mut().for_each(|a| *a = zero);
+            for (k, p) in prep.iter().enumerate() {
                 let w = &s.lp[k * CHUNK..k * CHUNK + n];
-                match &c.eigvecs {
+                match &p.rotation {
                     None => {
                         let y = &s.y[(k * d + j) * CHUNK..(k * d + j) * CHUNK + n];
-                        acc.iter_mut().zip(w).zip(y).for_each(|((a, w), y)| *a -= w * y);
+                        acc.iter_mut().zip(w).zip(y).for_each(|((a, w), y)| *a = *a - *w * *y);
                     }
                     Some(u) => {
                         for i in 0..d {
-                            let uji = u[[j, i]];
+                            let uji = u[j * d + i];
                             let y = &s.y[(k * d + i) * CHUNK..(k * d + i) * CHUNK + n];
-                            acc.iter_mut().zip(w).zip(y).for_each(|((a, w), y)| *a -= uji * w * y);
+                            acc.iter_mut().zip(w).zip(y).for_each(|((a, w), y)| *a = *a - uji * *w * *y);
                         }
                     }
                 }
             }
             for (r, (a, z)) in acc.iter().zip(&s.z[..n]).enumerate() {
-                out[[r, j]] = F::from_f64(a / z).unwrap_or_else(F::nan);
+                out[[r, j]] = *a / *z;
             }
         }
-    }
-}
-
-/// `e^x` for `x <= 0` (NaN propagates; `x < -708` gives 0), written so the
-/// compiler vectorises it: Cody–Waite reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`,
-/// a degree-12 Taylor polynomial for `e^r` (truncation < 2e-16 relative), and
-/// `2^n` assembled in the exponent bits. Within 4 ulp of `f64::exp` (tested).
-#[inline(always)]
-fn exp_nonpositive(x: f64) -> f64 {
-    const LOG2E: f64 = std::f64::consts::LOG2_E;
-    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
-    // 1.5 * 2^52: adding it rounds to an integer held in the low mantissa bits.
-    const MAGIC: f64 = 6_755_399_441_055_744.0;
-    let xc = x.max(-708.0);
-    let t = xc * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 479_001_600.0;
-    for c in [
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p * r + c;
-    }
-    let scale = f64::from_bits(t.to_bits().wrapping_add(1023) << 52);
-    let y = p * scale;
-    if x < -708.0 {
-        0.0
-    } else {
-        y + (x - xc) // adds NaN for NaN input, 0 otherwise
     }
 }
 
 /// Rows per chunk of the mixture kernel.
 const CHUNK: usize = 256;
 
-/// Constants of one component's marginal at a given `(a, sigma)`.
-struct Prepared {
+/// Constants of one component's marginal at a given `(a, sigma)`, computed
+/// in f64 and stored in the element type the kernel computes in.
+struct Prepared<C> {
     /// `a mu`.
-    shift: Vec<f64>,
+    shift: Vec<C>,
     /// `1 / (a^2 lambda_j + sigma^2)` per eigen-direction.
-    inv_var: Vec<f64>,
+    inv_var: Vec<C>,
     /// `ln w - 1/2 sum_j ln v_j - d/2 ln(2 pi)`.
-    log_norm: f64,
+    log_norm: C,
+    /// Eigenvectors, row-major `U[i][j]`; `None` for a diagonal covariance.
+    rotation: Option<Vec<C>>,
+}
+
+fn cast<C: Element>(v: f64) -> C
+where
+    StandardNormal: rand_distr::Distribution<C>,
+{
+    C::from_f64(v).unwrap_or_else(C::nan)
 }
 
 /// Per-thread scratch buffers of the chunk kernel (no allocation per row),
 /// each laid out as `[component or dimension][row in chunk]`.
-struct Scratch {
-    x: Vec<f64>,
-    y: Vec<f64>,
-    lp: Vec<f64>,
-    m: Vec<f64>,
-    z: Vec<f64>,
-    acc: Vec<f64>,
+struct Scratch<C> {
+    x: Vec<C>,
+    y: Vec<C>,
+    lp: Vec<C>,
+    m: Vec<C>,
+    z: Vec<C>,
+    acc: Vec<C>,
 }
 
-impl Scratch {
+impl<C: num_traits::Zero + Clone> Scratch<C> {
     fn new(d: usize, k: usize) -> Self {
+        let zeros = |len: usize| vec![C::zero(); len];
         Self {
-            x: vec![0.0; d * CHUNK],
-            y: vec![0.0; k * d * CHUNK],
-            lp: vec![0.0; k * CHUNK],
-            m: vec![0.0; CHUNK],
-            z: vec![0.0; CHUNK],
-            acc: vec![0.0; CHUNK],
+            x: zeros(d * CHUNK),
+            y: zeros(k * d * CHUNK),
+            lp: zeros(k * CHUNK),
+            m: zeros(CHUNK),
+            z: zeros(CHUNK),
+            acc: zeros(CHUNK),
         }
     }
 }
@@ -565,21 +540,6 @@ mod tests {
         assert!(matches!(GaussianMixture::new(&[1.0], nan.view(), ok.view()), Err(Error::NonFiniteInput { .. })));
         let g = GaussianMixture::new(&[1.0], means.view(), ok.view()).unwrap();
         assert!(g.score_at(&Array2::<f64>::zeros((3, 3)), 1.0, 0.1).is_err());
-    }
-
-    #[test]
-    fn fast_exp_matches_std_exp() {
-        let mut worst = 0.0f64;
-        for i in 0..=200_000 {
-            let x = -(i as f64) * 708.0 / 200_000.0;
-            let (got, want) = (exp_nonpositive(x), x.exp());
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 4.0 * f64::EPSILON, "max relative error {worst:e}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert_eq!(exp_nonpositive(-800.0), 0.0);
-        assert_eq!(exp_nonpositive(f64::NEG_INFINITY), 0.0);
-        assert!(exp_nonpositive(f64::NAN).is_nan());
     }
 
     #[test]

@@ -67,9 +67,78 @@ pub trait Element:
 where
     StandardNormal: Distribution<Self>,
 {
+    /// `e^x` for `x <= 0`, written so the compiler vectorises it (the mixture
+    /// kernel's softmax): Cody–Waite reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`,
+    /// a Taylor polynomial for `e^r` (degree 12 for f64, 7 for f32; truncation
+    /// below half an ulp) and `2^n` assembled in the exponent bits. NaN
+    /// propagates; results that would be subnormal flush to 0. Within 4 ulp of
+    /// the standard library's `exp` (tested).
+    fn exp_nonpositive(self) -> Self;
 }
-impl Element for f32 {}
-impl Element for f64 {}
+
+impl Element for f64 {
+    #[inline(always)]
+    fn exp_nonpositive(self) -> f64 {
+        const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+        const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+        // 1.5 * 2^52: adding it rounds to an integer held in the low mantissa bits.
+        const MAGIC: f64 = 6_755_399_441_055_744.0;
+        let x = self;
+        let xc = x.max(-708.0);
+        let t = xc * std::f64::consts::LOG2_E + MAGIC;
+        let n = t - MAGIC;
+        let r = (xc - n * LN2_HI) - n * LN2_LO;
+        let mut p = 1.0 / 479_001_600.0;
+        for c in [
+            1.0 / 39_916_800.0,
+            1.0 / 3_628_800.0,
+            1.0 / 362_880.0,
+            1.0 / 40_320.0,
+            1.0 / 5_040.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = p * r + c;
+        }
+        let y = p * f64::from_bits(t.to_bits().wrapping_add(1023) << 52);
+        // `x - xc` is 0, or NaN for a NaN input (max() dropped it).
+        if x < -708.0 {
+            0.0
+        } else {
+            y + (x - xc)
+        }
+    }
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn exp_nonpositive(self) -> f32 {
+        // Cephes' split of ln 2 (LN2_HI has trailing zero bits).
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+        let x = self;
+        let xc = x.max(-87.0);
+        let t = xc * std::f32::consts::LOG2_E + MAGIC;
+        let n = t - MAGIC;
+        let r = (xc - n * LN2_HI) - n * LN2_LO;
+        let mut p = 1.0 / 5_040.0;
+        for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = p * r + c;
+        }
+        let y = p * f32::from_bits(t.to_bits().wrapping_add(127) << 23);
+        if x < -87.0 {
+            0.0
+        } else {
+            y + (x - xc)
+        }
+    }
+}
 
 fn cast<F: Element>(v: f64) -> F
 where
@@ -188,6 +257,31 @@ mod tests {
         assert!(x.all_finite());
         let y = array![[f64::NAN, 0.0]];
         assert!(!y.all_finite());
+    }
+
+    #[test]
+    fn fast_exp_matches_std_exp() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = -(i as f64) * 708.0 / 200_000.0;
+            let (got, want) = (x.exp_nonpositive(), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 4.0 * f64::EPSILON, "f64: max relative error {worst:e}");
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 87.0 / 200_000.0;
+            let (got, want) = (f64::from(x.exp_nonpositive()), f64::from(x).exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 4.0 * f64::from(f32::EPSILON), "f32: max relative error {worst:e}");
+        assert_eq!(0.0f64.exp_nonpositive(), 1.0);
+        assert_eq!(0.0f32.exp_nonpositive(), 1.0);
+        assert_eq!((-800.0f64).exp_nonpositive(), 0.0);
+        assert_eq!((-100.0f32).exp_nonpositive(), 0.0);
+        assert_eq!(f64::NEG_INFINITY.exp_nonpositive(), 0.0);
+        assert!(f64::NAN.exp_nonpositive().is_nan());
+        assert!(f32::NAN.exp_nonpositive().is_nan());
     }
 
     #[test]

@@ -108,20 +108,16 @@ proptest! {
         }
     }
 
-    /// The f32 score equals the f64 score of the same (f32-representable) inputs to f32
-    /// precision: the kernel works in f64 and rounds once, so the difference is <= 1 ulp of f32.
+    /// The f32 score (computed in f32) equals the f64 score of the same inputs to within
+    /// F32_TOL of the batch's score scale.
     #[test]
     fn f32_and_f64_scores_agree(data in mixture3(), x in points(64, 2), t in 1e-3..1.0f64) {
         let score = ExactScore::new(data, VpSde::default());
         let x32 = x.mapv(|v| v as f32);
         let s32 = Score::score(&score, &x32, t).unwrap();
         let s64 = Score::score(&score, &x32.mapv(f64::from), t).unwrap();
-        for (a, b) in s32.iter().zip(s64.iter()) {
-            prop_assert!(
-                (f64::from(*a) - b).abs() <= f64::from(f32::EPSILON) * b.abs() + f64::from(f32::MIN_POSITIVE),
-                "f32 {a} vs f64 {b}"
-            );
-        }
+        let worst = f32_error_vs_scale(&s32, &s64);
+        prop_assert!(worst <= F32_TOL, "f32/f64 difference {worst:e} of the batch's score scale");
     }
 }
 
@@ -244,7 +240,7 @@ fn mixture_score_satisfies_stein_identity() {
 }
 
 /// On a batch large enough for the parallel (rayon) kernel path (4096 x 2 with 8 components),
-/// f32 and f64 scores of the same inputs agree to one f32 ulp at every t.
+/// f32 and f64 scores of the same inputs agree to within F32_TOL of the score scale at every t (parallel path).
 #[test]
 fn f32_and_f64_scores_agree_on_the_parallel_path() {
     let sde = VpSde::default();
@@ -254,11 +250,18 @@ fn f32_and_f64_scores_agree_on_the_parallel_path() {
     for t in [1e-3, 0.05, 0.5, 1.0] {
         let s32: Array2<f32> = Score::score(&score, &x32, t).unwrap();
         let s64 = Score::score(&score, &x32.mapv(f64::from), t).unwrap();
-        let worst = s32
-            .iter()
-            .zip(s64.iter())
-            .map(|(a, b)| (f64::from(*a) - b).abs() / (b.abs() + f64::from(f32::MIN_POSITIVE)))
-            .fold(0.0f64, f64::max);
-        assert!(worst <= f64::from(f32::EPSILON), "t = {t}: worst relative f32/f64 difference {worst:e}");
+        let worst = f32_error_vs_scale(&s32, &s64);
+        assert!(worst <= F32_TOL, "t = {t}: f32/f64 difference {worst:e} of the batch's score scale");
     }
+}
+
+/// The f32 kernel computes in f32: residuals, quadratic forms and the softmax each
+/// lose a few ulp of their largest term, and where component scores cancel the
+/// per-element relative error is unbounded. So the error is measured against the
+/// batch's score scale (max |s|), allowing 64 ulp of f32 for that chain of operations.
+const F32_TOL: f64 = 64.0 * f32::EPSILON as f64;
+
+fn f32_error_vs_scale(s32: &Array2<f32>, s64: &Array2<f64>) -> f64 {
+    let scale = s64.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::from(f32::MIN_POSITIVE));
+    s32.iter().zip(s64.iter()).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max) / scale
 }
