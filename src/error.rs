@@ -12,6 +12,9 @@ pub enum Error {
     /// An error from the numerical core (`scoresde-solvers`).
     #[error(transparent)]
     Solver(#[from] scoresde_solvers::Error),
+    /// Drawing or writing a figure failed.
+    #[error(transparent)]
+    Plot(#[from] crate::plot::PlotError),
     /// An error raised by libtorch through `tch`.
     #[error("libtorch: {0}")]
     Tch(#[from] tch::TchError),
