@@ -1,7 +1,7 @@
 //! Annealed Langevin dynamics (NCSN).
 
-use crate::error::{Error, Result};
-use crate::integrators::langevin::langevin_move;
+use crate::error::Result;
+use crate::integrators::langevin::{check_moves, langevin_move};
 use crate::solver::{Corrector, Ctx};
 use crate::state::State;
 
@@ -28,9 +28,7 @@ impl AnnealedLangevin {
     /// Non-positive `snr` or zero `n_steps`.
     pub fn new(snr: f64, n_steps: usize) -> Result<Self> {
         crate::error::positive("snr", snr)?;
-        if n_steps == 0 {
-            return Err(Error::InvalidSteps { steps: 0, reason: "a corrector needs at least one move" });
-        }
+        check_moves(n_steps)?;
         Ok(Self { snr, n_steps })
     }
 }

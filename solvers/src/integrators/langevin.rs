@@ -39,11 +39,18 @@ impl Langevin {
     /// # Errors
     /// [`Error::InvalidSteps`] for zero.
     pub fn with_steps(mut self, n_steps: usize) -> Result<Self> {
-        if n_steps == 0 {
-            return Err(Error::InvalidSteps { steps: 0, reason: "a corrector needs at least one move" });
-        }
+        check_moves(n_steps)?;
         self.n_steps = n_steps;
         Ok(self)
+    }
+}
+
+/// Rejects a corrector with zero moves per call (shared by every Langevin rule).
+pub(crate) fn check_moves(n_steps: usize) -> Result<()> {
+    if n_steps == 0 {
+        Err(Error::InvalidSteps { steps: 0, reason: "a corrector needs at least one move" })
+    } else {
+        Ok(())
     }
 }
 

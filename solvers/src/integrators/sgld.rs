@@ -1,7 +1,7 @@
 //! Stochastic-gradient / unadjusted Langevin dynamics with a step-size schedule.
 
 use crate::error::{Error, Result};
-use crate::integrators::langevin::langevin_move;
+use crate::integrators::langevin::{check_moves, langevin_move};
 use crate::solver::{Corrector, Ctx};
 use crate::state::State;
 
@@ -63,9 +63,7 @@ impl Sgld {
     /// An invalid schedule or zero `n_steps`.
     pub fn new(schedule: StepSchedule, n_steps: usize) -> Result<Self> {
         schedule.validate()?;
-        if n_steps == 0 {
-            return Err(Error::InvalidSteps { steps: 0, reason: "SGLD needs at least one move" });
-        }
+        check_moves(n_steps)?;
         Ok(Self { schedule, n_steps })
     }
 
