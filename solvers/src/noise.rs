@@ -112,25 +112,25 @@ impl<S: State> BrownianPath<S> {
         }
         if let Some((tc, w)) = &self.cache {
             if *tc == t && w.shape() == like.shape() {
-                return Ok(w.clone());
+                return Ok(w.duplicate());
             }
         }
         let root = match &self.root {
-            Some(r) if r.shape() == like.shape() => r.clone(),
+            Some(r) if r.shape() == like.shape() => r.duplicate(),
             Some(r) => {
                 return Err(Error::ShapeMismatch { what: "Brownian path", expected: r.shape(), got: like.shape() })
             }
             None => {
                 let mut r = self.draw(0, 0, like);
                 r.scale((self.t1 - self.t0).sqrt());
-                self.root = Some(r.clone());
+                self.root = Some(r.duplicate());
                 r
             }
         };
         let snap = 1e-12 * (self.t1 - self.t0);
         let (mut l, mut r) = (self.t0, self.t1);
         let mut wl = {
-            let mut z = root.clone();
+            let mut z = root.duplicate();
             z.scale(0.0);
             z
         };
@@ -167,7 +167,7 @@ impl<S: State> BrownianPath<S> {
                 index = index * 2 + 1;
             }
         };
-        self.cache = Some((t, w.clone()));
+        self.cache = Some((t, w.duplicate()));
         Ok(w)
     }
 

@@ -72,7 +72,7 @@ impl<S: State> Observer<S> for Trajectory<S> {
     fn observe(&mut self, e: &StepEvent<'_, S>) -> Result<()> {
         if e.step % self.every == 0 || e.step == e.n_steps {
             self.times.push(e.t);
-            self.states.push(e.x.clone());
+            self.states.push(e.x.duplicate());
         }
         Ok(())
     }

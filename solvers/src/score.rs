@@ -11,7 +11,7 @@ use crate::state::{Element, Rng, State};
 /// A score model: `s(x, t)` for a batch `x` at one time `t`.
 ///
 /// Object-safe: integrators take `&dyn Score<S>`.
-pub trait Score<S: State>: Send + Sync {
+pub trait Score<S: State>: Send {
     /// The score of the batch `x` at time `t`, with the shape of `x`.
     ///
     /// # Errors
@@ -19,7 +19,7 @@ pub trait Score<S: State>: Send + Sync {
     fn score(&self, x: &S, t: f64) -> Result<S>;
 }
 
-impl<S: State, T: Score<S> + ?Sized> Score<S> for &T {
+impl<S: State, T: Score<S> + Sync + ?Sized> Score<S> for &T {
     fn score(&self, x: &S, t: f64) -> Result<S> {
         (**self).score(x, t)
     }

@@ -21,9 +21,18 @@ pub type Rng = rand_xoshiro::Xoshiro256PlusPlus;
 /// A batch of samples that integrators can update.
 ///
 /// The leading axis indexes samples; every other axis is one sample's data.
-pub trait State: Clone + Send + Sync + 'static {
+///
+/// Not `Clone` or `Sync`: `tch::Tensor` is neither (its `Clone` would be
+/// ambiguous between a shallow and a deep copy); [`State::duplicate`] is the
+/// deep copy integrators use.
+pub trait State: Send + 'static {
     /// The full shape, leading axis first.
     fn shape(&self) -> Vec<usize>;
+
+    /// An independent deep copy (same shape, values and device).
+    fn duplicate(&self) -> Self
+    where
+        Self: Sized;
 
     /// Number of samples (length of the leading axis).
     fn batch_size(&self) -> usize {
@@ -161,6 +170,10 @@ where
 {
     fn shape(&self) -> Vec<usize> {
         self.shape().to_vec()
+    }
+
+    fn duplicate(&self) -> Self {
+        self.clone()
     }
 
     fn axpby(&mut self, a: f64, b: f64, x: &Self) -> Result<()> {

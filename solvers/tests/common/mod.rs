@@ -438,13 +438,13 @@ impl<S: State> Noise<S> for FixedNoise<S> {
     fn step_normal(&mut self, _t: f64, _t_next: f64, like: &S) -> scoresde_solvers::Result<S> {
         assert_eq!(like.shape(), self.z.shape(), "FixedNoise used with another shape");
         self.draws += 1;
-        Ok(self.z.clone())
+        Ok(self.z.duplicate())
     }
 
     fn normal(&mut self, like: &S) -> S {
         assert_eq!(like.shape(), self.z.shape(), "FixedNoise used with another shape");
         self.draws += 1;
-        self.z.clone()
+        self.z.duplicate()
     }
 }
 
