@@ -91,6 +91,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// An array backend (libtorch) rejected an operation: tensors on
+    /// different devices, an unsupported dtype, or a device error.
+    #[error("backend error in {op}: {message}")]
+    Backend {
+        /// The state operation that failed.
+        op: &'static str,
+        /// The backend's message.
+        message: String,
+    },
     /// An observer asked to stop the run.
     #[error("stopped by observer at step {step}: {reason}")]
     Stopped {

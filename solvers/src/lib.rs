@@ -7,7 +7,8 @@
 //!
 //! * [`Sde`]: `dx = f(t) x dt + g(t) dw` with kernel `x_t = a(t) x_0 + sigma(t) z` ([`VpSde`]).
 //! * [`Score`]: `s(x, t)`; [`ExactScore`] of [`GaussianMixture`] data is exact at every t.
-//! * [`State`]: the few array operations integrators use (ndarray f32/f64 here).
+//! * [`State`]: the few array operations integrators use (ndarray f32/f64; `tch::Tensor`
+//!   on any device with the cargo feature `tch`).
 //! * [`Noise`]: [`GaussianNoise`] (seeded i.i.d.) or [`BrownianPath`] (one path, any step size).
 //! * [`Solver`] / [`Corrector`]: one file per integrator in [`integrators`].
 //! * [`Sampler`]: runs a solver over a [`TimeGrid`] with [`Observer`]s.
@@ -27,6 +28,8 @@ pub mod score;
 pub mod sde;
 mod solver;
 pub mod state;
+#[cfg(feature = "tch")]
+pub mod tensor;
 
 pub use error::{Error, Result};
 pub use grid::TimeGrid;

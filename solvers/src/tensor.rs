@@ -1,0 +1,114 @@
+//! [`State`] for `tch::Tensor` (cargo feature `tch`): every integrator runs
+//! unchanged on CPU and CUDA tensors.
+//!
+//! Each operation is a few libtorch kernels on the tensor's own device; nothing
+//! is copied to the host except the scalars that [`State::mean_sample_norm`]
+//! and [`State::all_finite`] return. Coefficients arrive as `f64` and are
+//! applied as scalars, so a `Float` (f32) tensor stays f32.
+//!
+//! Randomness: [`State::randn_like`] draws a 63-bit seed from the caller's
+//! [`Rng`], reseeds libtorch's default generators with it
+//! (`torch::manual_seed`, CPU and every CUDA device) and draws on the device.
+//! Runs are therefore reproducible from the noise source's seed, as on the
+//! ndarray backend; the draws differ from the ndarray backend's (use a custom
+//! [`crate::Noise`] to feed both the same numbers). libtorch's generators are
+//! process-wide, so two threads drawing tensor noise at once interleave.
+
+use rand::RngCore;
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::state::{Rng, State};
+
+fn backend(op: &'static str) -> impl Fn(tch::TchError) -> Error {
+    move |e| Error::Backend { op, message: e.to_string() }
+}
+
+fn same_shape(what: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.size() == b.size() {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch { what, expected: dims(a), got: dims(b) })
+    }
+}
+
+fn dims(t: &Tensor) -> Vec<usize> {
+    t.size().into_iter().map(|d| d.max(0) as usize).collect()
+}
+
+/// `acc += c * x`, skipping the work when `c == 0`.
+fn add_scaled(acc: &mut Tensor, c: f64, x: &Tensor, op: &'static str) -> Result<()> {
+    if c == 0.0 {
+        return Ok(());
+    }
+    let term = if c == 1.0 { x.shallow_clone() } else { x.f_mul_scalar(c).map_err(backend(op))? };
+    let _ = acc.f_add_(&term).map_err(backend(op))?;
+    Ok(())
+}
+
+impl State for Tensor {
+    fn shape(&self) -> Vec<usize> {
+        dims(self)
+    }
+
+    fn duplicate(&self) -> Self {
+        self.copy()
+    }
+
+    fn axpby(&mut self, a: f64, b: f64, x: &Self) -> Result<()> {
+        same_shape("axpby", self, x)?;
+        if a != 1.0 {
+            let _ = self.f_mul_scalar_(a).map_err(backend("axpby"))?;
+        }
+        add_scaled(self, b, x, "axpby")
+    }
+
+    fn axpbypcz(&mut self, a: f64, b: f64, x: &Self, c: f64, y: &Self) -> Result<()> {
+        same_shape("axpbypcz", self, x)?;
+        same_shape("axpbypcz", self, y)?;
+        if a != 1.0 {
+            let _ = self.f_mul_scalar_(a).map_err(backend("axpbypcz"))?;
+        }
+        add_scaled(self, b, x, "axpbypcz")?;
+        add_scaled(self, c, y, "axpbypcz")
+    }
+
+    fn scale(&mut self, a: f64) {
+        // Only fails for an undefined tensor, which no constructor here makes.
+        let _ = self.f_mul_scalar_(a);
+    }
+
+    fn mean_sample_norm(&self) -> f64 {
+        let n = self.size().first().copied().unwrap_or(0);
+        if n == 0 || self.numel() == 0 {
+            return 0.0;
+        }
+        self.f_reshape([n, -1])
+            .and_then(|flat| flat.f_to_kind(Kind::Double))
+            .and_then(|flat| flat.f_norm_scalaropt_dim(2.0, [1i64], false))
+            .and_then(|norms| norms.f_mean(None::<Kind>))
+            .and_then(|m| m.f_double_value(&[]))
+            .unwrap_or(f64::NAN)
+    }
+
+    fn all_finite(&self) -> bool {
+        if self.numel() == 0 {
+            return true;
+        }
+        self.f_isfinite()
+            .and_then(|f| f.f_all())
+            .and_then(|all| all.f_int64_value(&[]))
+            .map(|v| v != 0)
+            .unwrap_or(false)
+    }
+
+    fn randn_like(&self, rng: &mut Rng) -> Self {
+        tch::manual_seed((rng.next_u64() >> 1) as i64);
+        match self.f_randn_like() {
+            Ok(z) => z,
+            // Non-floating tensors have no normal draws; NaNs make the run's
+            // finiteness check report it instead of a panic here.
+            Err(_) => Tensor::full(self.size(), f64::NAN, (Kind::Float, self.device())),
+        }
+    }
+}

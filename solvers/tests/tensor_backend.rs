@@ -1,0 +1,137 @@
+//! The `tch::Tensor` backend against the ndarray backend: every integrator,
+//! fed the same prior sample, the same noise and the same exact score, ends at
+//! the same state within f32 rounding. Runs with `--features tch` (the
+//! workspace build enables it through the root crate).
+#![cfg(feature = "tch")]
+
+use ndarray::{Array2, Ix2};
+use scoresde_solvers::prelude::*;
+use scoresde_solvers::{Error, SAMPLERS};
+use tch::{Device, Kind, Tensor};
+
+fn to_tensor(a: &Array2<f64>) -> Tensor {
+    Tensor::try_from(a.as_standard_layout().to_owned()).expect("ndarray -> tensor").to_kind(Kind::Float)
+}
+
+fn to_array(t: &Tensor) -> Array2<f64> {
+    let a: ndarray::ArrayD<f64> = (&t.to_kind(Kind::Double)).try_into().expect("tensor -> ndarray");
+    a.into_dimensionality::<Ix2>().expect("2-D")
+}
+
+/// The exact score evaluated on the host (a test adapter: the conversion sits
+/// in the score, never in an integrator step).
+struct HostScore<'a>(&'a ExactScore<VpSde>);
+
+impl Score<Tensor> for HostScore<'_> {
+    fn score(&self, x: &Tensor, t: f64) -> scoresde_solvers::Result<Tensor> {
+        Ok(to_tensor(&self.0.score(&to_array(x), t)?))
+    }
+}
+
+/// The same i.i.d. draws as `GaussianNoise::new(seed)` on `Array2<f64>`, as tensors.
+struct SharedNoise(GaussianNoise);
+
+impl Noise<Tensor> for SharedNoise {
+    fn step_normal(&mut self, t: f64, t_next: f64, like: &Tensor) -> scoresde_solvers::Result<Tensor> {
+        let z: Array2<f64> = self.0.step_normal(t, t_next, &to_array(like))?;
+        Ok(to_tensor(&z))
+    }
+    fn normal(&mut self, like: &Tensor) -> Tensor {
+        let z: Array2<f64> = self.0.normal(&to_array(like));
+        to_tensor(&z)
+    }
+}
+
+fn mixture() -> GaussianMixture {
+    GaussianMixture::ring(4, 2.0, 0.3).expect("valid mixture")
+}
+
+#[test]
+fn every_sampler_agrees_across_backends() {
+    let sde = VpSde::default();
+    let exact = ExactScore::new(mixture(), sde);
+    let grid = TimeGrid::reverse(&sde, 25).unwrap();
+    let x0: Array2<f64> = prior_sample(&sde, &Array2::zeros((64, 2)), &mut GaussianNoise::new(1));
+    for &name in SAMPLERS {
+        let mut nd_solver = by_name::<Array2<f64>>(name).unwrap();
+        let nd =
+            Sampler::new(&sde, &exact).run(nd_solver.as_mut(), x0.clone(), &grid, &mut GaussianNoise::new(7)).unwrap();
+        let host = HostScore(&exact);
+        let mut tch_solver = by_name::<Tensor>(name).unwrap();
+        let tt = Sampler::new(&sde, &host)
+            .run(tch_solver.as_mut(), to_tensor(&x0), &grid, &mut SharedNoise(GaussianNoise::new(7)))
+            .unwrap();
+        assert_eq!(tt.x.kind(), Kind::Float, "{name}: the state stays f32");
+        assert_eq!((tt.score_evals, tt.steps), (nd.score_evals, nd.steps), "{name}");
+        let got = to_array(&tt.x);
+        // f32 rounding, relative to the sample scale, grown over 25 steps.
+        let scale = nd.x.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let err = (&got - &nd.x).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-4 * scale, "{name}: tensor and ndarray runs differ by {err} (scale {scale})");
+    }
+}
+
+#[test]
+fn state_operations_match_ndarray() {
+    let a = Array2::from_shape_fn((5, 3), |(i, j)| (i as f64) - 0.5 * (j as f64));
+    let b = Array2::from_shape_fn((5, 3), |(i, j)| ((i * j) as f64).sin());
+    let c = Array2::from_shape_fn((5, 3), |(i, j)| ((i + 2 * j) as f64).cos());
+    let (ta, tb, tc) = (to_tensor(&a), to_tensor(&b), to_tensor(&c));
+    let close = |t: &Tensor, want: &Array2<f64>| {
+        let err = (&to_array(t) - want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(err < 1e-5, "differs by {err}");
+    };
+    let mut x = ta.duplicate();
+    x.axpby(0.5, -2.0, &tb).unwrap();
+    close(&x, &(&a * 0.5 - &b * 2.0));
+    close(&ta, &a); // duplicate() is a deep copy
+    let mut x = ta.duplicate();
+    x.axpbypcz(1.5, 0.25, &tb, -3.0, &tc).unwrap();
+    close(&x, &(&a * 1.5 + &b * 0.25 - &c * 3.0));
+    let mut x = ta.duplicate();
+    x.scale(-0.75);
+    close(&x, &(&a * -0.75));
+    assert!((ta.mean_sample_norm() - a.mean_sample_norm()).abs() < 1e-5);
+    assert_eq!(State::shape(&ta), vec![5, 3]);
+    assert!(ta.all_finite());
+    let mut rng = <scoresde_solvers::Rng as rand::SeedableRng>::seed_from_u64(3);
+    let z = State::randn_like(&ta, &mut rng);
+    assert_eq!((z.size(), z.kind(), z.device()), (ta.size(), Kind::Float, Device::Cpu));
+}
+
+#[test]
+fn noise_is_reproducible_from_its_seed() {
+    let like = Tensor::zeros([1000, 2], (Kind::Float, Device::Cpu));
+    let draw = |seed| {
+        let mut noise = GaussianNoise::new(seed);
+        (noise.normal(&like), noise.normal(&like))
+    };
+    let ((a1, a2), (b1, _)) = (draw(5), draw(5));
+    assert!(a1.equal(&b1), "same seed, same draws");
+    assert!(!a1.equal(&a2), "successive draws differ");
+    // The draws are standard normal: mean within 5 standard errors of 0, variance of 1.
+    let n = 2000.0;
+    let mean = a1.mean(Kind::Double).double_value(&[]);
+    let var = a1.var(true).double_value(&[]);
+    assert!(mean.abs() < 5.0 / f64::sqrt(n), "mean {mean}");
+    assert!((var - 1.0).abs() < 5.0 * f64::sqrt(2.0 / n), "variance {var}");
+}
+
+#[test]
+fn bad_tensors_give_errors_not_panics() {
+    let a = Tensor::zeros([4, 2], (Kind::Float, Device::Cpu));
+    let b = Tensor::zeros([4, 3], (Kind::Float, Device::Cpu));
+    let mut x = a.duplicate();
+    assert!(matches!(x.axpby(1.0, 1.0, &b), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(x.axpbypcz(1.0, 1.0, &a, 1.0, &b), Err(Error::ShapeMismatch { .. })));
+    let nan = Tensor::from_slice(&[1.0f32, f32::NAN]).reshape([1, 2]);
+    assert!(!nan.all_finite());
+    // A NaN prior sample is rejected before the first step.
+    let sde = VpSde::default();
+    let exact = ExactScore::new(mixture(), sde);
+    let host = HostScore(&exact);
+    let grid = TimeGrid::reverse(&sde, 5).unwrap();
+    let mut solver = by_name::<Tensor>("ancestral").unwrap();
+    let err = Sampler::new(&sde, &host).run(solver.as_mut(), nan, &grid, &mut GaussianNoise::new(0));
+    assert!(matches!(err, Err(Error::NonFiniteInput { .. })), "{err:?}");
+}
