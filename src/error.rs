@@ -37,6 +37,15 @@ pub enum Error {
         /// What is wrong with it, or what is accepted.
         reason: String,
     },
+    /// A checkpoint could not be used: not a scoresde checkpoint, truncated or
+    /// corrupt, another format version, or tensors that do not fit its architecture.
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A compute device was asked for that this machine or libtorch install cannot provide.
     #[error("device `{spec}` is not available: {reason}")]
     DeviceUnavailable {

@@ -5,11 +5,16 @@
 //! `tch`, data sets, metrics, plotting and the command-line program.
 #![warn(missing_docs)]
 pub use scoresde_solvers as solvers;
+pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod fsutil;
 pub use error::{Error, Result};
 pub mod metrics;
+pub mod model;
+pub mod net;
 pub mod plot;
+pub mod train;
 
 /// The README's code blocks, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

@@ -1,0 +1,219 @@
+//! Checkpoints: `NAME.safetensors` (weights) and `NAME.json` (the sidecar).
+//!
+//! The safetensors file holds the network weights (`model.layers.{i}.weight`,
+//! `model.layers.{i}.bias`), their EMA (`ema.…`), Adam's moments
+//! (`adam.m`, `adam.v`, flat) and the time-embedding frequencies
+//! (`embedding.freqs`). Its header metadata key `scoresde` holds the same JSON
+//! as the sidecar: architecture, SDE, training settings, step, data scaling
+//! and the loss log. The file is therefore complete on its own and written in
+//! one atomic rename; the sidecar is the human-readable copy (written second,
+//! and ignored when loading, so a crash between the two writes loses nothing).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::model::{NeuralScore, SdeSpec};
+use crate::net::{NetConfig, ScoreNet};
+use crate::train::{TrainConfig, TrainState, Trainer};
+
+/// Version of the checkpoint layout this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META_KEY: &str = "scoresde";
+
+/// Where the training data came from and how it was standardised
+/// (`x_model = (x - mean) / std` per dimension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    /// A data-set name or a file path.
+    pub source: String,
+    /// Training rows.
+    pub rows: usize,
+    /// Per-dimension mean subtracted before training.
+    pub mean: Vec<f64>,
+    /// Per-dimension scale divided out before training.
+    pub std: Vec<f64>,
+}
+
+/// The sidecar: everything needed to rebuild the model and go on training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format: u32,
+    /// Architecture.
+    pub net: NetConfig,
+    /// Forward SDE.
+    pub sde: SdeSpec,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// Steps taken.
+    pub step: u64,
+    /// Data source and scaling.
+    pub data: DataInfo,
+    /// `(step, mean loss)` log.
+    pub losses: Vec<(u64, f64)>,
+}
+
+/// A loaded checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The sidecar contents.
+    pub meta: Meta,
+    /// The network (on the device asked for), with its embedding frequencies.
+    pub net: ScoreNet,
+    /// Weights, EMA, optimiser state, step and loss log.
+    pub state: TrainState,
+}
+
+/// The weights and sidecar paths of a checkpoint given as `DIR` (meaning
+/// `DIR/model`), `NAME`, `NAME.safetensors` or `NAME.json`.
+pub fn paths(spec: &Path) -> (PathBuf, PathBuf) {
+    let stem = if spec.is_dir() {
+        spec.join("model")
+    } else {
+        match spec.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") | Some("json") => spec.with_extension(""),
+            _ => spec.to_path_buf(),
+        }
+    };
+    (stem.with_extension("safetensors"), stem.with_extension("json"))
+}
+
+fn corrupt(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Checkpoint { path: path.to_path_buf(), reason: reason.to_string() }
+}
+
+fn to_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
+    let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let values = Vec::<f32>::try_from(t.f_reshape([-1])?)?;
+    Ok((shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+}
+
+/// Saves `trainer`'s full state as a checkpoint at `spec` (see [`paths`]).
+/// Returns the weights path. Refuses to write non-finite weights, so a
+/// diverged run never overwrites a good checkpoint.
+///
+/// # Errors
+/// [`Error::Checkpoint`] for non-finite weights, [`Error::Io`] for the writes.
+pub fn save(spec: &Path, trainer: &Trainer, data: &DataInfo) -> Result<PathBuf> {
+    let (weights_path, sidecar_path) = paths(spec);
+    let state = trainer.state();
+    for (name, t) in [("weights", &state.params), ("EMA weights", &state.ema)] {
+        if t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Err(corrupt(&weights_path, format!("refusing to save non-finite {name}")));
+        }
+    }
+    let meta = Meta {
+        format: FORMAT_VERSION,
+        net: trainer.net().config().clone(),
+        sde: trainer.sde_spec(),
+        train: trainer.config().clone(),
+        step: state.step,
+        data: data.clone(),
+        losses: state.losses.clone(),
+    };
+    let json = serde_json::to_string_pretty(&meta).map_err(|e| corrupt(&sidecar_path, e))?;
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for (prefix, flat) in [("model", &state.params), ("ema", &state.ema)] {
+        named.extend(trainer.net().named(flat).into_iter().map(|(k, t)| (format!("{prefix}.{k}"), t)));
+    }
+    named.push(("adam.m".into(), state.adam_m.shallow_clone()));
+    named.push(("adam.v".into(), state.adam_v.shallow_clone()));
+    named.push(("embedding.freqs".into(), trainer.net().freqs().shallow_clone()));
+    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .iter()
+        .map(|(k, t)| to_bytes(t).map(|(shape, bytes)| (k.clone(), shape, bytes)))
+        .collect::<Result<_>>()?;
+    let views: Vec<(String, TensorView<'_>)> = buffers
+        .iter()
+        .map(|(k, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| corrupt(&weights_path, format!("{e:?}")))
+        })
+        .collect::<Result<_>>()?;
+    let metadata = Some(HashMap::from([(META_KEY.to_string(), json.clone())]));
+    let bytes =
+        safetensors::tensor::serialize(views, &metadata).map_err(|e| corrupt(&weights_path, format!("{e:?}")))?;
+    write_atomic(&weights_path, &bytes)?;
+    write_atomic(&sidecar_path, json.as_bytes())?;
+    Ok(weights_path)
+}
+
+/// Loads a checkpoint onto `device`.
+///
+/// # Errors
+/// [`Error::Io`] for a missing file; [`Error::Checkpoint`] for a file that is
+/// not a scoresde checkpoint, is truncated or corrupt, was written by another
+/// format version, or whose tensors do not match its architecture.
+pub fn load(spec: &Path, device: Device) -> Result<Checkpoint> {
+    let (path, _) = paths(spec);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        corrupt(&path, format!("not a readable safetensors file ({e:?}); the file is truncated or corrupt"))
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&path, format!("{e:?}")))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| corrupt(&path, "no scoresde metadata: not a checkpoint written by scoresde"))?;
+    let meta: Meta = serde_json::from_str(json).map_err(|e| corrupt(&path, format!("unreadable metadata: {e}")))?;
+    if meta.format != FORMAT_VERSION {
+        return Err(corrupt(&path, format!("format version {} (this build reads {FORMAT_VERSION})", meta.format)));
+    }
+    meta.net.validate().map_err(|e| corrupt(&path, e))?;
+    if meta.data.mean.len() != meta.net.dim || meta.data.std.len() != meta.net.dim {
+        return Err(corrupt(&path, "data scaling does not match the network's dimension"));
+    }
+    let tensor = |name: &str| -> Option<Tensor> {
+        let view = st.tensor(name).ok()?;
+        if view.dtype() != Dtype::F32 {
+            return None;
+        }
+        let values: Vec<f32> =
+            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        Tensor::f_from_slice(&values).ok()?.f_reshape(shape).ok()
+    };
+    let mut net = ScoreNet::new(meta.net.clone(), device, meta.train.seed).map_err(|e| corrupt(&path, e))?;
+    let freqs = tensor("embedding.freqs").ok_or_else(|| corrupt(&path, "missing tensor embedding.freqs"))?;
+    net.set_freqs(&freqs).map_err(|e| corrupt(&path, e))?;
+    let flat = |prefix: &str| {
+        net.flatten_named(|k| tensor(&format!("{prefix}.{k}"))).map_err(|e| corrupt(&path, format!("{prefix}: {e}")))
+    };
+    let (params, ema) = (flat("model")?, flat("ema")?);
+    let n = net.num_params();
+    let moment = |name: &str| -> Result<Tensor> {
+        let t = tensor(name).ok_or_else(|| corrupt(&path, format!("missing or non-f32 tensor {name}")))?;
+        if t.size() != [n] {
+            return Err(corrupt(&path, format!("{name} has shape {:?}, expected [{n}]", t.size())));
+        }
+        Ok(t.to_device(device))
+    };
+    let (adam_m, adam_v) = (moment("adam.m")?, moment("adam.v")?);
+    for (name, t) in [("weights", &params), ("EMA weights", &ema), ("adam.m", &adam_m), ("adam.v", &adam_v)] {
+        if t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
+            return Err(corrupt(&path, format!("non-finite values in {name}")));
+        }
+    }
+    let state = TrainState { params, ema, adam_m, adam_v, step: meta.step, losses: meta.losses.clone() };
+    Ok(Checkpoint { meta, net, state })
+}
+
+impl Checkpoint {
+    /// The EMA weights as a score model.
+    ///
+    /// # Errors
+    /// An SDE that cannot be built.
+    pub fn ema_score(self) -> Result<NeuralScore> {
+        NeuralScore::new(self.net, self.state.ema, self.meta.sde.build()?)
+    }
+}

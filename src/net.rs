@@ -1,0 +1,446 @@
+//! The score network: an MLP over `[x, embed(t)]` with a sinusoidal or
+//! random-Fourier time embedding.
+//!
+//! All trainable parameters live in ONE flat f32 tensor; each layer's weight
+//! and bias are views into it. The optimiser, gradient clipping and the EMA
+//! then cost a handful of kernels per step whatever the depth (no per-layer
+//! loop, no foreach kernels needed), and checkpoints still name every layer.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+/// The hidden-layer non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// `x * sigmoid(x)` (the usual choice for score networks).
+    #[default]
+    Silu,
+    /// `max(x, 0)`.
+    Relu,
+    /// Gaussian error linear unit.
+    Gelu,
+    /// `tanh(x)`.
+    Tanh,
+}
+
+impl Activation {
+    fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Silu => x.silu(),
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu("none"),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+}
+
+/// How the time `t` enters the network: `[sin(w t), cos(w t)]` for a fixed
+/// frequency vector `w` of length `dim / 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TimeEmbedding {
+    /// Transformer-style geometric frequencies `w_k = 1000 * 10000^(-k / (dim/2))`
+    /// (Vaswani et al. 2017; the `1000` maps `t in [0, 1]` to DDPM's step index).
+    Sinusoidal {
+        /// Embedding width (even).
+        dim: usize,
+    },
+    /// Gaussian random Fourier features `w_k = 2 pi N(0, scale^2)`, fixed at
+    /// initialisation (Tancik et al. 2020; Song et al. 2021).
+    Fourier {
+        /// Embedding width (even).
+        dim: usize,
+        /// Standard deviation of the frequencies.
+        scale: f64,
+    },
+}
+
+impl Default for TimeEmbedding {
+    fn default() -> Self {
+        TimeEmbedding::Sinusoidal { dim: 32 }
+    }
+}
+
+impl TimeEmbedding {
+    /// The embedding width.
+    pub fn dim(&self) -> usize {
+        match *self {
+            TimeEmbedding::Sinusoidal { dim } | TimeEmbedding::Fourier { dim, .. } => dim,
+        }
+    }
+}
+
+/// What the network's output means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Parameterization {
+    /// The network predicts the noise `eps` in `x_t = a x_0 + sigma eps`; the
+    /// score is `-eps_hat / sigma(t)` (Ho et al. 2020).
+    #[default]
+    Eps,
+    /// The network predicts the score itself.
+    Score,
+}
+
+/// The architecture: everything needed to rebuild the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetConfig {
+    /// Data dimension (input and output width).
+    pub dim: usize,
+    /// Hidden width.
+    pub width: usize,
+    /// Number of hidden layers (>= 1).
+    pub depth: usize,
+    /// Hidden non-linearity.
+    pub activation: Activation,
+    /// Time embedding.
+    pub embedding: TimeEmbedding,
+    /// Output meaning.
+    pub parameterization: Parameterization,
+}
+
+impl NetConfig {
+    /// A default MLP for `dim`-dimensional data: 3 hidden layers of 128, SiLU,
+    /// 32-wide sinusoidal time embedding, eps-prediction.
+    pub fn mlp(dim: usize) -> Self {
+        Self {
+            dim,
+            width: 128,
+            depth: 3,
+            activation: Activation::Silu,
+            embedding: TimeEmbedding::default(),
+            parameterization: Parameterization::Eps,
+        }
+    }
+
+    /// Checks every size.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero size, an odd or zero embedding
+    /// width, a non-finite or non-positive Fourier scale, or a network too big
+    /// to index.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, v: usize| {
+            if v == 0 {
+                Err(Error::invalid(name, v, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("dim", self.dim)?;
+        positive("width", self.width)?;
+        positive("depth", self.depth)?;
+        let e = self.embedding.dim();
+        if e == 0 || e % 2 != 0 {
+            return Err(Error::invalid("embedding dim", e, "must be even and at least 2"));
+        }
+        if let TimeEmbedding::Fourier { scale, .. } = self.embedding {
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(Error::invalid("fourier scale", scale, "must be finite and > 0"));
+            }
+        }
+        let n = self.layers().iter().map(|l| l.numel()).sum::<usize>();
+        if n > (1 << 31) {
+            return Err(Error::invalid("width", self.width, format!("{n} parameters is too many for this MLP")));
+        }
+        Ok(())
+    }
+
+    /// `(fan_in, fan_out)` of every linear layer, input first.
+    fn layers(&self) -> Vec<LayerShape> {
+        let mut shapes = Vec::with_capacity(self.depth + 1);
+        let mut fan_in = self.dim + self.embedding.dim();
+        for _ in 0..self.depth {
+            shapes.push(LayerShape { fan_in, fan_out: self.width });
+            fan_in = self.width;
+        }
+        shapes.push(LayerShape { fan_in, fan_out: self.dim });
+        shapes
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> usize {
+        self.layers().iter().map(|l| l.numel()).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LayerShape {
+    fan_in: usize,
+    fan_out: usize,
+}
+
+impl LayerShape {
+    fn numel(&self) -> usize {
+        self.fan_out * (self.fan_in + 1)
+    }
+}
+
+/// Where one layer's weight and bias sit in the flat parameter vector.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    weight: i64,
+    bias: i64,
+    fan_in: i64,
+    fan_out: i64,
+}
+
+/// The MLP score network. See the [module docs](self).
+#[derive(Debug)]
+pub struct ScoreNet {
+    config: NetConfig,
+    slots: Vec<Slot>,
+    /// Embedding frequencies `w` (not trained), shape `[embedding.dim / 2]`.
+    freqs: Tensor,
+    device: Device,
+}
+
+impl ScoreNet {
+    /// The layout for `config` on `device`, without parameters; see
+    /// [`ScoreNet::init_params`].
+    ///
+    /// # Errors
+    /// As [`NetConfig::validate`].
+    pub fn new(config: NetConfig, device: Device, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut slots = Vec::new();
+        let mut offset = 0i64;
+        for l in config.layers() {
+            let (fan_in, fan_out) = (l.fan_in as i64, l.fan_out as i64);
+            slots.push(Slot { weight: offset, bias: offset + fan_in * fan_out, fan_in, fan_out });
+            offset += fan_out * (fan_in + 1);
+        }
+        let half = (config.embedding.dim() / 2) as i64;
+        let freqs = match config.embedding {
+            TimeEmbedding::Sinusoidal { .. } => {
+                let k = Tensor::arange(half, (Kind::Double, Device::Cpu));
+                (k * (-(10_000f64.ln()) / half as f64)).exp() * 1000.0
+            }
+            TimeEmbedding::Fourier { scale, .. } => {
+                tch::manual_seed(seed_i64(seed ^ 0xF0F0_1234));
+                Tensor::randn([half], (Kind::Double, Device::Cpu)) * (2.0 * std::f64::consts::PI * scale)
+            }
+        };
+        let freqs = freqs.to_kind(Kind::Float).to_device(device);
+        Ok(Self { config, slots, freqs, device })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// The device the network computes on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The fixed time-embedding frequencies (saved in checkpoints).
+    pub fn freqs(&self) -> &Tensor {
+        &self.freqs
+    }
+
+    /// Replaces the embedding frequencies (when loading a checkpoint).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the length is wrong.
+    pub fn set_freqs(&mut self, freqs: &Tensor) -> Result<()> {
+        if freqs.size() != self.freqs.size() {
+            return Err(Error::invalid(
+                "embedding frequencies",
+                format!("{:?}", freqs.size()),
+                format!("expected shape {:?}", self.freqs.size()),
+            ));
+        }
+        self.freqs = freqs.to_kind(Kind::Float).to_device(self.device);
+        Ok(())
+    }
+
+    /// A freshly initialised flat parameter vector on the network's device:
+    /// every weight and bias `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (PyTorch's
+    /// `nn.Linear` default), deterministic in `seed`.
+    pub fn init_params(&self, seed: u64) -> Tensor {
+        tch::manual_seed(seed_i64(seed));
+        let parts: Vec<Tensor> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let bound = 1.0 / (s.fan_in as f64).sqrt();
+                Tensor::empty([s.fan_out * (s.fan_in + 1)], (Kind::Float, Device::Cpu)).uniform_(-bound, bound)
+            })
+            .collect();
+        Tensor::cat(&parts, 0).to_device(self.device)
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> i64 {
+        self.slots.last().map_or(0, |s| s.bias + s.fan_out)
+    }
+
+    /// Named views of a flat parameter vector: `layers.{i}.weight` (`[out, in]`)
+    /// and `layers.{i}.bias` (`[out]`), for checkpoints.
+    pub fn named(&self, params: &Tensor) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.slots.len());
+        for (i, s) in self.slots.iter().enumerate() {
+            out.push((format!("layers.{i}.weight"), self.weight(params, s)));
+            out.push((format!("layers.{i}.bias"), params.narrow(0, s.bias, s.fan_out)));
+        }
+        out
+    }
+
+    /// The inverse of [`ScoreNet::named`]: a flat vector from named tensors,
+    /// looked up under `prefix`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the tensor that is missing or has the wrong shape.
+    pub fn flatten_named(&self, find: impl Fn(&str) -> Option<Tensor>) -> Result<Tensor> {
+        let mut parts = Vec::with_capacity(2 * self.slots.len());
+        for (i, s) in self.slots.iter().enumerate() {
+            for (name, shape) in [
+                (format!("layers.{i}.weight"), vec![s.fan_out, s.fan_in]),
+                (format!("layers.{i}.bias"), vec![s.fan_out]),
+            ] {
+                let t = find(&name).ok_or_else(|| Error::invalid("checkpoint tensor", &name, "missing"))?;
+                if t.size() != shape {
+                    return Err(Error::invalid(
+                        "checkpoint tensor",
+                        &name,
+                        format!("has shape {:?}, the architecture needs {shape:?}", t.size()),
+                    ));
+                }
+                parts.push(t.to_kind(Kind::Float).reshape([-1]));
+            }
+        }
+        Ok(Tensor::cat(&parts, 0).to_device(self.device))
+    }
+
+    fn weight(&self, params: &Tensor, s: &Slot) -> Tensor {
+        params.narrow(0, s.weight, s.fan_in * s.fan_out).view([s.fan_out, s.fan_in])
+    }
+
+    /// The time embedding `[sin(w t), cos(w t)]` of a `[batch]` tensor of times.
+    fn embed(&self, t: &Tensor) -> Tensor {
+        let arg = t.unsqueeze(1) * self.freqs.unsqueeze(0);
+        Tensor::cat(&[arg.sin(), arg.cos()], 1)
+    }
+
+    /// The raw network output for a `[batch, dim]` input and `[batch]` times,
+    /// with parameters `params` (gradients flow into `params` when it requires them).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a wrong input shape or a parameter vector
+    /// of the wrong length; libtorch errors (device mismatch).
+    pub fn forward(&self, params: &Tensor, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let size = x.size();
+        if size.len() != 2 || size[1] != self.config.dim as i64 {
+            return Err(Error::invalid(
+                "input",
+                format!("shape {size:?}"),
+                format!("the network takes [batch, {}]", self.config.dim),
+            ));
+        }
+        if t.size() != [size[0]] {
+            return Err(Error::invalid("times", format!("shape {:?}", t.size()), format!("expected [{}]", size[0])));
+        }
+        if params.size() != [self.num_params()] {
+            return Err(Error::invalid(
+                "parameters",
+                format!("shape {:?}", params.size()),
+                format!("expected [{}]", self.num_params()),
+            ));
+        }
+        let mut h = Tensor::f_cat(&[x.shallow_clone(), self.embed(t)], 1)?;
+        let last = self.slots.len() - 1;
+        for (i, s) in self.slots.iter().enumerate() {
+            let bias = params.narrow(0, s.bias, s.fan_out);
+            h = bias.f_addmm(&h, &self.weight(params, s).tr())?;
+            if i < last {
+                h = self.config.activation.apply(&h);
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// libtorch seeds are signed; keep 63 bits.
+pub(crate) fn seed_i64(seed: u64) -> i64 {
+    (seed >> 1) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(config: NetConfig) -> ScoreNet {
+        ScoreNet::new(config, Device::Cpu, 0).unwrap()
+    }
+
+    #[test]
+    fn layout_names_and_round_trip() {
+        let config = NetConfig { width: 16, depth: 2, ..NetConfig::mlp(3) };
+        let n = net(config.clone());
+        // (3 + 32) * 16 + 16, 16 * 16 + 16, 16 * 3 + 3
+        assert_eq!(n.num_params(), 35 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3);
+        assert_eq!(n.num_params() as usize, config.num_params());
+        let p = n.init_params(1);
+        let named = n.named(&p);
+        assert_eq!(named.len(), 6);
+        assert_eq!(named[0].0, "layers.0.weight");
+        assert_eq!(named[0].1.size(), [16, 35]);
+        let back = n.flatten_named(|name| named.iter().find(|(k, _)| k == name).map(|(_, t)| t.copy())).unwrap();
+        assert!(back.equal(&p));
+        // Deterministic initialisation within PyTorch's bounds.
+        assert!(n.init_params(1).equal(&p));
+        assert!(!n.init_params(2).equal(&p));
+        let w0 = &named[0].1;
+        assert!(w0.abs().max().double_value(&[]) <= 1.0 / 35f64.sqrt());
+        // A wrong shape is named.
+        let err =
+            n.flatten_named(|name| (name != "layers.1.bias").then(|| Tensor::zeros([1], (Kind::Float, Device::Cpu))));
+        assert!(err.unwrap_err().to_string().contains("layers.0.weight"));
+    }
+
+    #[test]
+    fn forward_shapes_and_errors() {
+        for embedding in [TimeEmbedding::Sinusoidal { dim: 8 }, TimeEmbedding::Fourier { dim: 8, scale: 16.0 }] {
+            for activation in [Activation::Silu, Activation::Relu, Activation::Gelu, Activation::Tanh] {
+                let n = net(NetConfig { width: 8, depth: 2, activation, embedding, ..NetConfig::mlp(2) });
+                let p = n.init_params(0);
+                let x = Tensor::randn([5, 2], (Kind::Float, Device::Cpu));
+                let t = Tensor::full([5], 0.5, (Kind::Float, Device::Cpu));
+                let y = n.forward(&p, &x, &t).unwrap();
+                assert_eq!(y.size(), [5, 2]);
+                assert!(y.isfinite().all().int64_value(&[]) == 1);
+                assert!(n.forward(&p, &x.view([2, 5]), &t).is_err());
+                assert!(n.forward(&p, &x, &t.narrow(0, 0, 4)).is_err());
+                assert!(n.forward(&p.narrow(0, 0, 10), &x, &t).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn embedding_depends_on_time() {
+        let n = net(NetConfig { width: 8, depth: 1, ..NetConfig::mlp(2) });
+        let p = n.init_params(0);
+        let x = Tensor::zeros([2, 2], (Kind::Float, Device::Cpu));
+        let t = Tensor::from_slice(&[0.1f32, 0.9]);
+        let y = n.forward(&p, &x, &t).unwrap();
+        assert!(!y.get(0).equal(&y.get(1)), "the output must change with t");
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        for bad in [
+            NetConfig { dim: 0, ..NetConfig::mlp(2) },
+            NetConfig { width: 0, ..NetConfig::mlp(2) },
+            NetConfig { depth: 0, ..NetConfig::mlp(2) },
+            NetConfig { embedding: TimeEmbedding::Sinusoidal { dim: 7 }, ..NetConfig::mlp(2) },
+            NetConfig { embedding: TimeEmbedding::Fourier { dim: 8, scale: f64::NAN }, ..NetConfig::mlp(2) },
+        ] {
+            assert!(ScoreNet::new(bad, Device::Cpu, 0).is_err());
+        }
+    }
+}

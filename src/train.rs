@@ -1,0 +1,446 @@
+//! Denoising score matching (Vincent 2011; Song et al. 2021, eq. 7).
+//!
+//! Each step draws a batch `x_0` from the data, times `t ~ U(t_min, 1)` and
+//! noise `eps ~ N(0, I)`, forms `x_t = a(t) x_0 + sigma(t) eps`, and minimises
+//!
+//! `L = mean_i w(t_i) mean_d (sigma(t_i) s_theta(x_t, t_i) + eps)^2`,
+//!
+//! i.e. `lambda(t) |s_theta - grad log p(x_t | x_0)|^2` with `lambda = w sigma^2`.
+//! [`Weighting::Eps`] (`w = 1`, `lambda = sigma^2`) is the eps-prediction loss of
+//! Ho et al. 2020; [`Weighting::Likelihood`] (`w = g^2 / sigma^2`,
+//! `lambda = g^2`) makes the loss an upper bound on the negative
+//! log-likelihood (Song et al. 2021, "Maximum likelihood training").
+//!
+//! Adam (Kingma & Ba 2015) with linear warm-up and global-norm gradient
+//! clipping; an exponential moving average of the weights is kept for
+//! sampling. Every random draw of step `k` is a function of `(seed, k)` only,
+//! so a run resumed from a checkpoint equals an uninterrupted one (on the CPU,
+//! bit for bit).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rand::{Rng as _, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::{NeuralScore, SdeSpec};
+use crate::net::{seed_i64, NetConfig, Parameterization, ScoreNet};
+use crate::solvers::{Rng, Sde};
+
+/// The weighting `w(t)` of the eps-form loss; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Weighting {
+    /// `lambda(t) = sigma(t)^2`: the eps loss.
+    #[default]
+    Eps,
+    /// `lambda(t) = g(t)^2`: likelihood weighting (high variance near `t_min`).
+    Likelihood,
+}
+
+/// Optimisation settings. `Default` gives the values the CLI uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Total optimisation steps.
+    pub steps: u64,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Peak Adam learning rate.
+    pub lr: f64,
+    /// Linear warm-up length in steps (0: none).
+    pub warmup: u64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub grad_clip: f64,
+    /// EMA decay (0: the EMA is the current weights).
+    pub ema_decay: f64,
+    /// Loss weighting.
+    pub weighting: Weighting,
+    /// Smallest training time; `t ~ U(t_min, 1)`.
+    pub t_min: f64,
+    /// Seed of every random draw (initialisation, batches, times, noise).
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 4000,
+            batch_size: 512,
+            lr: 2e-3,
+            warmup: 100,
+            grad_clip: 1.0,
+            ema_decay: 0.999,
+            weighting: Weighting::Eps,
+            t_min: 1e-5,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(Error::invalid("steps", self.steps, "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch size", self.batch_size, "must be at least 1"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::invalid("lr", self.lr, "must be finite and > 0"));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
+            return Err(Error::invalid("grad clip", self.grad_clip, "must be finite and >= 0"));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(Error::invalid("ema decay", self.ema_decay, "must be in [0, 1)"));
+        }
+        if !(self.t_min > 0.0 && self.t_min < 1.0) {
+            return Err(Error::invalid("t_min", self.t_min, "must be in (0, 1)"));
+        }
+        Ok(())
+    }
+}
+
+const ADAM_BETA1: f64 = 0.9;
+const ADAM_BETA2: f64 = 0.999;
+const ADAM_EPS: f64 = 1e-8;
+
+/// Everything that changes during training: weights, EMA, Adam moments,
+/// step count and the loss log. This is what a checkpoint stores.
+#[derive(Debug)]
+pub struct TrainState {
+    /// Flat parameters (requires grad).
+    pub params: Tensor,
+    /// EMA of the parameters.
+    pub ema: Tensor,
+    /// Adam first moment.
+    pub adam_m: Tensor,
+    /// Adam second moment.
+    pub adam_v: Tensor,
+    /// Steps taken.
+    pub step: u64,
+    /// `(step, mean loss since the previous entry)`.
+    pub losses: Vec<(u64, f64)>,
+}
+
+/// How a call of [`Trainer::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reached the configured number of steps.
+    Finished,
+    /// The stop flag was raised (Ctrl-C); the state is consistent and can be saved.
+    Interrupted,
+}
+
+/// What [`Trainer::run`] tells its progress callback.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Steps taken so far.
+    pub step: u64,
+    /// Total steps of the run.
+    pub total: u64,
+    /// Mean loss over the last logging window, when this step closed one.
+    pub loss: Option<f64>,
+}
+
+/// DSM training of a [`ScoreNet`] on an in-memory data set (on the device).
+pub struct Trainer {
+    net: ScoreNet,
+    sde_spec: SdeSpec,
+    sde: Box<dyn Sde>,
+    config: TrainConfig,
+    data: Tensor,
+    state: TrainState,
+    /// Sum of the losses since the last log entry, on the device (no host sync per step).
+    loss_sum: Tensor,
+    loss_count: u64,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("net", self.net.config())
+            .field("sde", &self.sde_spec)
+            .field("config", &self.config)
+            .field("step", &self.state.step)
+            .finish()
+    }
+}
+
+/// Mixes a seed and a step into a new seed (splitmix64 finaliser).
+fn mix(seed: u64, step: u64, stream: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Trainer {
+    /// A new run: the network initialised from `config.seed`, the data
+    /// (`[n, dim]`, already scaled, finite) moved to `device` once.
+    ///
+    /// # Errors
+    /// Invalid configurations, data of the wrong width, empty or non-finite data.
+    pub fn new(
+        net: NetConfig,
+        sde: SdeSpec,
+        config: TrainConfig,
+        data: &ndarray::Array2<f64>,
+        device: Device,
+    ) -> Result<Self> {
+        let net = ScoreNet::new(net, device, config.seed)?;
+        let params = net.init_params(config.seed);
+        let zeros = params.zeros_like();
+        let state =
+            TrainState { ema: params.copy(), adam_m: zeros.copy(), adam_v: zeros, params, step: 0, losses: Vec::new() };
+        Self::with_state(net, sde, config, data, state)
+    }
+
+    /// A run continuing from `state` (a loaded checkpoint).
+    ///
+    /// # Errors
+    /// As [`Trainer::new`], and [`Error::InvalidArgument`] when the state's
+    /// tensors do not fit the network.
+    pub fn with_state(
+        net: ScoreNet,
+        sde_spec: SdeSpec,
+        config: TrainConfig,
+        data: &ndarray::Array2<f64>,
+        state: TrainState,
+    ) -> Result<Self> {
+        config.validate()?;
+        let dim = net.config().dim;
+        if data.ncols() != dim {
+            return Err(Error::invalid(
+                "data",
+                format!("{} columns", data.ncols()),
+                format!("the network takes {dim}"),
+            ));
+        }
+        if data.nrows() == 0 {
+            return Err(Error::invalid("data", "0 rows", "need at least one sample"));
+        }
+        if let Some(((i, j), v)) = data.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::invalid("data", v, format!("non-finite value at row {i}, column {j}")));
+        }
+        let n = net.num_params();
+        for (name, t) in
+            [("params", &state.params), ("ema", &state.ema), ("adam_m", &state.adam_m), ("adam_v", &state.adam_v)]
+        {
+            if t.size() != [n] {
+                return Err(Error::invalid(
+                    name,
+                    format!("shape {:?}", t.size()),
+                    format!("the network has {n} parameters"),
+                ));
+            }
+        }
+        let device = net.device();
+        let to_dev = |t: &Tensor| t.detach().to_kind(Kind::Float).to_device(device);
+        let state = TrainState {
+            params: to_dev(&state.params).set_requires_grad(true),
+            ema: to_dev(&state.ema),
+            adam_m: to_dev(&state.adam_m),
+            adam_v: to_dev(&state.adam_v),
+            ..state
+        };
+        let data = crate::model::array_to_tensor(data)?.to_device(device);
+        let sde = sde_spec.build()?;
+        Ok(Self {
+            net,
+            sde_spec,
+            sde,
+            config,
+            data,
+            state,
+            loss_sum: Tensor::zeros([], (Kind::Float, device)),
+            loss_count: 0,
+        })
+    }
+
+    /// The network.
+    pub fn net(&self) -> &ScoreNet {
+        &self.net
+    }
+
+    /// The SDE.
+    pub fn sde_spec(&self) -> SdeSpec {
+        self.sde_spec
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The training state (weights, EMA, optimiser, step, losses).
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// The per-sample times, kernel coefficients and loss weights of step `step`,
+    /// from the host RNG: `[4, batch]` rows `t, a(t), sigma(t), w(t)`.
+    fn coefficients(&self, step: u64) -> Result<Tensor> {
+        let b = self.config.batch_size;
+        let mut rng = Rng::seed_from_u64(mix(self.config.seed, step, 1));
+        let mut rows = vec![0f32; 4 * b];
+        for i in 0..b {
+            let t = rng.gen_range(self.config.t_min..1.0);
+            let sigma = self.sde.sigma(t);
+            let w = match self.config.weighting {
+                Weighting::Eps => 1.0,
+                Weighting::Likelihood => self.sde.diffusion(t).powi(2) / (sigma * sigma),
+            };
+            rows[i] = t as f32;
+            rows[b + i] = self.sde.alpha(t) as f32;
+            rows[2 * b + i] = sigma as f32;
+            rows[3 * b + i] = w as f32;
+        }
+        Ok(Tensor::f_from_slice(&rows)?.f_view([4, b as i64])?.f_to_device(self.net.device())?)
+    }
+
+    /// The DSM loss of step `step` at parameters `params` (a scalar tensor with a graph).
+    fn loss(&self, step: u64) -> Result<Tensor> {
+        let coef = self.coefficients(step)?;
+        let b = self.config.batch_size as i64;
+        tch::manual_seed(seed_i64(mix(self.config.seed, step, 2)));
+        let device = self.net.device();
+        let idx = Tensor::f_randint(self.data.size()[0], [b], (Kind::Int64, device))?;
+        let x0 = self.data.f_index_select(0, &idx)?;
+        let eps = x0.f_randn_like()?;
+        let (t, a, sigma, w) = (coef.get(0), coef.get(1).unsqueeze(1), coef.get(2).unsqueeze(1), coef.get(3));
+        let xt = &x0 * &a + &eps * &sigma;
+        let out = self.net.forward(&self.state.params, &xt, &t)?;
+        // r = sigma * s_theta + eps, the residual of the eps-form loss.
+        let r = match self.net.config().parameterization {
+            Parameterization::Eps => eps - out,
+            Parameterization::Score => out * sigma + eps,
+        };
+        let per_sample = r.square().f_mean_dim([1i64].as_slice(), false, Kind::Float)?;
+        Ok((per_sample * w).mean(Kind::Float))
+    }
+
+    /// One optimisation step. Returns the loss as a device scalar (reading it
+    /// forces a device sync; [`Trainer::run`] reads it only when logging).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn step(&mut self) -> Result<Tensor> {
+        let step = self.state.step;
+        let loss = self.loss(step)?;
+        loss.f_backward()?;
+        let c = &self.config;
+        let lr = if c.warmup > 0 { c.lr * ((step + 1) as f64 / c.warmup as f64).min(1.0) } else { c.lr };
+        let k = (step + 1) as i32;
+        let (bc1, bc2) = (1.0 - ADAM_BETA1.powi(k), 1.0 - ADAM_BETA2.powi(k));
+        let ema_decay = c.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        let clip = c.grad_clip;
+        let st = &mut self.state;
+        tch::no_grad(|| -> Result<()> {
+            let mut g = st.params.grad();
+            if clip > 0.0 {
+                // g *= min(1, clip / (|g| + 1e-6)), without a host sync.
+                let factor = (g.norm() + 1e-6).reciprocal().f_mul_scalar(clip)?.clamp_max(1.0);
+                let _ = g.f_mul_(&factor)?;
+            }
+            let _ = st.adam_m.f_lerp_(&g, 1.0 - ADAM_BETA1)?;
+            let _ = st.adam_v.f_mul_scalar_(ADAM_BETA2)?;
+            let _ = st.adam_v.f_add_(&(g.square() * (1.0 - ADAM_BETA2)))?;
+            let denom = (&st.adam_v * (1.0 / bc2)).sqrt() + ADAM_EPS;
+            let update = (&st.adam_m * (lr / bc1)) / denom;
+            let _ = st.params.f_sub_(&update)?;
+            let _ = st.ema.f_lerp_(&st.params, 1.0 - ema_decay)?;
+            let _ = g.f_zero_()?;
+            Ok(())
+        })?;
+        st.step += 1;
+        let loss = loss.detach();
+        let _ = self.loss_sum.f_add_(&loss)?;
+        self.loss_count += 1;
+        Ok(loss)
+    }
+
+    /// Closes the current logging window: appends its mean loss to the log.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the loss is NaN or infinite (training diverged).
+    fn log_loss(&mut self) -> Result<Option<f64>> {
+        if self.loss_count == 0 {
+            return Ok(None);
+        }
+        let mean = self.loss_sum.f_double_value(&[])? / self.loss_count as f64;
+        let _ = self.loss_sum.f_zero_()?;
+        self.loss_count = 0;
+        if !mean.is_finite() {
+            return Err(Error::invalid(
+                "loss",
+                mean,
+                format!("training diverged by step {}; lower --lr or keep gradient clipping on", self.state.step),
+            ));
+        }
+        self.state.losses.push((self.state.step, mean));
+        Ok(Some(mean))
+    }
+
+    /// Trains until `config.steps` steps are taken or `stop` is raised,
+    /// logging the mean loss every `log_every` steps and calling `checkpoint`
+    /// every `save_every` steps (0: never) and when stopping early.
+    ///
+    /// # Errors
+    /// libtorch errors, a diverged loss, and whatever `checkpoint` returns.
+    pub fn run(
+        &mut self,
+        log_every: u64,
+        save_every: u64,
+        stop: &AtomicBool,
+        mut progress: impl FnMut(Progress),
+        mut checkpoint: impl FnMut(&Self) -> Result<()>,
+    ) -> Result<Outcome> {
+        let total = self.config.steps;
+        let log_every = log_every.max(1);
+        while self.state.step < total {
+            if stop.load(Ordering::Relaxed) {
+                self.log_loss()?;
+                checkpoint(self)?;
+                return Ok(Outcome::Interrupted);
+            }
+            let _ = self.step()?;
+            let step = self.state.step;
+            let loss = if step % log_every == 0 || step == total { self.log_loss()? } else { None };
+            progress(Progress { step, total, loss });
+            if save_every > 0 && step % save_every == 0 && step < total {
+                checkpoint(self)?;
+            }
+        }
+        self.log_loss()?;
+        checkpoint(self)?;
+        Ok(Outcome::Finished)
+    }
+
+    /// The EMA weights as a score model (a copy; training can go on).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn ema_score(&self) -> Result<NeuralScore> {
+        let mut net = ScoreNet::new(self.net.config().clone(), self.net.device(), self.config.seed)?;
+        net.set_freqs(self.net.freqs())?;
+        NeuralScore::new(net, self.state.ema.copy(), self.sde_spec.build()?)
+    }
+
+    /// Sets the total step count (to train a resumed run further).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `steps` is zero.
+    pub fn set_total_steps(&mut self, steps: u64) -> Result<()> {
+        if steps == 0 {
+            return Err(Error::invalid("steps", steps, "must be at least 1"));
+        }
+        self.config.steps = steps;
+        Ok(())
+    }
+}

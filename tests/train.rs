@@ -1,0 +1,207 @@
+//! Denoising score matching, checkpoints, resume and interruption, on the CPU.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use ndarray::Array2;
+use rand::SeedableRng;
+use scoresde::checkpoint::{self, DataInfo};
+use scoresde::model::SdeSpec;
+use scoresde::net::{NetConfig, Parameterization};
+use scoresde::solvers::{ExactScore, GaussianMixture, Rng, Score, Sde, VpSde};
+use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
+use scoresde::Error;
+use tch::Device;
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("scoresde-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn gaussian() -> GaussianMixture {
+    GaussianMixture::gaussian(ndarray::array![0.5, -1.0].view(), ndarray::array![[0.5, 0.2], [0.2, 0.3]].view())
+        .unwrap()
+}
+
+fn data(n: usize, seed: u64) -> Array2<f64> {
+    gaussian().sample(n, &mut Rng::seed_from_u64(seed))
+}
+
+fn info(d: &Array2<f64>) -> DataInfo {
+    DataInfo { source: "test".into(), rows: d.nrows(), mean: vec![0.0; 2], std: vec![1.0; 2] }
+}
+
+fn small_net() -> NetConfig {
+    NetConfig { width: 32, depth: 2, ..NetConfig::mlp(2) }
+}
+
+fn config(steps: u64) -> TrainConfig {
+    TrainConfig { steps, batch_size: 128, warmup: 10, seed: 11, ..TrainConfig::default() }
+}
+
+/// `E_t E_{x ~ p_t} sigma(t)^2 |s_theta(x, t) - s(x, t)|^2 / d` on a fixed
+/// grid of t, with exact samples of p_t: the DSM objective minus its constant.
+fn score_error(score: &dyn Score<Array2<f64>>) -> f64 {
+    let sde = VpSde::default();
+    let exact = ExactScore::new(gaussian(), sde);
+    let mut rng = Rng::seed_from_u64(99);
+    let ts = [0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0];
+    let mut total = 0.0;
+    for &t in &ts {
+        let x = gaussian().marginal(&sde, t).sample(2000, &mut rng);
+        let diff = score.score(&x, t).unwrap() - exact.score(&x, t).unwrap();
+        total += sde.sigma(t).powi(2) * diff.mapv(|v| v * v).mean().unwrap();
+    }
+    total / ts.len() as f64
+}
+
+fn train(steps: u64, cfg: TrainConfig, net: NetConfig) -> Trainer {
+    let d = data(4000, 1);
+    let mut tr = Trainer::new(net, SdeSpec::default(), TrainConfig { steps, ..cfg }, &d, Device::Cpu).unwrap();
+    tr.run(50, 0, &AtomicBool::new(false), |_| {}, |_| Ok(())).unwrap();
+    tr
+}
+
+#[test]
+fn training_learns_the_exact_score() {
+    for parameterization in [Parameterization::Eps, Parameterization::Score] {
+        let net = NetConfig { parameterization, ..small_net() };
+        let untrained = train(1, config(1), net.clone());
+        let trained = train(800, config(800), net);
+        let (before, after) =
+            (score_error(&untrained.ema_score().unwrap()), score_error(&trained.ema_score().unwrap()));
+        // The irreducible DSM error is 0 here (the net can represent a linear
+        // score); 800 steps must remove most of the initial error.
+        assert!(after < 0.1 * before, "{parameterization:?}: score error {before} -> {after}");
+        let losses = &trained.state().losses;
+        assert!(losses.len() >= 16 && losses.last().unwrap().1 < losses[0].1, "{losses:?}");
+    }
+}
+
+#[test]
+fn likelihood_weighting_trains_without_diverging() {
+    let tr = train(200, TrainConfig { weighting: Weighting::Likelihood, ..config(200) }, small_net());
+    assert!(tr.state().losses.iter().all(|(_, l)| l.is_finite()));
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let dir = tmp("resume");
+    let d = data(4000, 1);
+    let full = train(40, config(40), small_net());
+
+    // Interrupt at step 15 with the stop flag (what Ctrl-C raises), save, load, go on.
+    let stop = AtomicBool::new(false);
+    let mut first = Trainer::new(small_net(), SdeSpec::default(), config(40), &d, Device::Cpu).unwrap();
+    let ckpt = dir.join("model");
+    let outcome = first
+        .run(
+            50,
+            0,
+            &stop,
+            |p| {
+                if p.step == 15 {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed)
+                }
+            },
+            |t| checkpoint::save(&ckpt, t, &info(&d)).map(|_| ()),
+        )
+        .unwrap();
+    assert_eq!(outcome, Outcome::Interrupted);
+    assert!(ckpt.with_extension("json").is_file(), "the sidecar is written");
+    let loaded = checkpoint::load(&ckpt, Device::Cpu).unwrap();
+    assert_eq!(loaded.meta.step, 15);
+    let mut resumed = Trainer::with_state(loaded.net, loaded.meta.sde, loaded.meta.train, &d, loaded.state).unwrap();
+    let outcome = resumed.run(50, 0, &AtomicBool::new(false), |_| {}, |_| Ok(())).unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    let (a, b) = (full.state(), resumed.state());
+    assert_eq!(b.step, 40);
+    assert!(a.params.equal(&b.params), "weights differ after resume");
+    assert!(a.ema.equal(&b.ema), "EMA differs after resume");
+    assert!(a.adam_v.equal(&b.adam_v), "optimiser state differs after resume");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn checkpoint_round_trip_keeps_the_score() {
+    let dir = tmp("roundtrip");
+    let d = data(1000, 2);
+    for net in [
+        small_net(),
+        NetConfig { embedding: scoresde::net::TimeEmbedding::Fourier { dim: 16, scale: 4.0 }, ..small_net() },
+    ] {
+        let tr = train(20, config(20), net);
+        let path = checkpoint::save(&dir.join("m"), &tr, &info(&d)).unwrap();
+        assert_eq!(path, dir.join("m.safetensors"));
+        let score = checkpoint::load(&dir, Device::Cpu).err(); // a folder means FOLDER/model: absent here
+        assert!(matches!(score, Some(Error::Io { .. })));
+        let loaded = checkpoint::load(&path, Device::Cpu).unwrap().ema_score().unwrap();
+        let x = data(64, 3);
+        let (s1, s2) = (tr.ema_score().unwrap().score(&x, 0.3).unwrap(), loaded.score(&x, 0.3).unwrap());
+        assert_eq!(s1, s2);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_give_clear_errors() {
+    let dir = tmp("bad");
+    let d = data(500, 2);
+    let tr = train(5, config(5), small_net());
+    let good = checkpoint::save(&dir.join("good"), &tr, &info(&d)).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let message = |name: &str, contents: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, contents).unwrap();
+        let e = checkpoint::load(&p, Device::Cpu).unwrap_err();
+        assert!(matches!(e, Error::Checkpoint { .. }), "{name}: {e:?}");
+        e.to_string()
+    };
+    assert!(message("truncated.safetensors", &bytes[..bytes.len() / 2]).contains("truncated or corrupt"));
+    assert!(message("garbage.safetensors", b"definitely not a checkpoint").contains("corrupt"));
+    assert!(message("empty.safetensors", b"").contains("corrupt"));
+    // A valid safetensors file from elsewhere (no scoresde metadata).
+    let other = dir.join("other.safetensors");
+    tch::Tensor::write_safetensors(&[("w", tch::Tensor::zeros([2], (tch::Kind::Float, Device::Cpu)))], &other).unwrap();
+    let e = checkpoint::load(&other, Device::Cpu).unwrap_err();
+    assert!(e.to_string().contains("not a checkpoint written by scoresde"), "{e}");
+    // Metadata that promises another architecture than the tensors hold.
+    let (from, to) = (&b"\\\"width\\\": 32"[..], &b"\\\"width\\\": 33"[..]);
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("the metadata holds the width");
+    let mut hacked = bytes.clone();
+    hacked[at..at + to.len()].copy_from_slice(to);
+    let e = message("mismatch.safetensors", &hacked);
+    assert!(e.contains("layers.0.weight") && e.contains("shape"), "{e}");
+    // Missing file.
+    assert!(matches!(checkpoint::load(&dir.join("nope"), Device::Cpu), Err(Error::Io { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_training_input_is_rejected() {
+    let d = data(100, 0);
+    let new = |cfg: TrainConfig, d: &Array2<f64>| Trainer::new(small_net(), SdeSpec::default(), cfg, d, Device::Cpu);
+    let mut nan = d.clone();
+    nan[[7, 1]] = f64::NAN;
+    let e = new(config(5), &nan).unwrap_err().to_string();
+    assert!(e.contains("row 7, column 1"), "{e}");
+    assert!(new(config(5), &Array2::zeros((0, 2))).is_err());
+    assert!(new(config(5), &Array2::zeros((10, 3))).unwrap_err().to_string().contains("columns"));
+    for bad in [
+        TrainConfig { steps: 0, ..config(5) },
+        TrainConfig { batch_size: 0, ..config(5) },
+        TrainConfig { lr: f64::NAN, ..config(5) },
+        TrainConfig { ema_decay: 1.0, ..config(5) },
+        TrainConfig { t_min: 0.0, ..config(5) },
+    ] {
+        assert!(new(bad, &d).is_err());
+    }
+    // A learning rate that blows up is reported as divergence, not NaN weights.
+    let mut tr = new(TrainConfig { lr: 1e12, grad_clip: 0.0, warmup: 0, ..config(30) }, &d).unwrap();
+    let r = tr.run(5, 0, &AtomicBool::new(false), |_| {}, |_| Ok(()));
+    if let Err(e) = r {
+        assert!(e.to_string().contains("diverged"), "{e}");
+    }
+}
