@@ -8,6 +8,7 @@ pub use scoresde_solvers as solvers;
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod fsutil;
 pub use error::{Error, Result};
 pub mod metrics;
