@@ -5,6 +5,7 @@
 //! `tch`, data sets, metrics, plotting and the command-line program.
 #![warn(missing_docs)]
 pub use scoresde_solvers as solvers;
+pub mod data;
 pub mod device;
 pub mod error;
 pub use error::{Error, Result};
