@@ -78,6 +78,9 @@ pub enum Toy {
     Mixture,
 }
 
+/// Most samples [`Toy::sample`] draws at once (2^30 rows, 16 GiB), so an
+/// absurd count is an error rather than an allocation failure.
+pub const MAX_TOY_SAMPLES: usize = 1 << 30;
 /// Standard deviation of each [`Toy::EightGaussians`] component.
 const EIGHT_STD: f64 = 0.25;
 /// Radius of the circle the [`Toy::EightGaussians`] means lie on.
@@ -151,13 +154,17 @@ impl Toy {
         })
     }
 
-    /// `n` samples (shape `(n, 2)`), a deterministic function of `(n, seed)`.
+    /// `n` samples (shape `(n, 2)`), a deterministic function of `(n, seed)`;
+    /// the first `k` rows of a draw of `n > k` are the draw of `k`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for `n = 0`.
+    /// [`Error::InvalidArgument`] for `n = 0` or `n >` [`MAX_TOY_SAMPLES`].
     pub fn sample(self, n: usize, seed: u64) -> Result<Array2<f64>> {
         if n == 0 {
             return Err(Error::invalid("n", n, "need at least one sample"));
+        }
+        if n > MAX_TOY_SAMPLES {
+            return Err(Error::invalid("n", n, format!("at most {MAX_TOY_SAMPLES} samples")));
         }
         let mut rng = Rng::seed_from_u64(seed);
         let point: fn(&mut Rng) -> (f64, f64, f64) = match self {

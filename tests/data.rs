@@ -66,6 +66,7 @@ fn toy_sets_are_deterministic_in_their_seed() {
         // A larger draw with the same seed starts with the same rows.
         assert_eq!(a, t.sample(400, 5).unwrap().slice(ndarray::s![..300, ..]), "{t}");
         assert!(matches!(t.sample(0, 5), Err(Error::InvalidArgument { .. })), "{t}");
+        assert!(matches!(t.sample(usize::MAX, 5), Err(Error::InvalidArgument { .. })), "{t}");
         validate(a.view(), t.name()).unwrap();
     }
 }
