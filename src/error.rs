@@ -46,6 +46,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A data set or data file is unusable: not a `.npy` file, an unsupported
+    /// element type, the wrong number of dimensions, no rows or columns, or
+    /// NaN/infinite values.
+    #[error("invalid data in {what}: {reason}")]
+    Data {
+        /// Which data: a file path, or a description such as "training data".
+        what: String,
+        /// What is wrong, and where (row/column) when it is about one value.
+        reason: String,
+    },
     /// A compute device was asked for that this machine or libtorch install cannot provide.
     #[error("device `{spec}` is not available: {reason}")]
     DeviceUnavailable {
@@ -63,6 +73,11 @@ impl Error {
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+
+    /// Shorthand for [`Error::Data`].
+    pub fn data(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Data { what: what.into(), reason: reason.into() }
     }
 
     /// Shorthand for [`Error::InvalidArgument`].
@@ -84,6 +99,9 @@ mod tests {
         let e = Error::io("/no/such/file", std::io::Error::from(std::io::ErrorKind::NotFound));
         assert!(e.to_string().starts_with("I/O error on /no/such/file: "), "{e}");
         assert!(std::error::Error::source(&e).is_some());
+
+        let e = Error::data("x.npy", "value NaN at row 2, column 0");
+        assert_eq!(e.to_string(), "invalid data in x.npy: value NaN at row 2, column 0");
 
         let e = Error::invalid("device", "tpu", "expected auto, cpu, cuda or cuda:N");
         assert_eq!(e.to_string(), "invalid argument `device` = \"tpu\": expected auto, cpu, cuda or cuda:N");

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 pub use scoresde_solvers as solvers;
 pub mod checkpoint;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;

@@ -41,6 +41,19 @@ struct Component {
     eigvals: Array1<f64>,
 }
 
+impl Component {
+    /// `U diag(lambda) U^T`, symmetrised against rounding.
+    fn covariance(&self) -> Array2<f64> {
+        match &self.eigvecs {
+            None => Array2::from_diag(&self.eigvals),
+            Some(u) => {
+                let c = u.dot(&Array2::from_diag(&self.eigvals)).dot(&u.t());
+                (&c + &c.t()) * 0.5
+            }
+        }
+    }
+}
+
 /// A Gaussian mixture `sum_k w_k N(mu_k, Sigma_k)` in `d` dimensions: data whose
 /// every marginal `p_t = sum_k w_k N(a mu_k, a^2 Sigma_k + sigma^2 I)` is known
 /// exactly, so its score is exact at every `t` (a single Gaussian is the case K = 1).
@@ -169,6 +182,32 @@ impl GaussianMixture {
         self.components.len()
     }
 
+    /// Normalised component weights `w_k` (length `K`, summing to 1).
+    pub fn weights(&self) -> Array1<f64> {
+        self.components.iter().map(|c| c.log_weight.exp()).collect()
+    }
+
+    /// Component means `mu_k`, shape `(K, d)`.
+    pub fn means(&self) -> Array2<f64> {
+        let mut m = Array2::zeros((self.components.len(), self.dim));
+        for (mut row, c) in m.rows_mut().into_iter().zip(&self.components) {
+            row.assign(&c.mean);
+        }
+        m
+    }
+
+    /// Component covariances `Sigma_k`, shape `(K, d, d)`, rebuilt from the
+    /// stored eigendecomposition `U diag(lambda) U^T` (so equal to the
+    /// covariances given to [`GaussianMixture::new`] up to rounding, with
+    /// eigenvalues below zero by rounding clamped to 0) and symmetrised.
+    pub fn covariances(&self) -> ndarray::Array3<f64> {
+        let mut out = ndarray::Array3::zeros((self.components.len(), self.dim, self.dim));
+        for (mut o, c) in out.outer_iter_mut().zip(&self.components) {
+            o.assign(&c.covariance());
+        }
+        out
+    }
+
     /// Mean of the data.
     pub fn mean(&self) -> Array1<f64> {
         let mut m = Array1::zeros(self.dim);
@@ -185,10 +224,7 @@ impl GaussianMixture {
         for c in &self.components {
             let w = c.log_weight.exp();
             let dm = &c.mean - &mu;
-            let within = match &c.eigvecs {
-                None => Array2::from_diag(&c.eigvals),
-                Some(u) => u.dot(&Array2::from_diag(&c.eigvals)).dot(&u.t()),
-            };
+            let within = c.covariance();
             for r in 0..self.dim {
                 for s in 0..self.dim {
                     cov[[r, s]] += w * (within[[r, s]] + dm[r] * dm[s]);
@@ -540,6 +576,21 @@ mod tests {
         assert!(matches!(GaussianMixture::new(&[1.0], nan.view(), ok.view()), Err(Error::NonFiniteInput { .. })));
         let g = GaussianMixture::new(&[1.0], means.view(), ok.view()).unwrap();
         assert!(g.score_at(&Array2::<f64>::zeros((3, 3)), 1.0, 0.1).is_err());
+    }
+
+    #[test]
+    fn accessors_return_the_parameters() {
+        let means = array![[1.0, -2.0], [0.5, 3.0]];
+        let covs = Array3::from_shape_vec((2, 2, 2), vec![2.0, 0.5, 0.5, 1.0, 0.3, 0.0, 0.0, 0.7]).unwrap();
+        let g = GaussianMixture::new(&[3.0, 1.0], means.view(), covs.view()).unwrap();
+        let close = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-14);
+        assert!(close(g.weights().as_slice().unwrap(), &[0.75, 0.25]));
+        assert_eq!(g.means(), means);
+        assert!(close(g.covariances().as_slice().unwrap(), covs.as_slice().unwrap()), "{}", g.covariances());
+        // The accessors rebuild an equal mixture.
+        let again =
+            GaussianMixture::new(g.weights().as_slice().unwrap(), g.means().view(), g.covariances().view()).unwrap();
+        assert!(close(again.covariance().as_slice().unwrap(), g.covariance().as_slice().unwrap()));
     }
 
     #[test]
