@@ -20,6 +20,8 @@
 mod error;
 mod grid;
 pub mod integrators;
+pub mod law;
+pub mod likelihood;
 pub mod noise;
 mod observe;
 mod registry;
@@ -35,6 +37,7 @@ pub use integrators::{
     tweedie_denoise, Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Identity, Langevin,
     OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Sgld, StepSchedule, Variance,
 };
+pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{FiniteCheck, Observer, StepEvent, Trajectory};
 pub use registry::{by_name, SAMPLERS};
