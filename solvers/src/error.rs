@@ -100,6 +100,15 @@ pub enum Error {
         /// The backend's message.
         message: String,
     },
+    /// An adaptive integrator could not meet its tolerances without a step
+    /// below the floating-point resolution of `t`.
+    #[error("adaptive step size underflow at t = {t} (h = {h}); loosen rtol/atol or check the score")]
+    StepSizeTooSmall {
+        /// Time at which it happened.
+        t: f64,
+        /// The rejected step size.
+        h: f64,
+    },
     /// An observer asked to stop the run.
     #[error("stopped by observer at step {step}: {reason}")]
     Stopped {

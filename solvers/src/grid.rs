@@ -4,6 +4,9 @@
 use crate::error::{Error, Result};
 use crate::sde::Sde;
 
+/// The grid names [`TimeGrid::by_name`] knows.
+pub const GRIDS: &[&str] = &["uniform", "quadratic", "log-snr", "karras"];
+
 /// A strictly monotone sequence of at least two finite times.
 ///
 /// Decreasing grids drive reverse-time samplers (from `T` down to `eps`),
@@ -105,6 +108,21 @@ impl TimeGrid {
         sde.check_time(t_end)?;
         let (s0, s1) = ((-sde.log_snr(t_start) / rho).exp(), (-sde.log_snr(t_end) / rho).exp());
         Self::from_levels(sde, t_start, t_end, steps, |u| -rho * (s0 + (s1 - s0) * u).ln())
+    }
+
+    /// A grid by name (see [`GRIDS`]): `uniform`, `quadratic`, `log-snr`, or
+    /// `karras` (rho = 7), from `t_start` to `t_end` in `steps` steps.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an unknown name, else as the constructor named.
+    pub fn by_name(name: &str, sde: &dyn Sde, t_start: f64, t_end: f64, steps: usize) -> Result<Self> {
+        match name {
+            "uniform" => Self::uniform(t_start, t_end, steps),
+            "quadratic" => Self::quadratic(t_start, t_end, steps),
+            "log-snr" | "logsnr" => Self::log_snr(sde, t_start, t_end, steps),
+            "karras" => Self::karras(sde, t_start, t_end, steps, 7.0),
+            _ => Err(Error::param("grid", name, format!("unknown time grid; known: {}", GRIDS.join(", ")))),
+        }
     }
 
     /// The default reverse-time grid of an SDE: `steps` uniform steps from `T` to `eps`.

@@ -5,7 +5,8 @@
 //! generative models (Song et al. 2021, "Score-Based Generative Modeling
 //! through Stochastic Differential Equations").
 //!
-//! * [`Sde`]: `dx = f(t) x dt + g(t) dw` with kernel `x_t = a(t) x_0 + sigma(t) z` ([`VpSde`]).
+//! * [`Sde`]: `dx = f(t) x dt + g(t) dw` with kernel `x_t = a(t) x_0 + sigma(t) z` ([`VpSde`],
+//!   [`SubVpSde`], [`VeSde`], [`CosineVpSde`]).
 //! * [`Score`]: `s(x, t)`; [`ExactScore`] of [`GaussianMixture`] data is exact at every t.
 //! * [`State`]: the few array operations integrators use (ndarray f32/f64; `tch::Tensor`
 //!   on any device with the cargo feature `tch`).
@@ -20,6 +21,8 @@
 mod error;
 mod grid;
 pub mod integrators;
+pub mod law;
+pub mod likelihood;
 pub mod noise;
 mod observe;
 mod registry;
@@ -32,26 +35,27 @@ pub mod state;
 pub mod tensor;
 
 pub use error::{Error, Result};
-pub use grid::TimeGrid;
+pub use grid::{TimeGrid, GRIDS};
 pub use integrators::{
-    tweedie_denoise, Ancestral, AnnealedLangevin, ForwardEulerMaruyama, Identity, Langevin, Pc, ReverseDiffusion,
-    ReverseEulerMaruyama, Sgld, StepSchedule, Variance,
+    tweedie_denoise, Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Identity, Langevin,
+    OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Sgld, StepSchedule, Variance,
 };
+pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{FiniteCheck, Observer, StepEvent, Trajectory};
 pub use registry::{by_name, SAMPLERS};
 pub use sample::{prior_sample, Run, Sampler};
 pub use score::{ExactScore, GaussianMixture, Score};
-pub use sde::{Sde, VpSde};
+pub use sde::{sde_by_name, CosineVpSde, Sde, SubVpSde, VeSde, VpSde, SDES};
 pub use solver::{Corrector, Ctx, Direction, Solver};
 pub use state::{Element, Rng, State};
 
 /// Everything a user of the solvers needs, in one import.
 pub mod prelude {
     pub use crate::{
-        by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, Corrector, Ctx, Error, ExactScore,
-        ForwardEulerMaruyama, GaussianMixture, GaussianNoise, Langevin, Noise, Observer, Pc, ReverseDiffusion,
-        ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, TimeGrid, Trajectory,
-        Variance, VpSde,
+        by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, Corrector, CosineVpSde, Ctx, Ddim,
+        DpmSolverPp, EdmHeun, Error, ExactScore, ForwardEulerMaruyama, GaussianMixture, GaussianNoise, Langevin, Noise,
+        Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Run, Sampler,
+        Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde, TimeGrid, Trajectory, Variance, VeSde, VpSde,
     };
 }

@@ -98,15 +98,16 @@ impl<'a, S: State> Sampler<'a, S> {
             });
         }
         solver.reset();
+        solver.prepare(grid)?;
         let n_steps = grid.steps();
-        let per_step = solver.score_evals_per_step();
         self.notify(&StepEvent { step: 0, n_steps, t: grid.start(), x: &x, score_evals: 0 })?;
         let mut ctx = Ctx { sde: self.sde, score: self.score, noise };
+        let mut score_evals = 0;
         for (i, w) in grid.times().windows(2).enumerate() {
             x = solver.step(x, w[0], w[1], &mut ctx)?;
-            self.notify(&StepEvent { step: i + 1, n_steps, t: w[1], x: &x, score_evals: (i + 1) * per_step })?;
+            score_evals += solver.last_step_score_evals();
+            self.notify(&StepEvent { step: i + 1, n_steps, t: w[1], x: &x, score_evals })?;
         }
-        let mut score_evals = n_steps * per_step;
         if self.denoise && want_reverse {
             x = tweedie_denoise(x, grid.end(), self.sde, self.score)?;
             score_evals += 1;

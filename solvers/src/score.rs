@@ -479,6 +479,116 @@ impl GaussianMixture {
     }
 }
 
+impl GaussianMixture {
+    /// Per row of `x` (shape (n, d)), for the marginal at `(a, sigma)`: the
+    /// score, the divergence of the score (the Laplacian of `log p`, exactly)
+    /// and, when `v` is given, the Jacobian–vector product `J_s(x) v` of each
+    /// row with the same row of `v`. With responsibilities `r_k`, component
+    /// scores `s_k = -P_k (x - a mu_k)`, `P_k = (a^2 Sigma_k + sigma^2 I)^{-1}`
+    /// and `s = sum_k r_k s_k`:
+    ///
+    /// `J_s = sum_k r_k (s_k s_k^T - P_k) - s s^T`, so
+    /// `div s = sum_k r_k (|s_k|^2 - tr P_k) - |s|^2`.
+    ///
+    /// Row by row in f64 (for likelihoods and tests, not the sampling hot path).
+    ///
+    /// # Errors
+    /// Shape mismatch, or a singular marginal.
+    pub fn score_derivatives_at(
+        &self,
+        x: ArrayView2<f64>,
+        a: f64,
+        sigma: f64,
+        v: Option<ArrayView2<f64>>,
+    ) -> Result<(Array2<f64>, Array1<f64>, Option<Array2<f64>>)> {
+        self.check_cols(x.ncols())?;
+        if let Some(v) = &v {
+            if v.dim() != x.dim() {
+                return Err(Error::ShapeMismatch {
+                    what: "jacobian-vector product",
+                    expected: x.shape().to_vec(),
+                    got: v.shape().to_vec(),
+                });
+            }
+        }
+        let prep = self.prepare::<f64>(a, sigma)?;
+        let (n, d, k) = (x.nrows(), self.dim, prep.len());
+        let mut score = Array2::zeros((n, d));
+        let mut div = Array1::zeros(n);
+        let mut jvp = v.as_ref().map(|_| Array2::zeros((n, d)));
+        let mut comp_scores = Array2::<f64>::zeros((k, d));
+        let mut logp = vec![0.0; k];
+        let mut tr_p = vec![0.0; k];
+        let mut y = vec![0.0; d];
+        for (c, p) in prep.iter().enumerate() {
+            tr_p[c] = p.inv_var.iter().sum();
+        }
+        for i in 0..n {
+            let xi = x.row(i);
+            for (c, p) in prep.iter().enumerate() {
+                // y = U^T (x - a mu); whitened w = y / v; s_k = -U w.
+                for (j, yj) in y.iter_mut().enumerate() {
+                    *yj = match &p.rotation {
+                        None => xi[j] - p.shift[j],
+                        Some(u) => (0..d).map(|r| u[r * d + j] * (xi[r] - p.shift[r])).sum(),
+                    };
+                }
+                let mut quad = 0.0;
+                let w: Vec<f64> = y.iter().zip(&p.inv_var).map(|(y, iv)| y * iv).collect();
+                for (yj, wj) in y.iter().zip(&w) {
+                    quad += yj * wj;
+                }
+                logp[c] = p.log_norm - 0.5 * quad;
+                for j in 0..d {
+                    comp_scores[[c, j]] = match &p.rotation {
+                        None => -w[j],
+                        Some(u) => -(0..d).map(|m| u[j * d + m] * w[m]).sum::<f64>(),
+                    };
+                }
+            }
+            let m = logp.iter().fold(f64::NEG_INFINITY, |m, l| m.max(*l));
+            let mut r: Vec<f64> = logp.iter().map(|l| (l - m).exp()).collect();
+            let z: f64 = r.iter().sum();
+            r.iter_mut().for_each(|r| *r /= z);
+            let mut s_row = score.row_mut(i);
+            for c in 0..k {
+                s_row.scaled_add(r[c], &comp_scores.row(c));
+            }
+            let s_norm2: f64 = s_row.iter().map(|v| v * v).sum();
+            div[i] =
+                (0..k).map(|c| r[c] * (comp_scores.row(c).iter().map(|v| v * v).sum::<f64>() - tr_p[c])).sum::<f64>()
+                    - s_norm2;
+            if let (Some(v), Some(out)) = (&v, jvp.as_mut()) {
+                let vi = v.row(i);
+                let s_dot_v: f64 = s_row.iter().zip(vi.iter()).map(|(a, b)| a * b).sum();
+                let mut o = out.row_mut(i);
+                o.scaled_add(-s_dot_v, &s_row);
+                for (c, p) in prep.iter().enumerate() {
+                    let sk = comp_scores.row(c);
+                    o.scaled_add(r[c] * sk.dot(&vi), &sk);
+                    // - r_k P_k v with P_k = U diag(inv_var) U^T.
+                    match &p.rotation {
+                        None => {
+                            for j in 0..d {
+                                o[j] -= r[c] * p.inv_var[j] * vi[j];
+                            }
+                        }
+                        Some(u) => {
+                            for m in 0..d {
+                                let um_v: f64 = (0..d).map(|q| u[q * d + m] * vi[q]).sum::<f64>() * p.inv_var[m];
+                                for j in 0..d {
+                                    o[j] -= r[c] * u[j * d + m] * um_v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok((score, div, jvp))
+    }
+}
+
 /// Rows per chunk of the mixture kernel.
 const CHUNK: usize = 256;
 
@@ -544,6 +654,11 @@ impl<Q: Sde> ExactScore<Q> {
     /// The data distribution.
     pub fn data(&self) -> &GaussianMixture {
         &self.data
+    }
+
+    /// The SDE.
+    pub fn sde(&self) -> &Q {
+        &self.sde
     }
 }
 

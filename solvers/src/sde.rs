@@ -193,12 +193,11 @@ impl Sde for VpSde {
     }
 
     fn sigma(&self, t: f64) -> f64 {
-        (-(-self.beta_integral(t)).exp_m1()).max(0.0).sqrt()
+        vp_sigma(self.beta_integral(t))
     }
 
     fn log_snr(&self, t: f64) -> f64 {
-        let b = self.beta_integral(t);
-        -0.5 * b - 0.5 * (-(-b).exp_m1()).ln()
+        vp_log_snr(self.beta_integral(t))
     }
 
     fn prior_std(&self) -> f64 {
@@ -210,6 +209,353 @@ impl Sde for VpSde {
         ((-0.5 * db).exp(), (-(-db).exp_m1()).max(0.0))
     }
 }
+
+/// `a`, `sigma` and `lambda` of a variance-preserving kernel from `B(t) = integral_0^t beta`:
+/// `a = exp(-B/2)`, `sigma^2 = 1 - exp(-B)` (computed with `exp_m1`).
+fn vp_sigma(b: f64) -> f64 {
+    (-(-b).exp_m1()).max(0.0).sqrt()
+}
+
+fn vp_log_snr(b: f64) -> f64 {
+    -0.5 * b - 0.5 * (-(-b).exp_m1()).ln()
+}
+
+/// Exact VP transition over `db = B(t) - B(s)`: `(exp(-db/2), 1 - exp(-db))`.
+fn vp_transition(db: f64) -> (f64, f64) {
+    ((-0.5 * db).exp(), (-(-db).exp_m1()).max(0.0))
+}
+
+fn check_eps(eps: f64, max: f64) -> Result<f64> {
+    if eps > 0.0 && eps < max {
+        Ok(eps)
+    } else {
+        Err(Error::param("eps", eps, format!("must be in (0, {max})")))
+    }
+}
+
+/// The sub-VP SDE (Song et al. 2021, eq. 12) with the linear `beta(t)` of [`VpSde`]:
+///
+/// `dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 B(t)))) dw`,
+/// `a(t) = exp(-B/2)`, `sigma(t) = 1 - exp(-B)` (so `sigma^2 = (1 - exp(-B))^2`,
+/// always below the VP variance). Exact transition from `s` to `t`:
+/// `a_ts = exp(-(B_t - B_s)/2)`, `sigma_ts^2 = (1 - e^{-(B_t - B_s)}) (1 - e^{-(B_t + B_s)})`.
+/// Prior `N(0, I)`; sampling ends at `eps = 1e-3`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SubVpSde {
+    vp: VpSde,
+}
+
+impl Default for SubVpSde {
+    /// `beta_min = 0.1`, `beta_max = 20`, `eps = 1e-3` (Song et al. 2021).
+    fn default() -> Self {
+        Self { vp: VpSde::default() }
+    }
+}
+
+impl SubVpSde {
+    /// A sub-VP SDE with the given beta range.
+    ///
+    /// # Errors
+    /// As [`VpSde::new`].
+    pub fn new(beta_min: f64, beta_max: f64) -> Result<Self> {
+        Ok(Self { vp: VpSde::new(beta_min, beta_max)? })
+    }
+
+    /// Sets the end time of sampling (default `1e-3`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `0 < eps < 1`.
+    pub fn with_eps(self, eps: f64) -> Result<Self> {
+        Ok(Self { vp: self.vp.with_eps(eps)? })
+    }
+
+    /// `beta(t)`.
+    pub fn beta(&self, t: f64) -> f64 {
+        self.vp.beta(t)
+    }
+}
+
+impl Sde for SubVpSde {
+    fn name(&self) -> &'static str {
+        "subvp"
+    }
+
+    fn t_eps(&self) -> f64 {
+        self.vp.eps
+    }
+
+    fn drift_coef(&self, t: f64) -> f64 {
+        -0.5 * self.vp.beta(t)
+    }
+
+    fn diffusion(&self, t: f64) -> f64 {
+        let b = self.vp.beta_integral(t);
+        (self.vp.beta(t) * -(-2.0 * b).exp_m1()).max(0.0).sqrt()
+    }
+
+    fn alpha(&self, t: f64) -> f64 {
+        (-0.5 * self.vp.beta_integral(t)).exp()
+    }
+
+    fn sigma(&self, t: f64) -> f64 {
+        (-(-self.vp.beta_integral(t)).exp_m1()).max(0.0)
+    }
+
+    fn log_snr(&self, t: f64) -> f64 {
+        let b = self.vp.beta_integral(t);
+        -0.5 * b - (-(-b).exp_m1()).ln()
+    }
+
+    fn prior_std(&self) -> f64 {
+        1.0
+    }
+
+    fn transition(&self, s: f64, t: f64) -> (f64, f64) {
+        let (bs, bt) = (self.vp.beta_integral(s), self.vp.beta_integral(t));
+        let db = bt - bs;
+        ((-0.5 * db).exp(), ((-(-db).exp_m1()) * (-(-(bt + bs)).exp_m1())).max(0.0))
+    }
+}
+
+/// The variance-exploding SDE (Song et al. 2021, eq. 9; NCSN's geometric noise
+/// levels): `dx = sigma_g(t) sqrt(2 ln(smax/smin)) dw` with
+/// `sigma_g(t) = smin (smax/smin)^t`, no drift.
+///
+/// The kernel is the exact one of this SDE started at `t = 0`: `a(t) = 1`,
+/// `sigma(t)^2 = sigma_g(t)^2 - smin^2 = smin^2 expm1(2 t ln(smax/smin))`, so
+/// closed-form marginals agree with simulating the SDE (Song et al.'s code
+/// uses `sigma_g(t)` itself, which differs by `smin^2`). Defaults (Song et al.):
+/// `smin = 0.01`, `smax = 50`, `eps = 1e-5`; the prior is `N(0, (1 + sigma(1)^2) I)`,
+/// the marginal at `T` of unit-variance data (~`N(0, smax^2 I)`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VeSde {
+    sigma_min: f64,
+    sigma_max: f64,
+    eps: f64,
+}
+
+impl Default for VeSde {
+    fn default() -> Self {
+        Self { sigma_min: 0.01, sigma_max: 50.0, eps: 1e-5 }
+    }
+}
+
+impl VeSde {
+    /// A VE SDE with geometric noise levels from `sigma_min` to `sigma_max`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `0 < sigma_min < sigma_max`, both finite.
+    pub fn new(sigma_min: f64, sigma_max: f64) -> Result<Self> {
+        positive("sigma_min", sigma_min)?;
+        positive("sigma_max", sigma_max)?;
+        if sigma_max <= sigma_min {
+            return Err(Error::param("sigma_max", sigma_max, format!("must be > sigma_min = {sigma_min}")));
+        }
+        Ok(Self { sigma_min, sigma_max, eps: 1e-5 })
+    }
+
+    /// Sets the end time of sampling (default `1e-5`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `0 < eps < 1`.
+    pub fn with_eps(mut self, eps: f64) -> Result<Self> {
+        self.eps = check_eps(eps, 1.0)?;
+        Ok(self)
+    }
+
+    fn log_ratio(&self) -> f64 {
+        (self.sigma_max / self.sigma_min).ln()
+    }
+
+    /// The geometric noise level `sigma_g(t) = smin (smax/smin)^t`.
+    pub fn sigma_geometric(&self, t: f64) -> f64 {
+        self.sigma_min * (t * self.log_ratio()).exp()
+    }
+}
+
+impl Sde for VeSde {
+    fn name(&self) -> &'static str {
+        "ve"
+    }
+
+    fn t_eps(&self) -> f64 {
+        self.eps
+    }
+
+    fn drift_coef(&self, _t: f64) -> f64 {
+        0.0
+    }
+
+    fn diffusion(&self, t: f64) -> f64 {
+        self.sigma_geometric(t) * (2.0 * self.log_ratio()).sqrt()
+    }
+
+    fn alpha(&self, _t: f64) -> f64 {
+        1.0
+    }
+
+    fn sigma(&self, t: f64) -> f64 {
+        self.sigma_min * (2.0 * t * self.log_ratio()).exp_m1().max(0.0).sqrt()
+    }
+
+    fn log_snr(&self, t: f64) -> f64 {
+        -self.sigma(t).ln()
+    }
+
+    fn transition(&self, s: f64, t: f64) -> (f64, f64) {
+        // sigma_g(t)^2 - sigma_g(s)^2 = sigma_g(s)^2 expm1(2 (t - s) ln r).
+        let gs = self.sigma_geometric(s);
+        (1.0, (gs * gs * (2.0 * (t - s) * self.log_ratio()).exp_m1()).max(0.0))
+    }
+}
+
+/// The VP SDE with the cosine schedule of Nichol & Dhariwal (2021, eq. 17),
+/// in continuous time: `abar(t) = a(t)^2 = cos^2(phi(t)) / cos^2(phi(0))`,
+/// `phi(t) = (t + s)/(1 + s) pi/2`, `s = 0.008`, so
+/// `beta(t) = -d ln abar / dt = pi/(1 + s) tan(phi(t))`.
+///
+/// `beta` is infinite at `t = 1`; as Nichol & Dhariwal clip their discrete
+/// betas at 0.999, this clips `beta(t)` at `beta_clip` (default 100): past the
+/// time `t_c` where `beta` reaches it, `beta` stays constant and
+/// `B(t) = B(t_c) + beta_clip (t - t_c)`. With the defaults `t_c = 0.98`,
+/// `a(1) = 0.011`, `lambda(1) = -4.47`. Everything else is the VP form:
+/// `f = -beta/2`, `g = sqrt(beta)`, `a = exp(-B/2)`, `sigma^2 = 1 - exp(-B)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CosineVpSde {
+    s: f64,
+    beta_clip: f64,
+    t_clip: f64,
+    b_clip: f64,
+    eps: f64,
+}
+
+impl Default for CosineVpSde {
+    /// `s = 0.008`, `beta_clip = 100`, `eps = 1e-3`.
+    fn default() -> Self {
+        Self::build(0.008, 100.0, 1e-3)
+    }
+}
+
+impl CosineVpSde {
+    fn build(s: f64, beta_clip: f64, eps: f64) -> Self {
+        let half_pi = 0.5 * std::f64::consts::PI;
+        let phi_clip = (beta_clip * (1.0 + s) / std::f64::consts::PI).atan();
+        let t_clip = (phi_clip / half_pi * (1.0 + s) - s).clamp(0.0, 1.0);
+        let mut out = Self { s, beta_clip, t_clip, b_clip: 0.0, eps };
+        out.b_clip = out.b_unclipped(t_clip);
+        out
+    }
+
+    /// A cosine-schedule VP SDE with offset `s` and clip `beta_clip`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `s` is finite in `(0, 1)` and
+    /// `beta_clip >= 1` is finite.
+    pub fn new(s: f64, beta_clip: f64) -> Result<Self> {
+        if !(s > 0.0 && s < 1.0) {
+            return Err(Error::param("s", s, "must be in (0, 1)"));
+        }
+        if !(beta_clip >= 1.0 && beta_clip.is_finite()) {
+            return Err(Error::param("beta_clip", beta_clip, "must be finite and >= 1"));
+        }
+        Ok(Self::build(s, beta_clip, 1e-3))
+    }
+
+    /// Sets the end time of sampling (default `1e-3`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `0 < eps < 1`.
+    pub fn with_eps(mut self, eps: f64) -> Result<Self> {
+        self.eps = check_eps(eps, 1.0)?;
+        Ok(self)
+    }
+
+    fn phi(&self, t: f64) -> f64 {
+        (t + self.s) / (1.0 + self.s) * 0.5 * std::f64::consts::PI
+    }
+
+    fn b_unclipped(&self, t: f64) -> f64 {
+        -2.0 * (self.phi(t).cos() / self.phi(0.0).cos()).ln()
+    }
+
+    /// `beta(t)`, clipped at `beta_clip`.
+    pub fn beta(&self, t: f64) -> f64 {
+        if t >= self.t_clip {
+            self.beta_clip
+        } else {
+            std::f64::consts::PI / (1.0 + self.s) * self.phi(t).tan()
+        }
+    }
+
+    /// `B(t) = integral_0^t beta = -ln abar(t)`.
+    pub fn beta_integral(&self, t: f64) -> f64 {
+        if t >= self.t_clip {
+            self.b_clip + self.beta_clip * (t - self.t_clip)
+        } else {
+            self.b_unclipped(t)
+        }
+    }
+
+    /// The time after which `beta` is clipped.
+    pub fn t_clip(&self) -> f64 {
+        self.t_clip
+    }
+}
+
+impl Sde for CosineVpSde {
+    fn name(&self) -> &'static str {
+        "vp-cosine"
+    }
+
+    fn t_eps(&self) -> f64 {
+        self.eps
+    }
+
+    fn drift_coef(&self, t: f64) -> f64 {
+        -0.5 * self.beta(t)
+    }
+
+    fn diffusion(&self, t: f64) -> f64 {
+        self.beta(t).max(0.0).sqrt()
+    }
+
+    fn alpha(&self, t: f64) -> f64 {
+        (-0.5 * self.beta_integral(t)).exp()
+    }
+
+    fn sigma(&self, t: f64) -> f64 {
+        vp_sigma(self.beta_integral(t))
+    }
+
+    fn log_snr(&self, t: f64) -> f64 {
+        vp_log_snr(self.beta_integral(t))
+    }
+
+    fn prior_std(&self) -> f64 {
+        1.0
+    }
+
+    fn transition(&self, s: f64, t: f64) -> (f64, f64) {
+        vp_transition(self.beta_integral(t) - self.beta_integral(s))
+    }
+}
+
+/// An SDE by name: `vp`, `subvp`, `ve`, `vp-cosine`, each with its defaults.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for an unknown name.
+pub fn sde_by_name(name: &str) -> Result<Box<dyn Sde>> {
+    Ok(match name {
+        "vp" => Box::new(VpSde::default()),
+        "subvp" | "sub-vp" => Box::new(SubVpSde::default()),
+        "ve" => Box::new(VeSde::default()),
+        "vp-cosine" | "cosine" => Box::new(CosineVpSde::default()),
+        _ => return Err(Error::param("sde", name, format!("unknown SDE; known: {}", SDES.join(", ")))),
+    })
+}
+
+/// The SDE names [`sde_by_name`] knows.
+pub const SDES: &[&str] = &["vp", "subvp", "ve", "vp-cosine"];
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! [`Corrector`] (moves at fixed `t` towards `p_t`).
 
 use crate::error::Result;
+use crate::grid::TimeGrid;
 use crate::noise::Noise;
 use crate::score::Score;
 use crate::sde::Sde;
@@ -37,8 +38,15 @@ pub trait Solver<S: State>: Send {
         Direction::Reverse
     }
 
-    /// Score evaluations per step.
+    /// Score evaluations per step (for adaptive solvers: the fewest a step can take).
     fn score_evals_per_step(&self) -> usize;
+
+    /// Score evaluations the last call of [`Solver::step`] made. Equal to
+    /// [`Solver::score_evals_per_step`] except for adaptive solvers, whose
+    /// steps take a varying number of internal stages; the driver sums this.
+    fn last_step_score_evals(&self) -> usize {
+        self.score_evals_per_step()
+    }
 
     /// Advances `x` from `t` to `t_next`.
     ///
@@ -48,6 +56,15 @@ pub trait Solver<S: State>: Send {
 
     /// Forgets any history (multistep methods); called before each run.
     fn reset(&mut self) {}
+
+    /// Sees the whole time grid before a run (after [`Solver::reset`]), for
+    /// rules that depend on the number of steps (EDM's `S_churn / N`).
+    ///
+    /// # Errors
+    /// A grid the solver cannot use.
+    fn prepare(&mut self, _grid: &TimeGrid) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A corrector: a Markov move at fixed `t` that leaves `p_t` (approximately) invariant.
@@ -80,8 +97,14 @@ impl<S: State, T: Solver<S> + ?Sized> Solver<S> for Box<T> {
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         (**self).step(x, t, t_next, ctx)
     }
+    fn last_step_score_evals(&self) -> usize {
+        (**self).last_step_score_evals()
+    }
     fn reset(&mut self) {
         (**self).reset()
+    }
+    fn prepare(&mut self, grid: &TimeGrid) -> Result<()> {
+        (**self).prepare(grid)
     }
 }
 

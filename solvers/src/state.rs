@@ -60,6 +60,16 @@ pub trait State: Send + 'static {
     /// True when every element is finite.
     fn all_finite(&self) -> bool;
 
+    /// The scaled root-mean-square norm of an error estimate `self` used by
+    /// adaptive step-size control (Hairer, Nørsett & Wanner, *Solving ODEs I*,
+    /// eq. II.4.11): `sqrt(mean_i (e_i / (atol + rtol max(|y0_i|, |y1_i|)))^2)`,
+    /// the mean over every element of the batch, computed in f64. NaN if any
+    /// term is NaN.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `y0` or `y1` has another shape.
+    fn error_norm(&self, y0: &Self, y1: &Self, rtol: f64, atol: f64) -> Result<f64>;
+
     /// Standard normal draws of the same shape (and device) as `self`.
     fn randn_like(&self, rng: &mut Rng) -> Self;
 }
@@ -222,6 +232,21 @@ where
         self.iter().all(|v| v.is_finite())
     }
 
+    fn error_norm(&self, y0: &Self, y1: &Self, rtol: f64, atol: f64) -> Result<f64> {
+        same_shape("error_norm", self, y0)?;
+        same_shape("error_norm", self, y1)?;
+        if self.is_empty() {
+            return Ok(0.0);
+        }
+        let f = |v: &F| v.to_f64().unwrap_or(f64::NAN);
+        let mut sum = 0.0f64;
+        Zip::from(self).and(y0).and(y1).for_each(|e, a, b| {
+            let scale = atol + rtol * f(a).abs().max(f(b).abs());
+            sum += (f(e) / scale).powi(2);
+        });
+        Ok((sum / self.len() as f64).sqrt())
+    }
+
     /// Small arrays draw straight from `rng`. Large ones take one key from
     /// `rng` and fill fixed blocks of [`RANDN_BLOCK`] elements in parallel,
     /// block `i` from its own stream seeded by `(key, i)`: the result depends
@@ -295,6 +320,19 @@ mod tests {
         assert_eq!(f64::NEG_INFINITY.exp_nonpositive(), 0.0);
         assert!(f64::NAN.exp_nonpositive().is_nan());
         assert!(f32::NAN.exp_nonpositive().is_nan());
+    }
+
+    #[test]
+    fn error_norm_is_scaled_rms() {
+        let e = array![[1.0, -2.0]];
+        let y0 = array![[0.0, 10.0]];
+        let y1 = array![[4.0, 0.0]];
+        // scales: 1 + 0.5 * 4 = 3 and 1 + 0.5 * 10 = 6; terms 1/3 and -1/3.
+        let n = e.error_norm(&y0, &y1, 0.5, 1.0).unwrap();
+        assert!((n - 1.0 / 3.0).abs() < 1e-15, "{n}");
+        assert!(e.error_norm(&array![[0.0]], &y1, 0.5, 1.0).is_err());
+        let nan = array![[f64::NAN, 0.0]];
+        assert!(nan.error_norm(&y0, &y1, 0.5, 1.0).unwrap().is_nan());
     }
 
     #[test]

@@ -102,6 +102,31 @@ impl State for Tensor {
             .unwrap_or(false)
     }
 
+    fn error_norm(&self, y0: &Self, y1: &Self, rtol: f64, atol: f64) -> Result<f64> {
+        same_shape("error_norm", self, y0)?;
+        same_shape("error_norm", self, y1)?;
+        if self.numel() == 0 {
+            return Ok(0.0);
+        }
+        let op = backend("error_norm");
+        // sqrt(mean((e / (atol + rtol * max(|y0|, |y1|)))^2)), in f64, one host read.
+        let scale = y0.f_abs().map_err(&op)?.f_maximum(&y1.f_abs().map_err(&op)?).map_err(&op)?;
+        let scale = scale
+            .f_to_kind(Kind::Double)
+            .map_err(&op)?
+            .f_mul_scalar(rtol)
+            .map_err(&op)?
+            .f_add_scalar(atol)
+            .map_err(&op)?;
+        let ratio = self.f_to_kind(Kind::Double).map_err(&op)?.f_div(&scale).map_err(&op)?;
+        ratio
+            .f_square()
+            .and_then(|r| r.f_mean(Kind::Double))
+            .and_then(|m| m.f_double_value(&[]))
+            .map(f64::sqrt)
+            .map_err(op)
+    }
+
     fn randn_like(&self, rng: &mut Rng) -> Self {
         tch::manual_seed((rng.next_u64() >> 1) as i64);
         match self.f_randn_like() {

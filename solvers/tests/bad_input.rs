@@ -66,7 +66,8 @@ fn non_finite_initial_state_is_rejected() {
 /// A score that turns NaN mid-run stops it with `NonFinite { step, t }` naming the first step whose
 /// output is non-finite (`step` counts steps taken, as `StepEvent::step`) and the time it reached.
 /// Predictors evaluate the score at a step's start time, correctors at its end time (Pc: predictor
-/// from t to t_next, then the corrector at t_next), which fixes the expected step per sampler.
+/// from t to t_next, then the corrector at t_next), and so do the last stages of Heun, RK4,
+/// Dormand–Prince and EDM's Heun, which fixes the expected step per sampler.
 #[test]
 fn nan_score_mid_run_names_step_and_time() {
     let sde = VpSde::default();
@@ -76,7 +77,16 @@ fn nan_score_mid_run_names_step_and_time() {
     let score = NanBelow { inner: ring_score(), nan_below: 0.65 };
     assert!(times[3] > 0.65 && times[4] < 0.65);
     for name in SAMPLERS {
-        let corrector_at_end = matches!(*name, "pc" | "langevin" | "annealed-langevin");
+        let corrector_at_end = matches!(
+            *name,
+            "pc" | "langevin"
+                | "annealed-langevin"
+                | "ode-heun"
+                | "ode-rk4"
+                | "ode-dopri5"
+                | "edm-heun"
+                | "edm-heun-churn"
+        );
         // Steps are counted from 1: step i goes from times[i-1] to times[i].
         let first_bad = if corrector_at_end { 4 } else { 5 };
         let x = GaussianMixture::ring(4, 2.0, 0.2).unwrap().marginal(&sde, 1.0).sample(16, &mut common::rng(1));

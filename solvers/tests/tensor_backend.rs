@@ -92,6 +92,12 @@ fn state_operations_match_ndarray() {
     x.scale(-0.75);
     close(&x, &(&a * -0.75));
     assert!((ta.mean_sample_norm() - a.mean_sample_norm()).abs() < 1e-5);
+    let (en_t, en_a) = (ta.error_norm(&tb, &tc, 1e-3, 1e-4).unwrap(), a.error_norm(&b, &c, 1e-3, 1e-4).unwrap());
+    assert!((en_t - en_a).abs() < 1e-5 * en_a, "error_norm {en_t} vs {en_a}");
+    assert!(matches!(
+        ta.error_norm(&tb, &Tensor::zeros([2], (Kind::Float, Device::Cpu)), 1e-3, 1e-4),
+        Err(Error::ShapeMismatch { .. })
+    ));
     assert_eq!(State::shape(&ta), vec![5, 3]);
     assert!(ta.all_finite());
     let mut rng = <scoresde_solvers::Rng as rand::SeedableRng>::seed_from_u64(3);

@@ -2,9 +2,17 @@
 
 mod ancestral;
 mod annealed_langevin;
+mod ddim;
+mod dpm_solver_pp;
+mod edm_heun;
 mod forward_em;
 mod langevin;
+mod ode_dopri5;
+mod ode_euler;
+mod ode_heun;
+mod ode_rk4;
 mod pc;
+mod pf_ode;
 mod reverse_diffusion;
 mod reverse_em;
 mod sgld;
@@ -12,8 +20,15 @@ mod tweedie;
 
 pub use ancestral::{Ancestral, Variance};
 pub use annealed_langevin::AnnealedLangevin;
+pub use ddim::Ddim;
+pub use dpm_solver_pp::DpmSolverPp;
+pub use edm_heun::EdmHeun;
 pub use forward_em::ForwardEulerMaruyama;
 pub use langevin::Langevin;
+pub use ode_dopri5::OdeDopri5;
+pub use ode_euler::OdeEuler;
+pub use ode_heun::OdeHeun;
+pub use ode_rk4::OdeRk4;
 pub use pc::{Identity, Pc};
 pub use reverse_diffusion::ReverseDiffusion;
 pub use reverse_em::ReverseEulerMaruyama;

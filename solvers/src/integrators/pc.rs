@@ -71,7 +71,15 @@ impl<S: State, P: Solver<S>, C: Corrector<S>> Solver<S> for Pc<P, C> {
         self.corrector.correct(x, t_next, t, ctx)
     }
 
+    fn last_step_score_evals(&self) -> usize {
+        self.predictor.last_step_score_evals() + self.corrector.score_evals()
+    }
+
     fn reset(&mut self) {
         self.predictor.reset();
+    }
+
+    fn prepare(&mut self, grid: &crate::grid::TimeGrid) -> Result<()> {
+        self.predictor.prepare(grid)
     }
 }

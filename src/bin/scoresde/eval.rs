@@ -1,0 +1,97 @@
+//! `scoresde eval`: sample quality against held-out data, and the learned
+//! score's error against the exact one for Gaussian-mixture data.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use ndarray::Array2;
+use scoresde::data::{load_npy, DataSource};
+use scoresde::metrics::{median_bandwidth, mmd2, sliced_wasserstein2};
+
+use crate::common::{self, fmt, Table};
+use crate::sample::{load_model, run_folder};
+
+/// Options of `scoresde eval`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Run folder (or checkpoint path) written by `scoresde train`.
+    #[arg(long, default_value = "out/train")]
+    pub model: PathBuf,
+    /// Sample files (.npy) to score; default: every samples-*.npy in the run folder.
+    #[arg(long = "samples", value_name = "FILE")]
+    pub samples: Vec<PathBuf>,
+    /// Reference data [default: the run's heldout.npy].
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// Seed of the metrics' random projections and exact samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// auto, cpu, cuda or cuda:N (for the score error).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Sliced W2 (256 projections) and unbiased MMD^2 (RBF, bandwidths h/2, h, 2h
+/// around the median distance h) of `x` against `reference`.
+pub fn quality(x: &Array2<f64>, reference: &Array2<f64>, seed: u64) -> anyhow::Result<(f64, f64)> {
+    let sw2 = sliced_wasserstein2(x.view(), reference.view(), 256, seed)?;
+    let h = median_bandwidth(x.view(), reference.view())?;
+    let mmd = mmd2(x.view(), reference.view(), &[0.5 * h, h, 2.0 * h])?;
+    Ok((sw2, mmd))
+}
+
+/// Times at which the score error is reported.
+pub const ERROR_TIMES: [f64; 9] = [0.001, 0.01, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0];
+
+/// The learned score's error over t when the run's data is a Gaussian mixture; None otherwise.
+pub fn score_error(model: &std::path::Path, device: tch::Device, seed: u64) -> anyhow::Result<Option<Vec<(f64, f64)>>> {
+    let (score, scaling, meta) = load_model(model, device)?;
+    let Some(law) = DataSource::parse(&meta.data.source).ok().and_then(|s| s.mixture()) else {
+        return Ok(None);
+    };
+    let law = scaling.apply_to_mixture(&law)?;
+    Ok(Some(scoresde::eval::score_error(&score, &law, score.sde(), &ERROR_TIMES, 2000, seed)?))
+}
+
+pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
+    let folder = run_folder(&a.model);
+    let against = a.against.clone().unwrap_or_else(|| folder.join("heldout.npy"));
+    let reference = load_npy(&against).with_context(|| "reference data (--against)")?;
+    let mut files = a.samples.clone();
+    if files.is_empty() {
+        let entries = std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?;
+        files = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.starts_with("samples-") && name.ends_with(".npy")
+            })
+            .collect();
+        files.sort();
+    }
+    let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2"]);
+    for f in &files {
+        let x = load_npy(f)?;
+        let (sw2, mmd) = quality(&x, &reference, a.seed)?;
+        table.push(vec![f.display().to_string(), x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5)]);
+    }
+    if !files.is_empty() {
+        print!("{}", table.markdown());
+        let (md, csv) = table.save(&folder.join("eval"))?;
+        println!("wrote {} and {}", md.display(), csv.display());
+    } else {
+        eprintln!("no samples-*.npy in {}: run `scoresde sample` first or pass --samples", folder.display());
+    }
+    let device = common::device(&a.device)?;
+    if let Some(errors) = score_error(&a.model, device, a.seed)? {
+        let mut t = Table::new(&["t", "sigma^2-weighted score error"]);
+        for (time, e) in &errors {
+            t.push(vec![fmt(*time, 3), fmt(*e, 5)]);
+        }
+        print!("{}", t.markdown());
+        let (md, _) = t.save(&folder.join("score_error"))?;
+        crate::plot::score_error(&folder.join("score_error.png"), &errors)?;
+        println!("wrote {} and {}", md.display(), folder.join("score_error.png").display());
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `scoresde train`: denoising score matching on a toy set or a .npy file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use ndarray::Array2;
+use scoresde::checkpoint::{self, DataInfo};
+use scoresde::data::{save_npy, split, DataSource, Scaling};
+use scoresde::model::SdeSpec;
+use scoresde::net::{Activation, NetConfig, Parameterization, TimeEmbedding};
+use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
+
+use crate::common;
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingKind {
+    Sinusoidal,
+    Fourier,
+}
+
+/// Options of `scoresde train` (also used by `demo`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// A toy set (eight-gaussians, swiss-roll, two-moons, checkerboard, rings, mixture) or a .npy file of shape [n, d].
+    #[arg(long, default_value = "eight-gaussians")]
+    pub data: String,
+    /// Samples drawn from a toy set (a .npy file is used whole).
+    #[arg(long, default_value_t = 20_000)]
+    pub n: usize,
+    /// Fraction of the data held out for evaluation (saved as OUT/heldout.npy).
+    #[arg(long, default_value_t = 0.1)]
+    pub holdout: f64,
+    /// Total optimisation steps [default: 4000, or the checkpoint's with --resume].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Batch size.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Peak Adam learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Linear learning-rate warm-up steps.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// Global gradient-norm clip (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    /// EMA decay of the weights used for sampling.
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f64,
+    /// Loss weighting: eps (sigma^2) or likelihood (g^2).
+    #[arg(long, value_enum, default_value_t = Weighting::Eps)]
+    pub weighting: Weighting,
+    /// What the network predicts.
+    #[arg(long = "param", value_enum, default_value_t = Parameterization::Eps)]
+    pub parameterization: Parameterization,
+    /// Hidden width.
+    #[arg(long, default_value_t = 128)]
+    pub width: usize,
+    /// Hidden layers.
+    #[arg(long, default_value_t = 3)]
+    pub depth: usize,
+    /// Hidden non-linearity.
+    #[arg(long, value_enum, default_value_t = Activation::Silu)]
+    pub activation: Activation,
+    /// Time embedding.
+    #[arg(long, value_enum, default_value_t = EmbeddingKind::Sinusoidal)]
+    pub embedding: EmbeddingKind,
+    /// Time-embedding width (even).
+    #[arg(long, default_value_t = 32)]
+    pub embed_dim: usize,
+    /// Standard deviation of random Fourier frequencies.
+    #[arg(long, default_value_t = 16.0)]
+    pub fourier_scale: f64,
+    /// VP-SDE beta(0).
+    #[arg(long, default_value_t = 0.1)]
+    pub beta_min: f64,
+    /// VP-SDE beta(1).
+    #[arg(long, default_value_t = 20.0)]
+    pub beta_max: f64,
+    /// Seed of the data, the split, the initialisation and every training draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Output folder (checkpoint OUT/model.safetensors + OUT/model.json, loss curve, held-out data).
+    #[arg(long, default_value = "out/train")]
+    pub out: PathBuf,
+    /// Continue from OUT/model (same --data, --n and --seed).
+    #[arg(long)]
+    pub resume: bool,
+    /// Start over even if OUT/model exists (it is replaced at the first save).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Save a checkpoint every this many steps (0: only at the end or on Ctrl-C).
+    #[arg(long, default_value_t = 500)]
+    pub save_every: u64,
+    /// Log the mean loss every this many steps.
+    #[arg(long, default_value_t = 50)]
+    pub log_every: u64,
+}
+
+/// What a training run produced.
+pub struct Trained {
+    pub trainer: Trainer,
+    pub scaling: Scaling,
+    pub held_out: Array2<f64>,
+    pub source: DataSource,
+    pub checkpoint: PathBuf,
+    pub seconds: f64,
+    pub steps_run: u64,
+    pub outcome: Outcome,
+}
+
+pub fn net_config(a: &TrainArgs, dim: usize) -> NetConfig {
+    let embedding = match a.embedding {
+        EmbeddingKind::Sinusoidal => TimeEmbedding::Sinusoidal { dim: a.embed_dim },
+        EmbeddingKind::Fourier => TimeEmbedding::Fourier { dim: a.embed_dim, scale: a.fourier_scale },
+    };
+    NetConfig {
+        dim,
+        width: a.width,
+        depth: a.depth,
+        activation: a.activation,
+        embedding,
+        parameterization: a.parameterization,
+    }
+}
+
+/// The model checkpoint stem inside a run folder.
+pub fn model_path(out: &Path) -> PathBuf {
+    out.join("model")
+}
+
+pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
+    let device = common::device(&a.device)?;
+    let source = DataSource::parse(&a.data)?;
+    let raw = source.load(a.n, a.seed)?;
+    let (train, held_out) = split(raw.view(), a.holdout, a.seed ^ 0x5eed)?;
+    let scaling = Scaling::fit(train.view())?;
+    let z = scaling.apply(train.view())?;
+    let info = DataInfo {
+        source: source.to_string(),
+        rows: train.nrows(),
+        mean: scaling.mean.clone(),
+        std: scaling.std.clone(),
+    };
+    let ckpt = model_path(&a.out);
+    let (weights, _) = checkpoint::paths(&ckpt);
+    let mut trainer = if a.resume {
+        let loaded = checkpoint::load(&ckpt, device).with_context(|| "--resume needs a checkpoint in --out")?;
+        if loaded.meta.data != info {
+            bail!(
+                "the data differ from the checkpoint's ({} rows of {}): pass the same --data, --n, --holdout and --seed as the first run",
+                loaded.meta.data.rows,
+                loaded.meta.data.source
+            );
+        }
+        let mut config = loaded.meta.train.clone();
+        config.steps = a.steps.unwrap_or(config.steps);
+        eprintln!("resuming from {} at step {} of {}", weights.display(), loaded.state.step, config.steps);
+        Trainer::with_state(loaded.net, loaded.meta.sde, config, &z, loaded.state)?
+    } else {
+        if weights.exists() && !a.force {
+            bail!("{} exists: pass --resume to continue it or --force to start over", weights.display());
+        }
+        let config = TrainConfig {
+            steps: a.steps.unwrap_or(4000),
+            batch_size: a.batch,
+            lr: a.lr,
+            warmup: a.warmup,
+            grad_clip: a.grad_clip,
+            ema_decay: a.ema,
+            weighting: a.weighting,
+            t_min: 1e-5,
+            seed: a.seed,
+        };
+        let sde = SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max };
+        Trainer::new(net_config(a, train.ncols()), sde, config, &z, device)?
+    };
+    save_npy(a.out.join("heldout.npy"), &held_out)?;
+    eprintln!(
+        "training {} parameters on {} rows of {} (seed {}) for {} steps",
+        trainer.net().num_params(),
+        train.nrows(),
+        source,
+        a.seed,
+        trainer.config().steps
+    );
+    let pb = common::bar(trainer.config().steps, "training");
+    let start_step = trainer.state().step;
+    pb.set_position(start_step);
+    pb.reset_eta();
+    let started = std::time::Instant::now();
+    let outcome = trainer.run(
+        a.log_every,
+        a.save_every,
+        common::interrupted(),
+        |p| {
+            pb.set_position(p.step);
+            if let Some(loss) = p.loss {
+                pb.set_message(format!("loss {loss:.4}"));
+            }
+        },
+        |t| checkpoint::save(&ckpt, t, &info).map(|_| ()),
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    pb.finish();
+    let steps_run = trainer.state().step - start_step;
+    eprintln!("{} steps in {seconds:.1} s ({:.0} steps/s)", steps_run, steps_run as f64 / seconds.max(1e-9));
+    write_loss(&a.out, &trainer)?;
+    println!("wrote {} (+ .json sidecar)", weights.display());
+    println!("wrote {}", a.out.join("heldout.npy").display());
+    if outcome == Outcome::Interrupted {
+        eprintln!(
+            "interrupted at step {}; continue with: scoresde train --resume --out {}",
+            trainer.state().step,
+            a.out.display()
+        );
+    }
+    Ok(Trained { trainer, scaling, held_out, source, checkpoint: ckpt, seconds, steps_run, outcome })
+}
+
+/// Writes OUT/loss.csv and OUT/loss.png from the trainer's loss log.
+pub fn write_loss(out: &Path, trainer: &Trainer) -> anyhow::Result<()> {
+    let losses = &trainer.state().losses;
+    let mut csv = String::from("step,loss\n");
+    for (s, l) in losses {
+        csv += &format!("{s},{l}\n");
+    }
+    let path = out.join("loss.csv");
+    scoresde::fsutil::write_atomic(&path, csv.as_bytes())?;
+    println!("wrote {}", path.display());
+    crate::plot::loss_curve(&out.join("loss.png"), losses)?;
+    Ok(())
+}
