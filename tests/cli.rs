@@ -1,0 +1,156 @@
+//! The `scoresde` program end to end: train, sample, eval, plot, resume after
+//! Ctrl-C, and clear errors for bad input. Small sizes, CPU.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_scoresde"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("scoresde runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "scoresde {args:?} failed:\n{text}");
+    text
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "scoresde {args:?} should fail cleanly (exit 1), got {:?}\n{err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("scoresde-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SMALL: &[&str] = &["--n", "600", "--width", "16", "--depth", "1", "--batch", "64", "--device", "cpu"];
+
+#[test]
+fn train_sample_eval_plot() {
+    let dir = tmp("pipeline");
+    let mut args = vec!["train", "--data", "mixture", "--steps", "40", "--out", s(&dir)];
+    args.extend_from_slice(SMALL);
+    let text = ok(&args);
+    assert!(text.contains("model.safetensors"), "{text}");
+    for f in ["model.safetensors", "model.json", "heldout.npy", "loss.csv"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["step"], 40);
+    assert_eq!(sidecar["net"]["width"], 16);
+    // A second train into the same folder refuses to overwrite.
+    assert!(fails(&args).contains("--resume"));
+
+    for solver in ["ancestral", "dpm2m"] {
+        let text =
+            ok(&["sample", "--model", s(&dir), "--solver", solver, "--steps", "10", "-n", "300", "--device", "cpu"]);
+        assert!(text.contains(&format!("samples-{solver}-10.npy")), "{text}");
+    }
+    let x = scoresde::data::load_npy(dir.join("samples-dpm2m-10.npy")).unwrap();
+    assert_eq!(x.dim(), (300, 2));
+    let text = ok(&["eval", "--model", s(&dir)]);
+    assert!(text.contains("sliced W2") && text.contains("score error"), "{text}");
+    assert!(dir.join("eval.csv").is_file() && dir.join("score_error.csv").is_file());
+    ok(&["plot", "--model", s(&dir)]);
+    assert!(dir.join("samples-dpm2m-10.png").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let dir = tmp("bad");
+    let mut train = vec!["train", "--steps", "5", "--out", s(&dir)];
+    train.extend_from_slice(SMALL);
+    ok(&train);
+    let m = s(&dir);
+    assert!(fails(&["sample", "--model", m, "--solver", "nope", "--device", "cpu"]).contains("unknown solver"));
+    assert!(fails(&["sample", "--model", m, "--steps", "0", "--device", "cpu"]).contains("step"));
+    assert!(fails(&["sample", "--model", m, "--grid", "zigzag", "--device", "cpu"]).contains("grid"));
+    assert!(fails(&["sample", "--model", m, "--solver", "forward-em", "--device", "cpu"]).contains("forward"));
+    assert!(fails(&["sample", "--model", m, "-n", "0", "--device", "cpu"]).contains("-n"));
+    assert!(fails(&["sample", "--model", "/no/such/run", "--device", "cpu"]).contains("/no/such/run"));
+    assert!(fails(&["sample", "--model", m, "--device", "tpu"]).contains("device"));
+    // A corrupt checkpoint.
+    let bad = dir.join("corrupt");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("model.safetensors"), b"\x10\0\0\0\0\0\0\0{not json}").unwrap();
+    assert!(fails(&["sample", "--model", s(&bad), "--device", "cpu"]).contains("corrupt"));
+    // Bad data files: NaN values, wrong rank, missing, unknown set.
+    let nan = dir.join("nan.npy");
+    let mut a = ndarray::Array2::<f64>::zeros((10, 2));
+    a[[3, 1]] = f64::NAN;
+    scoresde::data::save_npy(&nan, &a).unwrap();
+    let d2 = dir.join("d2");
+    assert!(fails(&["train", "--data", s(&nan), "--out", s(&d2), "--device", "cpu"]).contains("row 3"));
+    assert!(fails(&["train", "--data", "/no/such.npy", "--out", s(&d2), "--device", "cpu"]).contains("no such"));
+    assert!(fails(&["train", "--data", "spirals", "--out", s(&d2), "--device", "cpu"]).contains("eight-gaussians"));
+    assert!(fails(&["train", "--steps", "0", "--out", s(&d2), "--device", "cpu"]).contains("steps"));
+    assert!(fails(&["train", "--lr=-1", "--out", s(&d2), "--device", "cpu"]).contains("lr"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Ctrl-C (SIGINT) during training saves a checkpoint and exits 130; `--resume`
+/// then finishes the run, and the result equals an uninterrupted run.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_and_resume_finishes_identically() {
+    let (a, b) = (tmp("sigint-a"), tmp("sigint-b"));
+    let steps = "1500";
+    let mut args = vec!["train", "--steps", steps, "--save-every", "0", "--out", s(&a)];
+    args.extend_from_slice(SMALL);
+    let mut child = bin().args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Wait until training has started (the held-out file is written just before).
+    let start = std::time::Instant::now();
+    while !a.join("heldout.npy").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("model.json")).unwrap()).unwrap();
+    let stopped = meta["step"].as_u64().unwrap();
+    assert!(stopped > 0 && stopped < 1500, "stopped at {stopped}");
+
+    let mut resume = vec!["train", "--resume", "--out", s(&a)];
+    resume.extend_from_slice(SMALL);
+    ok(&resume);
+    let mut straight = vec!["train", "--steps", steps, "--save-every", "0", "--out", s(&b)];
+    straight.extend_from_slice(SMALL);
+    ok(&straight);
+    // Same weights, EMA and optimiser state (the loss logs differ: the
+    // interruption closed a logging window early).
+    let load = |d: &Path| scoresde::checkpoint::load(d, tch::Device::Cpu).unwrap();
+    let (ca, cb) = (load(&a), load(&b));
+    assert_eq!(ca.meta.step, 1500);
+    assert!(ca.state.params.equal(&cb.state.params), "resumed and uninterrupted weights differ");
+    assert!(ca.state.ema.equal(&cb.state.ema), "resumed and uninterrupted EMA differ");
+    assert!(ca.state.adam_m.equal(&cb.state.adam_m) && ca.state.adam_v.equal(&cb.state.adam_v));
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
