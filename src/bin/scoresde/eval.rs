@@ -40,6 +40,15 @@ pub fn quality(x: &Array2<f64>, reference: &Array2<f64>, seed: u64) -> anyhow::R
     Ok((sw2, mmd))
 }
 
+/// Mean log-density of `x` under the exact data law, for the toy sets that
+/// are Gaussian mixtures (None otherwise). Blurred or misplaced samples score
+/// visibly lower than fresh data, at sample sizes where W2/MMD cannot tell.
+pub fn exact_loglik(source: &DataSource, x: &Array2<f64>) -> anyhow::Result<Option<f64>> {
+    let Some(law) = source.mixture() else { return Ok(None) };
+    let lp = law.log_density(x.view(), 1.0, 0.0)?;
+    Ok(Some(lp.mean().unwrap_or(f64::NAN)))
+}
+
 /// Times at which the score error is reported.
 pub const ERROR_TIMES: [f64; 9] = [0.001, 0.01, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0];
 
@@ -69,11 +78,17 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             .collect();
         files.sort();
     }
-    let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2"]);
+    let (_, _, meta) = load_model(&a.model, tch::Device::Cpu)?;
+    let source = DataSource::parse(&meta.data.source).ok();
+    let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2", "exact log-lik"]);
     for f in &files {
         let x = load_npy(f)?;
         let (sw2, mmd) = quality(&x, &reference, a.seed)?;
-        table.push(vec![f.display().to_string(), x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5)]);
+        let ll = match &source {
+            Some(s) => exact_loglik(s, &x)?.map_or("-".into(), |v| fmt(v, 3)),
+            None => "-".into(),
+        };
+        table.push(vec![f.display().to_string(), x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5), ll]);
     }
     if !files.is_empty() {
         print!("{}", table.markdown());

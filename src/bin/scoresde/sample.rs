@@ -66,8 +66,8 @@ pub struct Spec<'a> {
     pub n: usize,
     pub seed: u64,
     pub denoise: bool,
-    /// Keep the state at these many evenly spaced steps (0: none).
-    pub snapshots: usize,
+    /// Keep the state at the first grid time at or below each of these times.
+    pub snapshot_times: &'a [f64],
 }
 
 /// Samples `spec.n` points with a neural score; the whole run stays on the
@@ -87,13 +87,15 @@ pub fn sample(score: &NeuralScore, scaling: &Scaling, spec: &Spec<'_>, show_bar:
     let like = Tensor::zeros([spec.n as i64, dim], (Kind::Float, score.device()));
     let x = prior_sample(sde, &like, &mut noise);
     let pb = if show_bar { common::bar(grid.steps() as u64, spec.solver) } else { indicatif::ProgressBar::hidden() };
-    let every = if spec.snapshots > 0 { (grid.steps() / spec.snapshots).max(1) } else { usize::MAX };
+    let mut pending: Vec<f64> = spec.snapshot_times.to_vec();
+    pending.sort_by(|a, b| b.total_cmp(a));
     let mut snapshots: Vec<(f64, Tensor)> = Vec::new();
     let stop = common::interrupted();
     let mut observer = |e: &StepEvent<'_, Tensor>| -> scoresde::solvers::Result<()> {
         pb.set_position(e.step as u64);
-        if every != usize::MAX && (e.step % every == 0 || e.step == e.n_steps) {
+        if pending.first().is_some_and(|&target| e.t <= target || e.step == e.n_steps) {
             snapshots.push((e.t, e.x.copy()));
+            pending.retain(|&target| target < e.t);
         }
         if stop.load(Ordering::Relaxed) {
             return Err(SolverError::Stopped { step: e.step, reason: "Ctrl-C".into() });
@@ -144,7 +146,7 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
         n: a.n,
         seed: a.seed,
         denoise: !a.no_denoise,
-        snapshots: 0,
+        snapshot_times: &[],
     };
     let s = sample(&score, &scaling, &spec, true)?;
     eprintln!(
