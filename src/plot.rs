@@ -967,13 +967,19 @@ mod tests {
         assert!(matches!(line_chart(dir.join("x.png"), &[neg], &o), Err(PlotError::Invalid(_))));
         assert!(matches!(line_chart(dir.join("x.png"), &[], &o), Err(PlotError::Invalid(_))));
         let nan = Series::new("n", vec![(f64::NAN, 1.0)]);
-        assert!(matches!(line_chart(dir.join("x.png"), &[nan], &LineChartOptions::default()), Err(PlotError::Invalid(_))));
+        assert!(matches!(
+            line_chart(dir.join("x.png"), &[nan], &LineChartOptions::default()),
+            Err(PlotError::Invalid(_))
+        ));
         let (x, y) = ([0.0, 1.0, 2.0], [0.0, 1.0]);
         let v = array![[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]];
         let p = HeatmapPanel { title: "h".into(), x: &x, y: &y, values: v.view() };
         heatmap_panels(dir.join("h.png"), &[p.clone(), p.clone()], &HeatmapOptions::default()).unwrap();
         let bad = HeatmapPanel { title: "h".into(), x: &y, y: &y, values: v.view() };
-        assert!(matches!(heatmap_panels(dir.join("x.png"), &[bad], &HeatmapOptions::default()), Err(PlotError::Invalid(_))));
+        assert!(matches!(
+            heatmap_panels(dir.join("x.png"), &[bad], &HeatmapOptions::default()),
+            Err(PlotError::Invalid(_))
+        ));
         assert!(!dir.join("x.png").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -71,7 +71,11 @@ pub struct Point {
 }
 
 /// The runs of one entry: `(label, solver, grid)` for each step count or tolerance.
-fn runs(entry: &Entry, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<(String, Box<dyn Solver<Array2<f64>>>, TimeGrid)>> {
+fn runs(
+    entry: &Entry,
+    sde: &VpSde,
+    max_nfe: usize,
+) -> anyhow::Result<Vec<(String, Box<dyn Solver<Array2<f64>>>, TimeGrid)>> {
     let eps = sde.t_eps();
     let mut out = Vec::new();
     if entry.name == "ode-dopri5" {
