@@ -70,12 +70,11 @@ pub struct Point {
     pub error: f64,
 }
 
-/// The runs of one entry: `(label, solver, grid)` for each step count or tolerance.
-fn runs(
-    entry: &Entry,
-    sde: &VpSde,
-    max_nfe: usize,
-) -> anyhow::Result<Vec<(String, Box<dyn Solver<Array2<f64>>>, TimeGrid)>> {
+/// One run of the study: a label (step count or tolerance), the solver and its grid.
+type Run = (String, Box<dyn Solver<Array2<f64>>>, TimeGrid);
+
+/// The runs of one entry, one per step count or tolerance.
+fn runs(entry: &Entry, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<Run>> {
     let eps = sde.t_eps();
     let mut out = Vec::new();
     if entry.name == "ode-dopri5" {
@@ -256,10 +255,11 @@ pub fn write_outputs(
             .collect()
     };
     let opts = LineChartOptions {
-        title: Some(format!(
+        title: Some(
             "Convergence on 1-D Gaussian data N(1.5, 0.3²), VP-SDE, exact score\n\
              exact W2 between each scheme's output law and p_eps vs score evaluations"
-        )),
+                .into(),
+        ),
         x_label: "score evaluations (NFE)".into(),
         y_label: "W2 to p_eps".into(),
         log_x: true,
