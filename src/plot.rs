@@ -4,6 +4,10 @@
 //! * [`scatter_panels`]: a grid of 2-D sample panels on shared axes.
 //! * [`paths_over_density`]: 1-D sample paths over a shaded density `p_t(x)`,
 //!   one panel per (density, paths) pair, in the style of Song et al. (2021), Fig. 1.
+//! * [`line_chart`]: named series of `(x, y)` points, lines with markers,
+//!   linear or logarithmic axes, legend beside the plot (convergence plots, loss curves).
+//! * [`heatmap_panels`]: scalar fields on regular 2-D grids side by side
+//!   (densities, log-likelihoods), one shared or one per-panel colour scale.
 //!
 //! Text is rendered with the DejaVu Sans font embedded in the binary (no
 //! system fonts needed). Every figure is first written to a temporary file in
@@ -14,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ndarray::ArrayView2;
+use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -551,6 +556,314 @@ fn draw_density_panel(
     Ok(())
 }
 
+/// One named series of a [`line_chart`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Legend entry.
+    pub name: String,
+    /// The points, drawn in the given order and joined by straight lines.
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// A series named `name`.
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self { name: name.into(), points }
+    }
+}
+
+/// Options of [`line_chart`]; `Default` gives linear axes, markers, 900 x 560 pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineChartOptions {
+    /// A title above the figure; `\n` starts a new line.
+    pub title: Option<String>,
+    /// Label of the horizontal axis.
+    pub x_label: String,
+    /// Label of the vertical axis.
+    pub y_label: String,
+    /// Logarithmic horizontal axis (every x must then be > 0).
+    pub log_x: bool,
+    /// Logarithmic vertical axis (every y must then be > 0).
+    pub log_y: bool,
+    /// Axis limits; `None` fits the data with a small margin.
+    pub x_range: Option<(f64, f64)>,
+    /// Axis limits; `None` fits the data with a small margin.
+    pub y_range: Option<(f64, f64)>,
+    /// Draw a marker at every point (shapes cycle with the colours, so 20 series stay distinct).
+    pub markers: bool,
+    /// Size of the plot area without the legend, in pixels.
+    pub size: (u32, u32),
+    /// Width of the legend column on the right, in pixels (0: no legend).
+    pub legend_px: u32,
+}
+
+impl Default for LineChartOptions {
+    fn default() -> Self {
+        Self {
+            title: None,
+            x_label: "x".into(),
+            y_label: "y".into(),
+            log_x: false,
+            log_y: false,
+            x_range: None,
+            y_range: None,
+            markers: true,
+            size: (900, 560),
+            legend_px: 230,
+        }
+    }
+}
+
+/// The `i`-th marker shape: circle, triangle, square, diamond.
+fn draw_marker<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+    i: usize,
+    color: RGBColor,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let style = color.filled();
+    let r = 4;
+    match (i / 10 + i) % 4 {
+        0 => area.draw(&Circle::new((x, y), r, style)),
+        1 => area.draw(&Polygon::new(vec![(x, y - r - 1), (x - r - 1, y + r), (x + r + 1, y + r)], style)),
+        2 => area.draw(&Rectangle::new([(x - r, y - r), (x + r, y + r)], style)),
+        _ => area.draw(&Polygon::new(vec![(x, y - r - 1), (x + r + 1, y), (x, y + r + 1), (x - r - 1, y)], style)),
+    }
+}
+
+/// A tick label: plain for moderate magnitudes, scientific otherwise.
+fn tick_label(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-2..1e4).contains(&a) {
+        let s = format!("{v:.0e}");
+        s.replace("e-0", "e-").replace("e0", "")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// `(lo, hi)` covering `values` with a margin: 5% of the span, or 0.1 decade on a log axis.
+fn fit_range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+    if log {
+        let (l, h) = (lo.log10(), hi.log10());
+        let pad = 0.1 + if h - l < 1e-9 { 0.5 } else { 0.0 };
+        (10f64.powf(l - pad), 10f64.powf(h + pad))
+    } else {
+        let span = if hi - lo > 0.0 { hi - lo } else { lo.abs().max(1.0) };
+        (lo - 0.05 * span, hi + 0.05 * span)
+    }
+}
+
+/// Draws named series of `(x, y)` points as lines (with markers unless turned
+/// off) on linear or logarithmic axes, with a legend column on the right, and
+/// writes a PNG to `path`. Colours follow matplotlib's tab10 palette; marker
+/// shapes change with the colour cycle, so up to 20 series are distinct.
+///
+/// # Errors
+/// [`PlotError::Invalid`] for no series, an empty or non-finite series, a
+/// non-positive value on a log axis, bad ranges or a plot smaller than
+/// 200 x 150 pixels; [`PlotError::Destination`] / [`PlotError::Io`] /
+/// [`PlotError::Draw`] when the file cannot be written.
+pub fn line_chart(path: impl AsRef<Path>, series: &[Series], opts: &LineChartOptions) -> Result<()> {
+    if series.is_empty() {
+        return Err(PlotError::Invalid("line_chart needs at least one series".into()));
+    }
+    for s in series {
+        if s.points.is_empty() || !s.points.iter().all(|(x, y)| x.is_finite() && y.is_finite()) {
+            return Err(PlotError::Invalid(format!("series `{}` must be non-empty and finite", s.name)));
+        }
+        if (opts.log_x && s.points.iter().any(|p| p.0 <= 0.0)) || (opts.log_y && s.points.iter().any(|p| p.1 <= 0.0)) {
+            return Err(PlotError::Invalid(format!("series `{}` has values <= 0 on a logarithmic axis", s.name)));
+        }
+    }
+    if opts.size.0 < 200 || opts.size.1 < 150 {
+        return Err(PlotError::Invalid("line_chart needs a plot of at least 200 x 150 pixels".into()));
+    }
+    let all = || series.iter().flat_map(|s| s.points.iter().copied());
+    let xr = opts.x_range.unwrap_or_else(|| fit_range(all().map(|p| p.0), opts.log_x));
+    let yr = opts.y_range.unwrap_or_else(|| fit_range(all().map(|p| p.1), opts.log_y));
+    check_range("x", xr)?;
+    check_range("y", yr)?;
+    if (opts.log_x && xr.0 <= 0.0) || (opts.log_y && yr.0 <= 0.0) {
+        return Err(PlotError::Invalid("a logarithmic axis needs a range above 0".into()));
+    }
+    let size = (opts.size.0 + opts.legend_px, opts.size.1 + title_height(opts.title.as_deref()));
+    render(path.as_ref(), size, |root| {
+        let area = titled(root, opts.title.as_deref())?;
+        let (plot, legend) = area.split_horizontally(opts.size.0);
+        let (x, y) = (xr.0..xr.1, yr.0..yr.1);
+        match (opts.log_x, opts.log_y) {
+            (false, false) => draw_lines(&plot, x, y, series, opts)?,
+            (true, false) => draw_lines(&plot, x.log_scale(), y, series, opts)?,
+            (false, true) => draw_lines(&plot, x, y.log_scale(), series, opts)?,
+            (true, true) => draw_lines(&plot, x.log_scale(), y.log_scale(), series, opts)?,
+        }
+        if opts.legend_px > 0 {
+            let row = 22;
+            for (i, s) in series.iter().enumerate() {
+                let yy = 40 + i as i32 * row;
+                let c = palette(i);
+                legend.draw(&PathElement::new(vec![(8, yy), (40, yy)], c.stroke_width(2))).map_err(draw_err)?;
+                if opts.markers {
+                    draw_marker(&legend, (24, yy), i, c).map_err(draw_err)?;
+                }
+                legend
+                    .draw(&Text::new(s.name.clone(), (48, yy - 8), (FONT, 15).into_font().color(&BLACK)))
+                    .map_err(draw_err)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn draw_lines<X, Y>(
+    cell: &DrawingArea<BitMapBackend<'_>, Shift>,
+    x_spec: impl AsRangedCoord<CoordDescType = X, Value = f64>,
+    y_spec: impl AsRangedCoord<CoordDescType = Y, Value = f64>,
+    series: &[Series],
+    opts: &LineChartOptions,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(cell)
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_spec, y_spec)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_labels(10)
+        .y_labels(10)
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_label_formatter(&|v| tick_label(*v))
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(210, 210, 210))
+        .x_desc(opts.x_label.as_str())
+        .y_desc(opts.y_label.as_str())
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(draw_err)?;
+    for (i, s) in series.iter().enumerate() {
+        let c = palette(i);
+        chart.draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2))).map_err(draw_err)?;
+        if opts.markers {
+            let plot = chart.plotting_area();
+            for p in &s.points {
+                let px = plot.map_coordinate(p);
+                let (w, h) = plot.dim_in_pixel();
+                let (bx, by) = plot.get_base_pixel();
+                let local = (px.0 - bx, px.1 - by);
+                if local.0 >= 0 && local.1 >= 0 && local.0 <= w as i32 && local.1 <= h as i32 {
+                    draw_marker(&plot.strip_coord_spec(), local, i, c).map_err(draw_err)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One panel of [`heatmap_panels`]: `values[[i, j]]` at `(x[j], y[i])` (row `i` is `y[i]`).
+#[derive(Debug, Clone)]
+pub struct HeatmapPanel<'a> {
+    /// Panel title.
+    pub title: String,
+    /// Horizontal grid coordinates, strictly increasing.
+    pub x: &'a [f64],
+    /// Vertical grid coordinates, strictly increasing.
+    pub y: &'a [f64],
+    /// The field, shape `(y.len(), x.len())`, finite.
+    pub values: ArrayView2<'a, f64>,
+}
+
+/// Options of [`heatmap_panels`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatmapOptions {
+    /// A title above the figure; `\n` starts a new line.
+    pub title: Option<String>,
+    /// One colour scale shared by every panel (`None`: each panel from its own min to max).
+    pub shared_range: Option<(f64, f64)>,
+    /// Width and height of one panel in pixels.
+    pub panel_px: (u32, u32),
+}
+
+impl Default for HeatmapOptions {
+    fn default() -> Self {
+        Self { title: None, shared_range: None, panel_px: (460, 460) }
+    }
+}
+
+/// Draws scalar fields on regular 2-D grids side by side with the viridis
+/// colour map (values below the scale's minimum are clamped to it) and writes a
+/// PNG to `path`. Each panel's title gets its colour range appended.
+///
+/// # Errors
+/// [`PlotError::Invalid`] for no panels, mis-shaped or non-finite values,
+/// non-monotone grids, or a bad range; file errors as [`scatter_panels`].
+pub fn heatmap_panels(path: impl AsRef<Path>, panels: &[HeatmapPanel<'_>], opts: &HeatmapOptions) -> Result<()> {
+    if panels.is_empty() {
+        return Err(PlotError::Invalid("heatmap_panels needs at least one panel".into()));
+    }
+    for p in panels {
+        if p.x.is_empty() || p.y.is_empty() || !strictly_increasing(p.x) || !strictly_increasing(p.y) {
+            return Err(PlotError::Invalid(format!("panel `{}`: grids must be strictly increasing", p.title)));
+        }
+        if p.values.dim() != (p.y.len(), p.x.len()) || !p.values.iter().all(|v| v.is_finite()) {
+            return Err(PlotError::Invalid(format!(
+                "panel `{}`: values must be finite with shape ({}, {})",
+                p.title,
+                p.y.len(),
+                p.x.len()
+            )));
+        }
+    }
+    if let Some(r) = opts.shared_range {
+        check_range("colour", r)?;
+    }
+    if opts.panel_px.0 < 150 || opts.panel_px.1 < 150 {
+        return Err(PlotError::Invalid("need panel_px >= (150, 150)".into()));
+    }
+    let size = (panels.len() as u32 * opts.panel_px.0, opts.panel_px.1 + title_height(opts.title.as_deref()));
+    render(path.as_ref(), size, |root| {
+        let area = titled(root, opts.title.as_deref())?;
+        for (cell, p) in area.split_evenly((1, panels.len())).iter().zip(panels) {
+            let (lo, hi) = opts.shared_range.unwrap_or_else(|| {
+                p.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)))
+            });
+            let (xe, ye) = (edges(p.x), edges(p.y));
+            let mut chart = ChartBuilder::on(cell)
+                .caption(format!("{}  [{}, {}]", p.title, tick_label(lo), tick_label(hi)), (FONT, 17))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(40)
+                .build_cartesian_2d(xe[0]..xe[xe.len() - 1], ye[0]..ye[ye.len() - 1])
+                .map_err(draw_err)?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_labels(7)
+                .y_labels(7)
+                .label_style((FONT, 13))
+                .draw()
+                .map_err(draw_err)?;
+            let span = if hi > lo { hi - lo } else { 1.0 };
+            let cells = p.values.indexed_iter().map(|((i, j), v)| {
+                let c = viridis((v - lo) / span);
+                Rectangle::new([(xe[j], ye[i]), (xe[j + 1], ye[i + 1])], c.filled())
+            });
+            chart.draw_series(cells).map_err(draw_err)?;
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,6 +949,47 @@ mod tests {
         assert!(all_out.is_empty());
         let through = clip_polyline(&[(0.0, -2.0), (1.0, 2.0)], -1.0, 1.0);
         assert_eq!(through, vec![vec![(0.25, -1.0), (0.75, 1.0)]]);
+    }
+
+    #[test]
+    fn writes_line_chart_and_heatmap_and_rejects_bad_input() {
+        let dir = tmpdir("lines");
+        let a = Series::new("a", vec![(1.0, 1.0), (10.0, 0.1), (100.0, 0.01)]);
+        let b = Series::new("b", vec![(1.0, 2.0), (100.0, 2e-4)]);
+        for (lx, ly) in [(false, false), (true, false), (false, true), (true, true)] {
+            let o = LineChartOptions { log_x: lx, log_y: ly, title: Some("t".into()), ..Default::default() };
+            let out = dir.join(format!("l{lx}{ly}.png"));
+            line_chart(&out, &[a.clone(), b.clone()], &o).unwrap();
+            assert!(std::fs::metadata(&out).unwrap().len() > 0);
+        }
+        let o = LineChartOptions { log_y: true, ..Default::default() };
+        let neg = Series::new("n", vec![(1.0, -1.0)]);
+        assert!(matches!(line_chart(dir.join("x.png"), &[neg], &o), Err(PlotError::Invalid(_))));
+        assert!(matches!(line_chart(dir.join("x.png"), &[], &o), Err(PlotError::Invalid(_))));
+        let nan = Series::new("n", vec![(f64::NAN, 1.0)]);
+        assert!(matches!(
+            line_chart(dir.join("x.png"), &[nan], &LineChartOptions::default()),
+            Err(PlotError::Invalid(_))
+        ));
+        let (x, y) = ([0.0, 1.0, 2.0], [0.0, 1.0]);
+        let v = array![[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]];
+        let p = HeatmapPanel { title: "h".into(), x: &x, y: &y, values: v.view() };
+        heatmap_panels(dir.join("h.png"), &[p.clone(), p.clone()], &HeatmapOptions::default()).unwrap();
+        let bad = HeatmapPanel { title: "h".into(), x: &y, y: &y, values: v.view() };
+        assert!(matches!(
+            heatmap_panels(dir.join("x.png"), &[bad], &HeatmapOptions::default()),
+            Err(PlotError::Invalid(_))
+        ));
+        assert!(!dir.join("x.png").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick_label(0.001), "1e-3");
+        assert_eq!(tick_label(0.5), "0.5");
+        assert_eq!(tick_label(100.0), "100");
+        assert_eq!(tick_label(1e5), "1e5");
     }
 
     #[test]

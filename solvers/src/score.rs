@@ -479,6 +479,10 @@ impl GaussianMixture {
     }
 }
 
+/// `(score, divergence, optional Jacobian–vector product)` per row, from
+/// [`GaussianMixture::score_derivatives_at`].
+pub type ScoreDerivatives = (Array2<f64>, Array1<f64>, Option<Array2<f64>>);
+
 impl GaussianMixture {
     /// Per row of `x` (shape (n, d)), for the marginal at `(a, sigma)`: the
     /// score, the divergence of the score (the Laplacian of `log p`, exactly)
@@ -500,7 +504,7 @@ impl GaussianMixture {
         a: f64,
         sigma: f64,
         v: Option<ArrayView2<f64>>,
-    ) -> Result<(Array2<f64>, Array1<f64>, Option<Array2<f64>>)> {
+    ) -> Result<ScoreDerivatives> {
         self.check_cols(x.ncols())?;
         if let Some(v) = &v {
             if v.dim() != x.dim() {
@@ -551,8 +555,8 @@ impl GaussianMixture {
             let z: f64 = r.iter().sum();
             r.iter_mut().for_each(|r| *r /= z);
             let mut s_row = score.row_mut(i);
-            for c in 0..k {
-                s_row.scaled_add(r[c], &comp_scores.row(c));
+            for (rc, sc) in r.iter().zip(comp_scores.rows()) {
+                s_row.scaled_add(*rc, &sc);
             }
             let s_norm2: f64 = s_row.iter().map(|v| v * v).sum();
             div[i] =
