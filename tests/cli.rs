@@ -120,7 +120,7 @@ fn ctrl_c_saves_and_resume_finishes_identically() {
     let steps = "1500";
     let mut args = vec!["train", "--steps", steps, "--save-every", "0", "--out", s(&a)];
     args.extend_from_slice(SMALL);
-    let mut child = bin().args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = bin().args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     // Wait until training has started (the held-out file is written just before).
     let start = std::time::Instant::now();
     while !a.join("heldout.npy").exists() && start.elapsed().as_secs() < 60 {

@@ -4,23 +4,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayView2};
 use scoresde::data::load_npy;
-use scoresde::plot::{scatter_panels, Bounds, ScatterOptions};
-// TEMP until the general line chart lands in scoresde::plot.
-#[derive(Default)]
-pub struct LineOptions {
-    pub title: Option<String>,
-    pub x_label: String,
-    pub y_label: String,
-    pub log_x: bool,
-    pub log_y: bool,
-}
-pub struct Series {
-    pub name: String,
-    pub points: Vec<(f64, f64)>,
-}
-fn line_chart(_: &Path, _: &[Series], _: &LineOptions) -> anyhow::Result<()> {
-    Ok(())
-}
+use scoresde::plot::{line_chart, scatter_panels, Bounds, LineChartOptions, ScatterOptions, Series};
 
 /// Options of `scoresde plot`.
 #[derive(clap::Args, Debug, Clone)]
@@ -71,12 +55,12 @@ pub fn loss_curve(path: &Path, losses: &[(u64, f64)]) -> anyhow::Result<()> {
         return Ok(());
     }
     let points: Vec<(f64, f64)> = losses.iter().map(|&(s, l)| (s as f64, l)).collect();
-    let opts = LineOptions {
+    let opts = LineChartOptions {
         title: Some("DSM training loss (mean per logging window)".into()),
         x_label: "step".into(),
         y_label: "loss".into(),
         log_y: true,
-        ..LineOptions::default()
+        ..LineChartOptions::default()
     };
     line_chart(path, &[Series { name: "loss".into(), points }], &opts)?;
     Ok(())
@@ -84,13 +68,13 @@ pub fn loss_curve(path: &Path, losses: &[(u64, f64)]) -> anyhow::Result<()> {
 
 /// The learned score's sigma^2-weighted error against the exact score, over t.
 pub fn score_error(path: &Path, errors: &[(f64, f64)]) -> anyhow::Result<()> {
-    let opts = LineOptions {
+    let opts = LineChartOptions {
         title: Some("learned vs exact score: E sigma^2 |s_theta - s|^2 / d".into()),
         x_label: "t".into(),
         y_label: "error".into(),
         log_x: true,
         log_y: true,
-        ..LineOptions::default()
+        ..LineChartOptions::default()
     };
     line_chart(path, &[Series { name: "EMA weights".into(), points: errors.to_vec() }], &opts)?;
     Ok(())

@@ -106,7 +106,6 @@ pub struct Trained {
     pub trainer: Trainer,
     pub scaling: Scaling,
     pub held_out: Array2<f64>,
-    pub source: DataSource,
     pub checkpoint: PathBuf,
     pub seconds: f64,
     pub steps_run: u64,
@@ -219,7 +218,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
             a.out.display()
         );
     }
-    Ok(Trained { trainer, scaling, held_out, source, checkpoint: ckpt, seconds, steps_run, outcome })
+    Ok(Trained { trainer, scaling, held_out, checkpoint: ckpt, seconds, steps_run, outcome })
 }
 
 /// Writes OUT/loss.csv and OUT/loss.png from the trainer's loss log.
