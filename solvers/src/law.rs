@@ -22,7 +22,6 @@ use crate::sample::Sampler;
 use crate::score::Score;
 use crate::sde::Sde;
 use crate::solver::Solver;
-use crate::state::State;
 
 /// A one-dimensional Gaussian law `N(mean, var)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,6 +133,5 @@ pub fn scheme_law_1d(
     let c = (out[1] - out[0]) / (2.0 * sd);
     let mean = out[2];
     let noise_var: f64 = (0..k).map(|j| (out[3 + j] - mean).powi(2)).sum();
-    debug_assert!(run.x.all_finite());
     Ok((Gauss1d { mean, var: c * c * start.var + noise_var }, run.score_evals))
 }

@@ -10,7 +10,8 @@ use crate::state::State;
 ///
 /// with `|.|` the batch mean of per-sample norms, `r` the target
 /// signal-to-noise ratio (0.16 by default) and `alpha = a_ts^2` for the step
-/// just taken (`1 - beta_i` for VP, 1 for VE). Unadjusted Langevin converges
+/// just taken (`1 - beta_i` for VP, sub-VP and cosine VP, whose `a(t)` is VP's; exactly 1
+/// for VE, as in Song et al.'s Algorithm 4). Unadjusted Langevin converges
 /// to `p_t` as `e -> 0`; at finite `e` its bias is O(e).
 #[derive(Debug, Clone, Copy)]
 pub struct Langevin {
