@@ -9,7 +9,7 @@ use scoresde::solvers::SAMPLERS;
 
 use crate::common::{fmt, Table};
 use crate::eval::{exact_loglik, quality};
-use crate::sample::{sample, Spec};
+use crate::sample::{sample, Spec, SNAPSHOT_TIMES};
 use crate::train::{train, TrainArgs};
 
 /// Options of `scoresde demo`.
@@ -40,9 +40,6 @@ pub struct DemoArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
 }
-
-/// Times of the progressive-denoising figure (the last panel is the end of the run).
-const SNAPSHOT_TIMES: [f64; 7] = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.0];
 
 /// `scoresde train`'s defaults.
 #[derive(clap::Parser)]
@@ -161,7 +158,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
         if !snapshots.is_empty() {
             let png = a.out.join("denoising.png");
             let views: Vec<(String, ndarray::ArrayView2<'_, f64>)> =
-                snapshots.iter().map(|(t, x)| (format!("t = {t:.3}"), x.view())).collect();
+                snapshots.iter().map(|(t, x)| (format!("ancestral, t = {t:.3}"), x.view())).collect();
             crate::plot::samples_vs_data(&png, &views, Some(reference))?;
             wrote.push(png);
         }

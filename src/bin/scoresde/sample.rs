@@ -43,10 +43,17 @@ pub struct SampleArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Also draw the progressive denoising of the first samples (2-D data):
+    /// the state at t = 1, 0.5, 0.3, 0.2, 0.1, 0.05 and the end.
+    #[arg(long)]
+    pub trajectory: bool,
     /// Output folder [default: the model's folder].
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
+
+/// Times of the progressive-denoising figures (0 stands for the end of the run).
+pub const SNAPSHOT_TIMES: [f64; 7] = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.0];
 
 /// A finished sampling run.
 pub struct Sampled {
@@ -146,7 +153,7 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
         n: a.n,
         seed: a.seed,
         denoise: !a.no_denoise,
-        snapshot_times: &[],
+        snapshot_times: if a.trajectory { &SNAPSHOT_TIMES } else { &[] },
     };
     let s = sample(&score, &scaling, &spec, true)?;
     eprintln!(
@@ -170,6 +177,13 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
             held.as_ref(),
         )?;
         println!("wrote {}", png.display());
+        if !s.snapshots.is_empty() {
+            let png = out.join(format!("trajectory-{}-{}.png", a.solver, a.steps));
+            let views: Vec<(String, ndarray::ArrayView2<'_, f64>)> =
+                s.snapshots.iter().map(|(t, x)| (format!("t = {t:.3}"), x.view())).collect();
+            crate::plot::samples_vs_data(&png, &views, held.as_ref())?;
+            println!("wrote {}", png.display());
+        }
     }
     Ok(())
 }
