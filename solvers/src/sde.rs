@@ -171,44 +171,52 @@ impl VpSde {
     }
 }
 
-impl Sde for VpSde {
-    fn name(&self) -> &'static str {
-        "vp"
-    }
+/// `Sde` for a variance-preserving SDE given by its `beta(t)` and
+/// `beta_integral(t) = B(t)` methods and an `eps` field: drift `-beta/2`,
+/// `g = sqrt(beta)`, `a = exp(-B/2)`, `sigma^2 = 1 - exp(-B)`, unit prior.
+macro_rules! vp_family_sde {
+    ($ty:ty, $name:literal) => {
+        impl Sde for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
 
-    fn t_eps(&self) -> f64 {
-        self.eps
-    }
+            fn t_eps(&self) -> f64 {
+                self.eps
+            }
 
-    fn drift_coef(&self, t: f64) -> f64 {
-        -0.5 * self.beta(t)
-    }
+            fn drift_coef(&self, t: f64) -> f64 {
+                -0.5 * self.beta(t)
+            }
 
-    fn diffusion(&self, t: f64) -> f64 {
-        self.beta(t).max(0.0).sqrt()
-    }
+            fn diffusion(&self, t: f64) -> f64 {
+                self.beta(t).max(0.0).sqrt()
+            }
 
-    fn alpha(&self, t: f64) -> f64 {
-        (-0.5 * self.beta_integral(t)).exp()
-    }
+            fn alpha(&self, t: f64) -> f64 {
+                (-0.5 * self.beta_integral(t)).exp()
+            }
 
-    fn sigma(&self, t: f64) -> f64 {
-        vp_sigma(self.beta_integral(t))
-    }
+            fn sigma(&self, t: f64) -> f64 {
+                vp_sigma(self.beta_integral(t))
+            }
 
-    fn log_snr(&self, t: f64) -> f64 {
-        vp_log_snr(self.beta_integral(t))
-    }
+            fn log_snr(&self, t: f64) -> f64 {
+                vp_log_snr(self.beta_integral(t))
+            }
 
-    fn prior_std(&self) -> f64 {
-        1.0
-    }
+            fn prior_std(&self) -> f64 {
+                1.0
+            }
 
-    fn transition(&self, s: f64, t: f64) -> (f64, f64) {
-        let db = self.beta_integral(t) - self.beta_integral(s);
-        ((-0.5 * db).exp(), (-(-db).exp_m1()).max(0.0))
-    }
+            fn transition(&self, s: f64, t: f64) -> (f64, f64) {
+                vp_transition(self.beta_integral(t) - self.beta_integral(s))
+            }
+        }
+    };
 }
+
+vp_family_sde!(VpSde, "vp");
 
 /// `a`, `sigma` and `lambda` of a variance-preserving kernel from `B(t) = integral_0^t beta`:
 /// `a = exp(-B/2)`, `sigma^2 = 1 - exp(-B)` (computed with `exp_m1`).
@@ -502,43 +510,7 @@ impl CosineVpSde {
     }
 }
 
-impl Sde for CosineVpSde {
-    fn name(&self) -> &'static str {
-        "vp-cosine"
-    }
-
-    fn t_eps(&self) -> f64 {
-        self.eps
-    }
-
-    fn drift_coef(&self, t: f64) -> f64 {
-        -0.5 * self.beta(t)
-    }
-
-    fn diffusion(&self, t: f64) -> f64 {
-        self.beta(t).max(0.0).sqrt()
-    }
-
-    fn alpha(&self, t: f64) -> f64 {
-        (-0.5 * self.beta_integral(t)).exp()
-    }
-
-    fn sigma(&self, t: f64) -> f64 {
-        vp_sigma(self.beta_integral(t))
-    }
-
-    fn log_snr(&self, t: f64) -> f64 {
-        vp_log_snr(self.beta_integral(t))
-    }
-
-    fn prior_std(&self) -> f64 {
-        1.0
-    }
-
-    fn transition(&self, s: f64, t: f64) -> (f64, f64) {
-        vp_transition(self.beta_integral(t) - self.beta_integral(s))
-    }
-}
+vp_family_sde!(CosineVpSde, "vp-cosine");
 
 /// An SDE by name: `vp`, `subvp`, `ve`, `vp-cosine`, each with its defaults.
 ///
