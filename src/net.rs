@@ -362,7 +362,7 @@ impl ScoreNet {
 
     /// [`ScoreNet::forward`] with one time `t` for the whole batch, as in
     /// sampling: the same function, computed with fewer kernels. The embedding
-    /// `e(t)` is formed on the host (in f32, as on the device), and the first
+    /// `e(t)` is formed once (on the host in f32 for the CPU), and the first
     /// layer `b + W [x, e] = (b + W_e e) + W_x x` folds it into the bias, so no
     /// `[batch, dim + embedding]` input is built. Activations are applied in
     /// place when no gradient is recorded.
@@ -372,13 +372,20 @@ impl ScoreNet {
     pub fn forward_at(&self, params: &Tensor, x: &Tensor, t: f64) -> Result<Tensor> {
         self.check_input(params, x)?;
         let half = self.freqs_host.len();
-        let mut emb = vec![0f32; 2 * half];
-        for (k, &w) in self.freqs_host.iter().enumerate() {
-            let arg = t as f32 * w;
-            emb[k] = arg.sin();
-            emb[half + k] = arg.cos();
-        }
-        let emb = Tensor::f_from_slice(&emb)?.f_to_device(self.device)?;
+        let emb = if self.device == Device::Cpu {
+            let mut emb = vec![0f32; 2 * half];
+            for (k, &w) in self.freqs_host.iter().enumerate() {
+                let arg = t as f32 * w;
+                emb[k] = arg.sin();
+                emb[half + k] = arg.cos();
+            }
+            Tensor::f_from_slice(&emb)?
+        } else {
+            // On a GPU a host-to-device copy would wait for the queued kernels
+            // every step; a few tiny kernels on the device do not.
+            let arg = self.freqs.f_mul_scalar(f64::from(t as f32))?;
+            Tensor::f_cat(&[arg.sin(), arg.cos()], 0)?
+        };
         let s = &self.slots[0];
         let dim = self.config.dim as i64;
         let w = self.weight(params, s);
