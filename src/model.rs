@@ -93,13 +93,12 @@ impl NeuralScore {
         self.sde.check_time(t)?;
         let x = if x.device() == self.device() { x.shallow_clone() } else { x.to_device(self.device()) };
         let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Float) };
-        let batch = x.size().first().copied().unwrap_or(0);
-        let times = Tensor::full([batch], t, (Kind::Float, self.device()));
-        let out = tch::no_grad(|| self.net.forward(&self.params, &x, &times))?;
-        Ok(match self.net.config().parameterization {
-            Parameterization::Eps => out * (-1.0 / self.sde.sigma(t)),
-            Parameterization::Score => out,
-        })
+        // A fresh output tensor outside any graph: scale it in place.
+        let mut out = tch::no_grad(|| self.net.forward_at(&self.params, &x, t))?;
+        if self.net.config().parameterization == Parameterization::Eps {
+            let _ = out.f_mul_scalar_(-1.0 / self.sde.sigma(t))?;
+        }
+        Ok(out)
     }
 }
 

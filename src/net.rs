@@ -35,6 +35,18 @@ impl Activation {
             Activation::Tanh => x.tanh(),
         }
     }
+
+    /// In place, for tensors outside any autograd graph (saves one
+    /// allocation of the layer's output per layer).
+    fn apply_(self, x: &mut Tensor) -> Result<()> {
+        let _ = match self {
+            Activation::Silu => x.f_silu_()?,
+            Activation::Relu => x.f_relu_()?,
+            Activation::Gelu => x.f_gelu_("none")?,
+            Activation::Tanh => x.f_tanh_()?,
+        };
+        Ok(())
+    }
 }
 
 /// How the time `t` enters the network: `[sin(w t), cos(w t)]` for a fixed
@@ -195,6 +207,8 @@ pub struct ScoreNet {
     slots: Vec<Slot>,
     /// Embedding frequencies `w` (not trained), shape `[embedding.dim / 2]`.
     freqs: Tensor,
+    /// The same frequencies on the host, for [`ScoreNet::forward_at`].
+    freqs_host: Vec<f32>,
     device: Device,
 }
 
@@ -224,8 +238,10 @@ impl ScoreNet {
                 Tensor::randn([half], (Kind::Double, Device::Cpu)) * (2.0 * std::f64::consts::PI * scale)
             }
         };
-        let freqs = freqs.to_kind(Kind::Float).to_device(device);
-        Ok(Self { config, slots, freqs, device })
+        let freqs = freqs.to_kind(Kind::Float);
+        let freqs_host = Vec::<f32>::try_from(&freqs)?;
+        let freqs = freqs.to_device(device);
+        Ok(Self { config, slots, freqs, freqs_host, device })
     }
 
     /// The architecture.
@@ -255,7 +271,9 @@ impl ScoreNet {
                 format!("expected shape {:?}", self.freqs.size()),
             ));
         }
-        self.freqs = freqs.to_kind(Kind::Float).to_device(self.device);
+        let freqs = freqs.to_kind(Kind::Float);
+        self.freqs_host = Vec::<f32>::try_from(&freqs.to_device(Device::Cpu).contiguous())?;
+        self.freqs = freqs.to_device(self.device);
         Ok(())
     }
 
@@ -334,6 +352,50 @@ impl ScoreNet {
     /// [`Error::InvalidArgument`] for a wrong input shape or a parameter vector
     /// of the wrong length; libtorch errors (device mismatch).
     pub fn forward(&self, params: &Tensor, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let batch = self.check_input(params, x)?;
+        if t.size() != [batch] {
+            return Err(Error::invalid("times", format!("shape {:?}", t.size()), format!("expected [{batch}]")));
+        }
+        let h = Tensor::f_cat(&[x.shallow_clone(), self.embed(t)], 1)?;
+        self.hidden(params, h, 0)
+    }
+
+    /// [`ScoreNet::forward`] with one time `t` for the whole batch, as in
+    /// sampling: the same function, computed with fewer kernels. The embedding
+    /// `e(t)` is formed once (on the host in f32 for the CPU), and the first
+    /// layer `b + W [x, e] = (b + W_e e) + W_x x` folds it into the bias, so no
+    /// `[batch, dim + embedding]` input is built. Activations are applied in
+    /// place when no gradient is recorded.
+    ///
+    /// # Errors
+    /// As [`ScoreNet::forward`].
+    pub fn forward_at(&self, params: &Tensor, x: &Tensor, t: f64) -> Result<Tensor> {
+        self.check_input(params, x)?;
+        let half = self.freqs_host.len();
+        let emb = if self.device == Device::Cpu {
+            let mut emb = vec![0f32; 2 * half];
+            for (k, &w) in self.freqs_host.iter().enumerate() {
+                let arg = t as f32 * w;
+                emb[k] = arg.sin();
+                emb[half + k] = arg.cos();
+            }
+            Tensor::f_from_slice(&emb)?
+        } else {
+            // On a GPU a host-to-device copy would wait for the queued kernels
+            // every step; a few tiny kernels on the device do not.
+            let arg = self.freqs.f_mul_scalar(f64::from(t as f32))?;
+            Tensor::f_cat(&[arg.sin(), arg.cos()], 0)?
+        };
+        let s = &self.slots[0];
+        let dim = self.config.dim as i64;
+        let w = self.weight(params, s);
+        let bias = params.narrow(0, s.bias, s.fan_out).f_addmv(&w.narrow(1, dim, 2 * half as i64), &emb)?;
+        let h = bias.f_addmm(x, &w.narrow(1, 0, dim).tr())?;
+        self.activate_and_continue(params, h)
+    }
+
+    /// Checks shapes; returns the batch size.
+    fn check_input(&self, params: &Tensor, x: &Tensor) -> Result<i64> {
         let size = x.size();
         if size.len() != 2 || size[1] != self.config.dim as i64 {
             return Err(Error::invalid(
@@ -342,9 +404,6 @@ impl ScoreNet {
                 format!("the network takes [batch, {}]", self.config.dim),
             ));
         }
-        if t.size() != [size[0]] {
-            return Err(Error::invalid("times", format!("shape {:?}", t.size()), format!("expected [{}]", size[0])));
-        }
         if params.size() != [self.num_params()] {
             return Err(Error::invalid(
                 "parameters",
@@ -352,13 +411,35 @@ impl ScoreNet {
                 format!("expected [{}]", self.num_params()),
             ));
         }
-        let mut h = Tensor::f_cat(&[x.shallow_clone(), self.embed(t)], 1)?;
+        Ok(size[0])
+    }
+
+    /// The output of the first layer (before its activation) -> the network output.
+    fn activate_and_continue(&self, params: &Tensor, h: Tensor) -> Result<Tensor> {
+        if self.slots.len() == 1 {
+            return Ok(h);
+        }
+        let h = self.activate(h)?;
+        self.hidden(params, h, 1)
+    }
+
+    fn activate(&self, mut h: Tensor) -> Result<Tensor> {
+        if h.requires_grad() {
+            Ok(self.config.activation.apply(&h))
+        } else {
+            self.config.activation.apply_(&mut h)?;
+            Ok(h)
+        }
+    }
+
+    /// Layers `first..` applied to the input `h` of layer `first`.
+    fn hidden(&self, params: &Tensor, mut h: Tensor, first: usize) -> Result<Tensor> {
         let last = self.slots.len() - 1;
-        for (i, s) in self.slots.iter().enumerate() {
+        for (i, s) in self.slots.iter().enumerate().skip(first) {
             let bias = params.narrow(0, s.bias, s.fan_out);
             h = bias.f_addmm(&h, &self.weight(params, s).tr())?;
             if i < last {
-                h = self.config.activation.apply(&h);
+                h = self.activate(h)?;
             }
         }
         Ok(h)
@@ -417,6 +498,29 @@ mod tests {
                 assert!(n.forward(&p, &x.view([2, 5]), &t).is_err());
                 assert!(n.forward(&p, &x, &t.narrow(0, 0, 4)).is_err());
                 assert!(n.forward(&p.narrow(0, 0, 10), &x, &t).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn forward_at_one_time_equals_forward() {
+        for embedding in [TimeEmbedding::Sinusoidal { dim: 32 }, TimeEmbedding::Fourier { dim: 8, scale: 16.0 }] {
+            for (depth, activation) in [(1, Activation::Silu), (3, Activation::Silu), (2, Activation::Gelu)] {
+                let n = net(NetConfig { width: 16, depth, activation, embedding, ..NetConfig::mlp(3) });
+                let p = n.init_params(4);
+                let x = Tensor::randn([7, 3], (Kind::Float, Device::Cpu));
+                for t in [1e-3, 0.37, 1.0] {
+                    let want = n.forward(&p, &x, &Tensor::full([7], t, (Kind::Float, Device::Cpu))).unwrap();
+                    // With and without gradients recorded (in-place activations only without).
+                    let got = tch::no_grad(|| n.forward_at(&p, &x, t)).unwrap();
+                    assert!(got.allclose(&want, 1e-4, 1e-5, false), "t = {t}: {got} vs {want}");
+                    let pg = p.copy().set_requires_grad(true);
+                    let got = n.forward_at(&pg, &x, t).unwrap();
+                    assert!(got.requires_grad());
+                    assert!(got.detach().allclose(&want, 1e-4, 1e-5, false));
+                }
+                assert!(n.forward_at(&p, &x.view([3, 7]), 0.5).is_err());
+                assert!(n.forward_at(&p.narrow(0, 0, 10), &x, 0.5).is_err());
             }
         }
     }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
 
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -12,6 +13,15 @@ use scoresde::solvers::{ExactScore, GaussianMixture, Rng, Score, Sde, VpSde};
 use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
 use scoresde::Error;
 use tch::Device;
+
+/// libtorch's random generators are process-wide, and a training step seeds
+/// them and draws (`manual_seed`, then `randint`/`randn`): two tests training
+/// at once in this test binary's threads interleave their draws, which breaks
+/// the bit-for-bit resume check. Every test here holds this lock.
+fn torch_rng() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("scoresde-train-{tag}-{}", std::process::id()));
@@ -66,6 +76,7 @@ fn train(steps: u64, cfg: TrainConfig, net: NetConfig) -> Trainer {
 
 #[test]
 fn training_learns_the_exact_score() {
+    let _rng = torch_rng();
     for parameterization in [Parameterization::Eps, Parameterization::Score] {
         let net = NetConfig { parameterization, ..small_net() };
         let untrained = train(1, config(1), net.clone());
@@ -82,12 +93,14 @@ fn training_learns_the_exact_score() {
 
 #[test]
 fn likelihood_weighting_trains_without_diverging() {
+    let _rng = torch_rng();
     let tr = train(200, TrainConfig { weighting: Weighting::Likelihood, ..config(200) }, small_net());
     assert!(tr.state().losses.iter().all(|(_, l)| l.is_finite()));
 }
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
+    let _rng = torch_rng();
     let dir = tmp("resume");
     let d = data(4000, 1);
     let full = train(40, config(40), small_net());
@@ -126,6 +139,7 @@ fn resumed_run_equals_uninterrupted_run() {
 
 #[test]
 fn checkpoint_round_trip_keeps_the_score() {
+    let _rng = torch_rng();
     let dir = tmp("roundtrip");
     let d = data(1000, 2);
     for net in [
@@ -147,6 +161,7 @@ fn checkpoint_round_trip_keeps_the_score() {
 
 #[test]
 fn bad_checkpoints_give_clear_errors() {
+    let _rng = torch_rng();
     let dir = tmp("bad");
     let d = data(500, 2);
     let tr = train(5, config(5), small_net());
@@ -181,6 +196,7 @@ fn bad_checkpoints_give_clear_errors() {
 
 #[test]
 fn bad_training_input_is_rejected() {
+    let _rng = torch_rng();
     let d = data(100, 0);
     let new = |cfg: TrainConfig, d: &Array2<f64>| Trainer::new(small_net(), SdeSpec::default(), cfg, d, Device::Cpu);
     let mut nan = d.clone();

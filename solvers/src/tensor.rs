@@ -37,12 +37,23 @@ fn dims(t: &Tensor) -> Vec<usize> {
 }
 
 /// `acc += c * x`, skipping the work when `c == 0`.
+///
+/// On the CPU this is one fused kernel, `addcmul_` with `c` as a 0-dim
+/// tensor (which takes the element type of `acc`, so `c` is rounded to it
+/// exactly as `mul_scalar` would): no temporary the size of `x`. Elsewhere
+/// `c * x` is formed first (a CPU scalar tensor is not accepted by every
+/// device kernel; the kernel count is the same there).
 fn add_scaled(acc: &mut Tensor, c: f64, x: &Tensor, op: &'static str) -> Result<()> {
     if c == 0.0 {
         return Ok(());
     }
-    let term = if c == 1.0 { x.shallow_clone() } else { x.f_mul_scalar(c).map_err(backend(op))? };
-    let _ = acc.f_add_(&term).map_err(backend(op))?;
+    if c == 1.0 {
+        let _ = acc.f_add_(x).map_err(backend(op))?;
+    } else if acc.device() == tch::Device::Cpu && acc.is_floating_point() {
+        let _ = acc.f_addcmul_(x, &Tensor::from(c)).map_err(backend(op))?;
+    } else {
+        let _ = acc.f_add_(&x.f_mul_scalar(c).map_err(backend(op))?).map_err(backend(op))?;
+    }
     Ok(())
 }
 
@@ -94,6 +105,16 @@ impl State for Tensor {
     fn all_finite(&self) -> bool {
         if self.numel() == 0 {
             return true;
+        }
+        // One reduction: NaN propagates through min/max, and an infinity is the
+        // min or the max. (`isfinite().all()` is two kernels and a bool tensor
+        // the size of the state.)
+        if self.is_floating_point() {
+            if let Ok((lo, hi)) = self.f_aminmax(None, false) {
+                if let (Ok(lo), Ok(hi)) = (lo.f_double_value(&[]), hi.f_double_value(&[])) {
+                    return lo.is_finite() && hi.is_finite();
+                }
+            }
         }
         self.f_isfinite()
             .and_then(|f| f.f_all())
