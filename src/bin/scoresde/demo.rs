@@ -27,6 +27,9 @@ pub struct DemoArgs {
     /// Sampling step counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "20,200")]
     pub steps: Vec<usize>,
+    /// Time grid of every run: uniform, quadratic, log-snr or karras.
+    #[arg(long, default_value = "uniform")]
+    pub grid: String,
     /// Samples per solver.
     #[arg(short, long, default_value_t = 2000)]
     pub n: usize,
@@ -58,6 +61,8 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     for s in &solvers {
         scoresde::solvers::by_name::<tch::Tensor>(s)?;
     }
+    let vp = scoresde::solvers::VpSde::default();
+    scoresde::solvers::TimeGrid::by_name(&a.grid, &vp, 1.0, 1e-3, a.steps[0])?;
     // 1. Train (the train subcommand's defaults, with the demo's data, steps, seed and folder).
     let mut targs = Defaults::parse_from(["train"]).args;
     targs.data = a.data.clone();
@@ -104,7 +109,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
             let spec = Spec {
                 solver: name,
                 steps,
-                grid: "uniform",
+                grid: &a.grid,
                 n: a.n,
                 seed: a.seed,
                 denoise: true,

@@ -49,7 +49,7 @@ pub fn samples_vs_data<T: AsRef<str>>(
     Ok(())
 }
 
-/// The loss log as a curve (log y).
+/// The loss log as a curve.
 pub fn loss_curve(path: &Path, losses: &[(u64, f64)]) -> anyhow::Result<()> {
     if losses.is_empty() {
         return Ok(());
@@ -59,7 +59,6 @@ pub fn loss_curve(path: &Path, losses: &[(u64, f64)]) -> anyhow::Result<()> {
         title: Some("DSM training loss (mean per logging window)".into()),
         x_label: "step".into(),
         y_label: "loss".into(),
-        log_y: true,
         ..LineChartOptions::default()
     };
     line_chart(path, &[Series { name: "loss".into(), points }], &opts)?;
