@@ -36,7 +36,6 @@
 //! ```
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
-use rand::Rng as _;
 use rand_distr::StandardNormal;
 
 use crate::error::{Error, Result};
@@ -432,29 +431,11 @@ impl LabelledMixture {
         Ok(self.class_log_probs_at(x, a, sigma)?.mapv(f64::exp))
     }
 
-    /// `n` exact samples and their classes: `y ~ p(y)`, then `x ~ p_0(x | y)`.
+    /// `n` exact samples of the data and their classes (the same draws as
+    /// [`GaussianMixture::sample`] of [`LabelledMixture::data`] with the same `rng`).
     pub fn sample_labelled(&self, n: usize, rng: &mut Rng) -> (Array2<f64>, Vec<usize>) {
-        let weights = self.class_weights();
-        let labels: Vec<usize> = (0..n)
-            .map(|_| {
-                let mut u: f64 = rng.gen();
-                let mut y = 0;
-                while y + 1 < weights.len() && u >= weights[y] {
-                    u -= weights[y];
-                    y += 1;
-                }
-                y
-            })
-            .collect();
-        let mut x = Array2::zeros((n, self.data.dim()));
-        for (y, class) in self.classes.iter().enumerate() {
-            let rows: Vec<usize> = (0..n).filter(|&i| labels[i] == y).collect();
-            let draws = class.sample(rows.len(), rng);
-            for (r, d) in rows.iter().zip(draws.rows()) {
-                x.row_mut(*r).assign(&d);
-            }
-        }
-        (x, labels)
+        let (x, components) = self.data.sample_with_components(n, rng);
+        (x, components.into_iter().map(|k| self.labels[k]).collect())
     }
 }
 

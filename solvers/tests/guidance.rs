@@ -256,6 +256,8 @@ fn labelled_samples_follow_the_class_prior() {
     let n = 40_000;
     let (x, labels) = data.sample_labelled(n, &mut rng(50));
     assert_eq!(x.dim(), (n, 2));
+    // The same draws as the unlabelled sampler.
+    assert_eq!(x, data.data().sample(n, &mut rng(50)));
     let p = data.class_weights()[0];
     let freq = labels.iter().filter(|&&l| l == 0).count() as f64 / n as f64;
     let se = (p * (1.0 - p) / n as f64).sqrt();
