@@ -154,18 +154,34 @@ impl Toy {
         })
     }
 
+    /// Number of natural classes: the components of the sets that are Gaussian
+    /// mixtures (8 for [`Toy::EightGaussians`], 3 for [`Toy::Mixture`]), 0 for the others.
+    pub fn n_classes(self) -> usize {
+        self.mixture().map_or(0, |m| m.n_components())
+    }
+
+    /// `n` samples and the class of each (for the mixtures, the index of the
+    /// component it was drawn from): the same rows as [`Toy::sample`] with the
+    /// same `(n, seed)`.
+    ///
+    /// # Errors
+    /// As [`Toy::sample`], and [`Error::InvalidArgument`] for a set without
+    /// classes ([`Toy::n_classes`] = 0).
+    pub fn sample_labelled(self, n: usize, seed: u64) -> Result<(Array2<f64>, Vec<usize>)> {
+        let law = self.law()?.ok_or_else(|| {
+            Error::invalid("data", self, "has no classes; labelled toy sets: eight-gaussians, mixture")
+        })?;
+        check_count(n)?;
+        Ok(law.sample_with_components(n, &mut Rng::seed_from_u64(seed)))
+    }
+
     /// `n` samples (shape `(n, 2)`), a deterministic function of `(n, seed)`;
     /// the first `k` rows of a draw of `n > k` are the draw of `k`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `n = 0` or `n >` [`MAX_TOY_SAMPLES`].
     pub fn sample(self, n: usize, seed: u64) -> Result<Array2<f64>> {
-        if n == 0 {
-            return Err(Error::invalid("n", n, "need at least one sample"));
-        }
-        if n > MAX_TOY_SAMPLES {
-            return Err(Error::invalid("n", n, format!("at most {MAX_TOY_SAMPLES} samples")));
-        }
+        check_count(n)?;
         let mut rng = Rng::seed_from_u64(seed);
         let point: fn(&mut Rng) -> (f64, f64, f64) = match self {
             Toy::EightGaussians | Toy::Mixture => {
@@ -185,6 +201,16 @@ impl Toy {
         }
         Ok(out)
     }
+}
+
+fn check_count(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid("n", n, "need at least one sample"));
+    }
+    if n > MAX_TOY_SAMPLES {
+        return Err(Error::invalid("n", n, format!("at most {MAX_TOY_SAMPLES} samples")));
+    }
+    Ok(())
 }
 
 // One noise-free point of each non-mixture toy set and its noise level.

@@ -1,5 +1,7 @@
 //! The score network: an MLP over `[x, embed(t)]` with a sinusoidal or
-//! random-Fourier time embedding.
+//! random-Fourier time embedding; optionally also over a one-hot class label
+//! (a conditional score for classifier-free guidance), or with class logits as
+//! its output (a noise-conditional classifier for classifier guidance).
 //!
 //! All trainable parameters live in ONE flat f32 tensor; each layer's weight
 //! and bias are views into it. The optimiser, gradient clipping and the EMA
@@ -85,6 +87,18 @@ pub enum Parameterization {
     Score,
 }
 
+/// What the network outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Head {
+    /// A score (or noise) of width `dim`, read as [`NetConfig::parameterization`]
+    /// says; conditioned on a class when [`NetConfig::classes`] `> 0`.
+    #[default]
+    Score,
+    /// `classes` logits of `p(y | x_t, t)`: a noise-conditional classifier.
+    Classifier,
+}
+
 /// The architecture: everything needed to rebuild the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetConfig {
@@ -100,6 +114,14 @@ pub struct NetConfig {
     pub embedding: TimeEmbedding,
     /// Output meaning.
     pub parameterization: Parameterization,
+    /// Number of classes `C` (0: none). With [`Head::Score`] the input gains a
+    /// one-hot label of width `C + 1`, whose last entry is the null label ∅
+    /// (the unconditional score); with [`Head::Classifier`] the output is `C` logits.
+    #[serde(default)]
+    pub classes: usize,
+    /// What the output is.
+    #[serde(default)]
+    pub head: Head,
 }
 
 impl NetConfig {
@@ -113,6 +135,35 @@ impl NetConfig {
             activation: Activation::Silu,
             embedding: TimeEmbedding::default(),
             parameterization: Parameterization::Eps,
+            classes: 0,
+            head: Head::Score,
+        }
+    }
+
+    /// The default MLP as a score conditioned on `classes` classes (for
+    /// classifier-free guidance).
+    pub fn conditional(dim: usize, classes: usize) -> Self {
+        Self { classes, ..Self::mlp(dim) }
+    }
+
+    /// The default MLP as a noise-conditional classifier over `classes` classes.
+    pub fn classifier(dim: usize, classes: usize) -> Self {
+        Self { classes, head: Head::Classifier, ..Self::mlp(dim) }
+    }
+
+    /// Width of the one-hot label input: `classes + 1` for a conditional score, else 0.
+    pub fn label_width(&self) -> usize {
+        match self.head {
+            Head::Score if self.classes > 0 => self.classes + 1,
+            _ => 0,
+        }
+    }
+
+    /// Output width: `dim` for a score, `classes` for a classifier.
+    pub fn out_width(&self) -> usize {
+        match self.head {
+            Head::Score => self.dim,
+            Head::Classifier => self.classes,
         }
     }
 
@@ -137,6 +188,9 @@ impl NetConfig {
         if e == 0 || e % 2 != 0 {
             return Err(Error::invalid("embedding dim", e, "must be even and at least 2"));
         }
+        if self.head == Head::Classifier && self.classes < 2 {
+            return Err(Error::invalid("classes", self.classes, "a classifier needs at least 2 classes"));
+        }
         if let TimeEmbedding::Fourier { scale, .. } = self.embedding {
             if !(scale.is_finite() && scale > 0.0) {
                 return Err(Error::invalid("fourier scale", scale, "must be finite and > 0"));
@@ -152,12 +206,12 @@ impl NetConfig {
     /// `(fan_in, fan_out)` of every linear layer, input first.
     fn layers(&self) -> Vec<LayerShape> {
         let mut shapes = Vec::with_capacity(self.depth + 1);
-        let mut fan_in = self.dim + self.embedding.dim();
+        let mut fan_in = self.dim + self.embedding.dim() + self.label_width();
         for _ in 0..self.depth {
             shapes.push(LayerShape { fan_in, fan_out: self.width });
             fan_in = self.width;
         }
-        shapes.push(LayerShape { fan_in, fan_out: self.dim });
+        shapes.push(LayerShape { fan_in, fan_out: self.out_width() });
         shapes
     }
 
@@ -329,11 +383,24 @@ impl ScoreNet {
 
     /// The raw network output for a `[batch, dim]` input and `[batch]` times,
     /// with parameters `params` (gradients flow into `params` when it requires them).
+    /// A conditional network sees the null label (its unconditional score);
+    /// see [`ScoreNet::forward_labelled`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a wrong input shape or a parameter vector
     /// of the wrong length; libtorch errors (device mismatch).
     pub fn forward(&self, params: &Tensor, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        self.forward_labelled(params, x, t, None)
+    }
+
+    /// As [`ScoreNet::forward`], for a conditional network with integer
+    /// `labels` (`[batch]`, values in `0..=classes`, `classes` being the null
+    /// label ∅); `None` gives every sample the null label.
+    ///
+    /// # Errors
+    /// As [`ScoreNet::forward`], and [`Error::InvalidArgument`] for labels given
+    /// to a network without label input, or labels of the wrong shape or range.
+    pub fn forward_labelled(&self, params: &Tensor, x: &Tensor, t: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
         let size = x.size();
         if size.len() != 2 || size[1] != self.config.dim as i64 {
             return Err(Error::invalid(
@@ -352,7 +419,30 @@ impl ScoreNet {
                 format!("expected [{}]", self.num_params()),
             ));
         }
-        let mut h = Tensor::f_cat(&[x.shallow_clone(), self.embed(t)], 1)?;
+        let mut inputs = vec![x.shallow_clone(), self.embed(t)];
+        let width = self.config.label_width() as i64;
+        match labels {
+            _ if width == 0 && labels.is_some() => {
+                return Err(Error::invalid("labels", "given", "the network takes no class labels"));
+            }
+            None if width > 0 => {
+                let null = Tensor::f_full([size[0]], width - 1, (Kind::Int64, x.device()))?;
+                inputs.push(null.f_one_hot(width)?.f_to_kind(x.kind())?);
+            }
+            Some(y) => {
+                if y.size() != [size[0]] {
+                    return Err(Error::invalid(
+                        "labels",
+                        format!("shape {:?}", y.size()),
+                        format!("expected [{}]", size[0]),
+                    ));
+                }
+                // one_hot rejects labels outside 0..width.
+                inputs.push(y.f_to_kind(Kind::Int64)?.f_one_hot(width)?.f_to_kind(x.kind())?);
+            }
+            None => {}
+        }
+        let mut h = Tensor::f_cat(&inputs, 1)?;
         let last = self.slots.len() - 1;
         for (i, s) in self.slots.iter().enumerate() {
             let bias = params.narrow(0, s.bias, s.fan_out);
@@ -429,6 +519,33 @@ mod tests {
         let t = Tensor::from_slice(&[0.1f32, 0.9]);
         let y = n.forward(&p, &x, &t).unwrap();
         assert!(!y.get(0).equal(&y.get(1)), "the output must change with t");
+    }
+
+    #[test]
+    fn conditional_and_classifier_layouts() {
+        let c = NetConfig { width: 8, depth: 1, ..NetConfig::conditional(2, 3) };
+        assert_eq!((c.label_width(), c.out_width()), (4, 2));
+        // (2 + 32 + 4) * 8 + 8, 8 * 2 + 2
+        assert_eq!(c.num_params(), 38 * 8 + 8 + 8 * 2 + 2);
+        let n = net(c);
+        let p = n.init_params(0);
+        let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
+        let t = Tensor::full([4], 0.5, (Kind::Float, Device::Cpu));
+        let null = n.forward(&p, &x, &t).unwrap();
+        let labels = Tensor::from_slice(&[3i64, 3, 3, 3]);
+        assert!(n.forward_labelled(&p, &x, &t, Some(&labels)).unwrap().equal(&null), "None is the null label");
+        let labelled = n.forward_labelled(&p, &x, &t, Some(&Tensor::from_slice(&[0i64, 1, 2, 0]))).unwrap();
+        assert_eq!(labelled.size(), [4, 2]);
+        assert!(!labelled.equal(&null));
+        assert!(n.forward_labelled(&p, &x, &t, Some(&Tensor::from_slice(&[0i64, 1]))).is_err());
+        assert!(n.forward_labelled(&p, &x, &t, Some(&Tensor::from_slice(&[0i64, 1, 2, 4]))).is_err());
+
+        let k = NetConfig { width: 8, depth: 1, ..NetConfig::classifier(2, 5) };
+        assert_eq!((k.label_width(), k.out_width()), (0, 5));
+        let n = net(k);
+        let p = n.init_params(0);
+        assert_eq!(n.forward(&p, &x, &t).unwrap().size(), [4, 5]);
+        assert!(n.forward_labelled(&p, &x, &t, Some(&labels)).is_err(), "a classifier takes no labels");
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //!   `s(x, t, y) - s(x, t, ∅) = grad_x log p_t(y | x)`, this is classifier guidance
 //!   with scale `1 + w`: `w = 0` is plain conditional sampling.
 //!
+//! Models are borrowed (`&model`, for `Sync` models such as the closed forms)
+//! or moved in (tensor networks, which are not `Sync`); `set_class` and
+//! `set_scale` re-aim a wrapper without rebuilding it.
+//!
 //! The closed-form oracle is [`LabelledMixture`]: Gaussian-mixture data whose
 //! classes are sets of components, so `p_t(x | y)`, its score, `p_t(y | x)` and
 //! `grad_x log p_t(y | x)` are exact at every `t`; [`ExactConditional`] puts it
@@ -173,6 +177,30 @@ impl<'a, S: State> ClassifierGuided<'a, S> {
     pub fn scale(&self) -> f64 {
         self.scale
     }
+
+    /// Guides towards `class` from now on.
+    ///
+    /// # Errors
+    /// As [`ClassifierGuided::new`]; nothing changes on error.
+    pub fn set_class(&mut self, class: usize) -> Result<()> {
+        check_class(class, self.classifier.n_classes())?;
+        self.class = class;
+        Ok(())
+    }
+
+    /// Uses the guidance scale `w` from now on.
+    ///
+    /// # Errors
+    /// As [`ClassifierGuided::new`]; nothing changes on error.
+    pub fn set_scale(&mut self, w: f64) -> Result<()> {
+        self.scale = check_scale(w)?;
+        Ok(())
+    }
+
+    /// The wrapped score and classifier.
+    pub fn into_parts(self) -> (Box<dyn Score<S> + 'a>, Box<dyn ClassifierGradient<S> + 'a>) {
+        (self.score, self.classifier)
+    }
 }
 
 impl<S: State> std::fmt::Debug for ClassifierGuided<'_, S> {
@@ -222,6 +250,30 @@ impl<'a, S: State> ClassifierFreeGuided<'a, S> {
     /// The guidance scale `w`.
     pub fn scale(&self) -> f64 {
         self.scale
+    }
+
+    /// Guides towards `class` from now on.
+    ///
+    /// # Errors
+    /// As [`ClassifierFreeGuided::new`]; nothing changes on error.
+    pub fn set_class(&mut self, class: usize) -> Result<()> {
+        check_class(class, self.model.n_classes())?;
+        self.class = class;
+        Ok(())
+    }
+
+    /// Uses the guidance scale `w` from now on.
+    ///
+    /// # Errors
+    /// As [`ClassifierFreeGuided::new`]; nothing changes on error.
+    pub fn set_scale(&mut self, w: f64) -> Result<()> {
+        self.scale = check_scale(w)?;
+        Ok(())
+    }
+
+    /// The wrapped conditional model.
+    pub fn into_inner(self) -> Box<dyn ConditionalScore<S> + 'a> {
+        self.model
     }
 }
 

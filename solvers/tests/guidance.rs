@@ -243,6 +243,18 @@ fn bad_classes_and_scales_are_errors() {
         is_param(ClassifierFreeGuided::<Array2<f64>>::new(&exact, 0, w).map(|_| ()), "guidance scale");
     }
     is_param(exact.score_cond(&x, 0.5, Some(2)).map(|_| ()), "class");
+    // Setters validate too, and leave the wrapper as it was on error.
+    let mut cfg = ClassifierFreeGuided::<Array2<f64>>::new(&exact, 1, 2.0).unwrap();
+    is_param(cfg.set_class(2), "class");
+    is_param(cfg.set_scale(f64::NAN), "guidance scale");
+    assert_eq!((cfg.class(), cfg.scale()), (1, 2.0));
+    cfg.set_class(0).unwrap();
+    cfg.set_scale(-0.5).unwrap();
+    assert_eq!((cfg.class(), cfg.scale()), (0, -0.5));
+    let mut cg = ClassifierGuided::<Array2<f64>>::new(&exact, &exact, 1, 2.0).unwrap();
+    is_param(cg.set_class(5), "class");
+    is_param(cg.set_scale(f64::INFINITY), "guidance scale");
+    assert_eq!((cg.class(), cg.scale()), (1, 2.0));
     is_param(exact.grad_log_prob(&x, 0.5, 2).map(|_| ()), "class");
     let msg = ClassifierFreeGuided::<Array2<f64>>::new(&exact, 2, 1.0).unwrap_err().to_string();
     assert!(msg.contains("0..2"), "{msg}");

@@ -124,6 +124,7 @@ pub fn net_config(a: &TrainArgs, dim: usize) -> NetConfig {
         activation: a.activation,
         embedding,
         parameterization: a.parameterization,
+        ..NetConfig::mlp(dim)
     }
 }
 
@@ -174,6 +175,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
             weighting: a.weighting,
             t_min: 1e-5,
             seed: a.seed,
+            ..TrainConfig::default()
         };
         let sde = SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max };
         Trainer::new(net_config(a, train.ncols()), sde, config, &z, device)?
