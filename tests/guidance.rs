@@ -23,7 +23,10 @@ const K_SIGMA: f64 = 5.0;
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    // Tiny tensors: one intra-op thread is fastest, and stays fast on a busy machine.
+    tch::set_num_threads(1);
+    guard
 }
 
 fn tmp(tag: &str) -> PathBuf {
@@ -165,6 +168,8 @@ fn guided_sampling_with_trained_networks_puts_more_mass_on_the_class() {
     // score: w = 0 samples all classes (mass ~ 1/8), w = 3 the class.
     let uncond = Conditioned::new(cond.ema_score().unwrap(), None).unwrap();
     let mut cg = ClassifierGuided::new(uncond, clf.ema_classifier().unwrap(), class, 0.0).unwrap();
+    // (The effect is large: half the samples suffice, and autograd costs more.)
+    let n = n / 2;
     let cg0 = class_mass(&cg, class, n, 8);
     cg.set_scale(3.0).unwrap();
     let cg3 = class_mass(&cg, class, n, 8);
@@ -284,4 +289,35 @@ fn labelled_toy_samples_are_the_unlabelled_ones() {
             assert!((&m - &means.row(c)).iter().all(|d| d.abs() < K_SIGMA * se), "{toy} class {c}: {m}");
         }
     }
+}
+
+#[test]
+fn conditional_training_resumes_bit_for_bit() {
+    let _rng = torch_rng();
+    let dir = tmp("resume");
+    let (x, y) = Toy::EightGaussians.sample_labelled(1000, 4).unwrap();
+    let net = small(NetConfig::conditional(2, 8));
+    let new = || {
+        Trainer::new(net.clone(), SdeSpec::default(), train_config(30), &x, Device::Cpu)
+            .unwrap()
+            .with_labels(&y)
+            .unwrap()
+    };
+    let mut full = new();
+    full.run(10, 0, &AtomicBool::new(false), |_| {}, |_| Ok(())).unwrap();
+    let mut first = new();
+    for _ in 0..12 {
+        first.step().unwrap();
+    }
+    let ckpt = dir.join("model");
+    checkpoint::save(&ckpt, &first, &info(&x)).unwrap();
+    let loaded = checkpoint::load(&ckpt, Device::Cpu).unwrap();
+    let mut resumed = Trainer::with_state(loaded.net, loaded.meta.sde, loaded.meta.train, &x, loaded.state)
+        .unwrap()
+        .with_labels(&y)
+        .unwrap();
+    resumed.run(10, 0, &AtomicBool::new(false), |_| {}, |_| Ok(())).unwrap();
+    assert_eq!(resumed.state().step, 30);
+    assert!(full.state().params.equal(&resumed.state().params), "weights differ after resume");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
