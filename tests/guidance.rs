@@ -307,7 +307,7 @@ fn conditional_training_resumes_bit_for_bit() {
     full.run(10, 0, &AtomicBool::new(false), |_| {}, |_| Ok(())).unwrap();
     let mut first = new();
     for _ in 0..12 {
-        first.step().unwrap();
+        let _loss = first.step().unwrap();
     }
     let ckpt = dir.join("model");
     checkpoint::save(&ckpt, &first, &info(&x)).unwrap();
