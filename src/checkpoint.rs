@@ -6,7 +6,9 @@
 //! (`embedding.freqs`). Its header metadata key `scoresde` holds the same JSON
 //! as the sidecar: architecture, SDE, training settings, step, data scaling
 //! and the loss log. The file is therefore complete on its own and written in
-//! one atomic rename; the sidecar is the human-readable copy (written second,
+//! one atomic rename. The architecture's `classes` and `head` say whether the
+//! network is a class-conditional score or a classifier (checkpoints written
+//! before they existed read as unconditional scores). The sidecar is the human-readable copy (written second,
 //! and ignored when loading, so a crash between the two writes loses nothing).
 
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::model::{NeuralScore, SdeSpec};
+use crate::model::{NeuralClassifier, NeuralScore, SdeSpec};
 use crate::net::{NetConfig, ScoreNet};
 use crate::train::{TrainConfig, TrainState, Trainer};
 
@@ -212,8 +214,16 @@ impl Checkpoint {
     /// The EMA weights as a score model.
     ///
     /// # Errors
-    /// An SDE that cannot be built.
+    /// An SDE that cannot be built; [`Error::InvalidArgument`] for a classifier checkpoint.
     pub fn ema_score(self) -> Result<NeuralScore> {
         NeuralScore::new(self.net, self.state.ema, self.meta.sde.build()?)
+    }
+
+    /// The EMA weights as a noise-conditional classifier.
+    ///
+    /// # Errors
+    /// An SDE that cannot be built; [`Error::InvalidArgument`] for a score checkpoint.
+    pub fn ema_classifier(self) -> Result<NeuralClassifier> {
+        NeuralClassifier::new(self.net, self.state.ema, self.meta.sde.build()?)
     }
 }

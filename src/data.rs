@@ -154,18 +154,40 @@ impl Toy {
         })
     }
 
+    /// The exact labelled law of the sets with classes (class = component),
+    /// `None` for the others: the oracle of class accuracy.
+    pub fn labelled(self) -> Option<scoresde_solvers::LabelledMixture> {
+        self.mixture().and_then(|m| scoresde_solvers::LabelledMixture::by_component(m).ok())
+    }
+
+    /// Number of natural classes: the components of the sets that are Gaussian
+    /// mixtures (8 for [`Toy::EightGaussians`], 3 for [`Toy::Mixture`]), 0 for the others.
+    pub fn n_classes(self) -> usize {
+        self.mixture().map_or(0, |m| m.n_components())
+    }
+
+    /// `n` samples and the class of each (for the mixtures, the index of the
+    /// component it was drawn from): the same rows as [`Toy::sample`] with the
+    /// same `(n, seed)`.
+    ///
+    /// # Errors
+    /// As [`Toy::sample`], and [`Error::InvalidArgument`] for a set without
+    /// classes ([`Toy::n_classes`] = 0).
+    pub fn sample_labelled(self, n: usize, seed: u64) -> Result<(Array2<f64>, Vec<usize>)> {
+        let law = self.law()?.ok_or_else(|| {
+            Error::invalid("data", self, "has no classes; labelled toy sets: eight-gaussians, mixture")
+        })?;
+        check_count(n)?;
+        Ok(law.sample_with_components(n, &mut Rng::seed_from_u64(seed)))
+    }
+
     /// `n` samples (shape `(n, 2)`), a deterministic function of `(n, seed)`;
     /// the first `k` rows of a draw of `n > k` are the draw of `k`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `n = 0` or `n >` [`MAX_TOY_SAMPLES`].
     pub fn sample(self, n: usize, seed: u64) -> Result<Array2<f64>> {
-        if n == 0 {
-            return Err(Error::invalid("n", n, "need at least one sample"));
-        }
-        if n > MAX_TOY_SAMPLES {
-            return Err(Error::invalid("n", n, format!("at most {MAX_TOY_SAMPLES} samples")));
-        }
+        check_count(n)?;
         let mut rng = Rng::seed_from_u64(seed);
         let point: fn(&mut Rng) -> (f64, f64, f64) = match self {
             Toy::EightGaussians | Toy::Mixture => {
@@ -185,6 +207,16 @@ impl Toy {
         }
         Ok(out)
     }
+}
+
+fn check_count(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid("n", n, "need at least one sample"));
+    }
+    if n > MAX_TOY_SAMPLES {
+        return Err(Error::invalid("n", n, format!("at most {MAX_TOY_SAMPLES} samples")));
+    }
+    Ok(())
 }
 
 // One noise-free point of each non-mixture toy set and its noise level.
@@ -543,21 +575,30 @@ impl Scaling {
 /// [`Error::InvalidArgument`] when `holdout_fraction` is not in `(0, 1)`;
 /// [`Error::Data`] when `data` has fewer than 2 rows or no columns.
 pub fn split(data: ArrayView2<f64>, holdout_fraction: f64, seed: u64) -> Result<(Array2<f64>, Array2<f64>)> {
+    let (t, h) = split_indices(data.nrows(), holdout_fraction, seed)?;
+    if data.ncols() == 0 {
+        return Err(Error::data("data to split", format!("shape ({}, 0): need at least 1 column", data.nrows())));
+    }
+    Ok((data.select(Axis(0), &t), data.select(Axis(0), &h)))
+}
+
+/// The row indices `(train, held_out)` that [`split`] uses for `n` rows, to
+/// split labels (or anything else row-aligned) the same way.
+///
+/// # Errors
+/// As [`split`].
+pub fn split_indices(n: usize, holdout_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
     if !(holdout_fraction > 0.0 && holdout_fraction < 1.0) {
         return Err(Error::invalid("holdout_fraction", holdout_fraction, "must be in (0, 1)"));
     }
-    let n = data.nrows();
-    if n < 2 || data.ncols() == 0 {
-        return Err(Error::data(
-            "data to split",
-            format!("shape ({n}, {}): need at least 2 rows and 1 column", data.ncols()),
-        ));
+    if n < 2 {
+        return Err(Error::data("data to split", format!("{n} rows: need at least 2 rows and 1 column")));
     }
     let held = ((holdout_fraction * n as f64).round() as usize).clamp(1, n - 1);
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut Rng::seed_from_u64(seed));
-    let (h, t) = idx.split_at(held);
-    Ok((data.select(Axis(0), t), data.select(Axis(0), h)))
+    let t = idx.split_off(held);
+    Ok((t, idx))
 }
 
 #[cfg(test)]

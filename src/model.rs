@@ -1,13 +1,17 @@
-//! A trained score model: network + weights + the SDE it was trained for,
-//! usable as a [`Score`] by every integrator.
+//! A trained model: network + weights + the SDE it was trained for.
+//!
+//! [`NeuralScore`] is a [`Score`] usable by every integrator, and for a
+//! conditional network a [`ConditionalScore`] (classifier-free guidance);
+//! [`NeuralClassifier`] is a noise-conditional classifier whose input
+//! gradient, by autograd, is a [`ClassifierGradient`] (classifier guidance).
 
 use ndarray::{Array2, Ix2};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::net::{Parameterization, ScoreNet};
-use crate::solvers::{Score, Sde, VpSde};
+use crate::net::{Head, Parameterization, ScoreNet};
+use crate::solvers::{check_class, ClassifierGradient, ConditionalScore, Score, Sde, VpSde};
 
 /// The forward SDE, as stored in checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -61,17 +65,19 @@ impl NeuralScore {
     /// Wraps a network and its (typically EMA) parameters, for the SDE `sde`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `params` does not fit the network.
+    /// [`Error::InvalidArgument`] when `params` does not fit the network or
+    /// the network is a classifier.
     pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
-        if params.size() != [net.num_params()] {
-            return Err(Error::invalid(
-                "parameters",
-                format!("shape {:?}", params.size()),
-                format!("the network has {} parameters", net.num_params()),
-            ));
+        if net.config().head != Head::Score {
+            return Err(Error::invalid("network", "classifier", "a classifier is not a score model"));
         }
-        let params = params.detach().to_kind(Kind::Float).to_device(net.device());
+        let params = fitted_params(&net, &params)?;
         Ok(Self { net, params, sde })
+    }
+
+    /// Number of classes the score is conditioned on (0: an unconditional model).
+    pub fn n_classes(&self) -> usize {
+        self.net.config().classes
     }
 
     /// The network.
@@ -89,12 +95,17 @@ impl NeuralScore {
         self.net.device()
     }
 
-    fn score_tensor(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+    /// The score at `class` (`None`: unconditional; for a conditional
+    /// network, its null label).
+    fn score_tensor(&self, x: &Tensor, t: f64, class: Option<usize>) -> Result<Tensor> {
         self.sde.check_time(t)?;
+        if let Some(c) = class {
+            check_class(c, self.n_classes())?;
+        }
         let x = if x.device() == self.device() { x.shallow_clone() } else { x.to_device(self.device()) };
         let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Float) };
         // A fresh output tensor outside any graph: scale it in place.
-        let mut out = tch::no_grad(|| self.net.forward_at(&self.params, &x, t))?;
+        let mut out = tch::no_grad(|| self.net.forward_at_class(&self.params, &x, t, class))?;
         if self.net.config().parameterization == Parameterization::Eps {
             let _ = out.f_mul_scalar_(-1.0 / self.sde.sigma(t))?;
         }
@@ -102,25 +113,195 @@ impl NeuralScore {
     }
 }
 
+/// Checks that `params` fits `net` and moves a detached f32 copy to its device.
+fn fitted_params(net: &ScoreNet, params: &Tensor) -> Result<Tensor> {
+    if params.size() != [net.num_params()] {
+        return Err(Error::invalid(
+            "parameters",
+            format!("shape {:?}", params.size()),
+            format!("the network has {} parameters", net.num_params()),
+        ));
+    }
+    Ok(params.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(net.device())?)
+}
+
+/// `x` as f32 on `device`, and a `[batch]` tensor of the time `t` there.
+fn device_input(x: &Tensor, t: f64, device: Device) -> (Tensor, Tensor) {
+    let x = if x.device() == device { x.shallow_clone() } else { x.to_device(device) };
+    let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Float) };
+    let batch = x.size().first().copied().unwrap_or(0);
+    (x, Tensor::full([batch], t, (Kind::Float, device)))
+}
+
 fn score_error(t: f64, e: impl std::fmt::Display) -> crate::solvers::Error {
     crate::solvers::Error::Score { t, reason: e.to_string() }
 }
 
+/// A root-crate error as a solver error: solver errors (a bad class or time)
+/// pass through, the rest become [`crate::solvers::Error::Score`].
+fn to_solver_error(t: f64, e: Error) -> crate::solvers::Error {
+    match e {
+        Error::Solver(e) => e,
+        e => score_error(t, e),
+    }
+}
+
 impl Score<Tensor> for NeuralScore {
     fn score(&self, x: &Tensor, t: f64) -> crate::solvers::Result<Tensor> {
-        match self.score_tensor(x, t) {
-            Ok(s) => Ok(s.to_kind(x.kind())),
-            Err(Error::Solver(e)) => Err(e),
-            Err(e) => Err(score_error(t, e)),
-        }
+        self.score_cond(x, t, None)
     }
 }
 
 impl Score<Array2<f64>> for NeuralScore {
     fn score(&self, x: &Array2<f64>, t: f64) -> crate::solvers::Result<Array2<f64>> {
+        self.score_cond(x, t, None)
+    }
+}
+
+impl ConditionalScore<Tensor> for NeuralScore {
+    fn score_cond(&self, x: &Tensor, t: f64, class: Option<usize>) -> crate::solvers::Result<Tensor> {
+        self.score_tensor(x, t, class).map(|s| s.to_kind(x.kind())).map_err(|e| to_solver_error(t, e))
+    }
+
+    fn n_classes(&self) -> usize {
+        NeuralScore::n_classes(self)
+    }
+}
+
+impl ConditionalScore<Array2<f64>> for NeuralScore {
+    fn score_cond(&self, x: &Array2<f64>, t: f64, class: Option<usize>) -> crate::solvers::Result<Array2<f64>> {
         let xt = array_to_tensor(x).map_err(|e| score_error(t, e))?;
-        let s = Score::<Tensor>::score(self, &xt, t)?;
+        let s = self.score_cond(&xt, t, class)?;
         tensor_to_array(&s).map_err(|e| score_error(t, e))
+    }
+
+    fn n_classes(&self) -> usize {
+        NeuralScore::n_classes(self)
+    }
+}
+
+/// A noise-conditional classifier `p_phi(y | x_t, t)` with fixed weights (a
+/// [`Head::Classifier`] network): class probabilities, predictions, and the
+/// input gradient `grad_x log p_phi(y | x_t, t)` by autograd for classifier
+/// guidance (a [`ClassifierGradient`] on tensors and on `Array2<f64>`).
+pub struct NeuralClassifier {
+    net: ScoreNet,
+    params: Tensor,
+    sde: Box<dyn Sde>,
+}
+
+impl std::fmt::Debug for NeuralClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NeuralClassifier").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
+    }
+}
+
+impl NeuralClassifier {
+    /// Wraps a classifier network and its (typically EMA) parameters, for the SDE `sde`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the network is not a classifier or
+    /// `params` does not fit it.
+    pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
+        if net.config().head != Head::Classifier {
+            return Err(Error::invalid("network", "score", "not a classifier (NetConfig::head is Score)"));
+        }
+        let params = fitted_params(&net, &params)?;
+        Ok(Self { net, params, sde })
+    }
+
+    /// The network.
+    pub fn net(&self) -> &ScoreNet {
+        &self.net
+    }
+
+    /// The SDE the classifier was trained for.
+    pub fn sde(&self) -> &dyn Sde {
+        self.sde.as_ref()
+    }
+
+    /// The device it computes on.
+    pub fn device(&self) -> Device {
+        self.net.device()
+    }
+
+    /// Number of classes.
+    pub fn n_classes(&self) -> usize {
+        self.net.config().classes
+    }
+
+    /// `ln p_phi(y | x, t)`, shape `[batch, classes]`, without gradients.
+    ///
+    /// # Errors
+    /// A time outside the SDE's range, a wrong input shape, libtorch errors.
+    pub fn log_probs(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+        self.sde.check_time(t)?;
+        let (x, times) = device_input(x, t, self.device());
+        let logits = tch::no_grad(|| self.net.forward(&self.params, &x, &times))?;
+        Ok(logits.f_log_softmax(-1, Kind::Float)?)
+    }
+
+    /// The most probable class of each row of `x` at time `t`.
+    ///
+    /// # Errors
+    /// As [`NeuralClassifier::log_probs`].
+    pub fn predict(&self, x: &Array2<f64>, t: f64) -> Result<Vec<usize>> {
+        let best = self.log_probs(&array_to_tensor(x)?, t)?.f_argmax(-1, false)?.f_to_device(Device::Cpu)?;
+        Ok(Vec::<i64>::try_from(best)?.into_iter().map(|c| c as usize).collect())
+    }
+
+    /// The fraction of rows of `x` whose predicted class at time `t` is their label.
+    ///
+    /// # Errors
+    /// As [`NeuralClassifier::log_probs`], and [`Error::InvalidArgument`] when
+    /// there is not one label per row.
+    pub fn accuracy(&self, x: &Array2<f64>, labels: &[usize], t: f64) -> Result<f64> {
+        if labels.len() != x.nrows() {
+            return Err(Error::invalid("labels", labels.len(), format!("need one per row ({})", x.nrows())));
+        }
+        let predicted = self.predict(x, t)?;
+        let hits = predicted.iter().zip(labels).filter(|(p, y)| p == y).count();
+        Ok(hits as f64 / labels.len().max(1) as f64)
+    }
+
+    /// `grad_x log p_phi(class | x, t)` by autograd (with gradients on even
+    /// inside `tch::no_grad`; the weights get none), shaped and typed like `x`.
+    fn grad_tensor(&self, x: &Tensor, t: f64, class: usize) -> Result<Tensor> {
+        check_class(class, self.n_classes())?;
+        self.sde.check_time(t)?;
+        let (xd, times) = device_input(x, t, self.device());
+        let xd = xd.f_detach()?.set_requires_grad(true);
+        let grad = tch::with_grad(|| -> Result<Tensor> {
+            let logits = self.net.forward(&self.params, &xd, &times)?;
+            // The samples are independent, so the gradient of the sum is
+            // each sample's own gradient.
+            let log_p = logits.f_log_softmax(-1, Kind::Float)?.f_select(1, class as i64)?.f_sum(Kind::Float)?;
+            let mut grads = Tensor::f_run_backward(&[log_p], &[&xd], false, false)?;
+            grads.pop().ok_or_else(|| Error::invalid("classifier", "gradient", "autograd returned nothing"))
+        })?;
+        Ok(grad.f_to_kind(x.kind())?.f_to_device(x.device())?)
+    }
+}
+
+impl ClassifierGradient<Tensor> for NeuralClassifier {
+    fn grad_log_prob(&self, x: &Tensor, t: f64, class: usize) -> crate::solvers::Result<Tensor> {
+        self.grad_tensor(x, t, class).map_err(|e| to_solver_error(t, e))
+    }
+
+    fn n_classes(&self) -> usize {
+        NeuralClassifier::n_classes(self)
+    }
+}
+
+impl ClassifierGradient<Array2<f64>> for NeuralClassifier {
+    fn grad_log_prob(&self, x: &Array2<f64>, t: f64, class: usize) -> crate::solvers::Result<Array2<f64>> {
+        let xt = array_to_tensor(x).map_err(|e| score_error(t, e))?;
+        let g = self.grad_log_prob(&xt, t, class)?;
+        tensor_to_array(&g).map_err(|e| score_error(t, e))
+    }
+
+    fn n_classes(&self) -> usize {
+        NeuralClassifier::n_classes(self)
     }
 }
 

@@ -1,5 +1,7 @@
 //! The score network: an MLP over `[x, embed(t)]` with a sinusoidal or
-//! random-Fourier time embedding.
+//! random-Fourier time embedding; optionally also over a one-hot class label
+//! (a conditional score for classifier-free guidance), or with class logits as
+//! its output (a noise-conditional classifier for classifier guidance).
 //!
 //! All trainable parameters live in ONE flat f32 tensor; each layer's weight
 //! and bias are views into it. The optimiser, gradient clipping and the EMA
@@ -97,6 +99,18 @@ pub enum Parameterization {
     Score,
 }
 
+/// What the network outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Head {
+    /// A score (or noise) of width `dim`, read as [`NetConfig::parameterization`]
+    /// says; conditioned on a class when [`NetConfig::classes`] `> 0`.
+    #[default]
+    Score,
+    /// `classes` logits of `p(y | x_t, t)`: a noise-conditional classifier.
+    Classifier,
+}
+
 /// The architecture: everything needed to rebuild the network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetConfig {
@@ -112,6 +126,14 @@ pub struct NetConfig {
     pub embedding: TimeEmbedding,
     /// Output meaning.
     pub parameterization: Parameterization,
+    /// Number of classes `C` (0: none). With [`Head::Score`] the input gains a
+    /// one-hot label of width `C + 1`, whose last entry is the null label ∅
+    /// (the unconditional score); with [`Head::Classifier`] the output is `C` logits.
+    #[serde(default)]
+    pub classes: usize,
+    /// What the output is.
+    #[serde(default)]
+    pub head: Head,
 }
 
 impl NetConfig {
@@ -125,6 +147,35 @@ impl NetConfig {
             activation: Activation::Silu,
             embedding: TimeEmbedding::default(),
             parameterization: Parameterization::Eps,
+            classes: 0,
+            head: Head::Score,
+        }
+    }
+
+    /// The default MLP as a score conditioned on `classes` classes (for
+    /// classifier-free guidance).
+    pub fn conditional(dim: usize, classes: usize) -> Self {
+        Self { classes, ..Self::mlp(dim) }
+    }
+
+    /// The default MLP as a noise-conditional classifier over `classes` classes.
+    pub fn classifier(dim: usize, classes: usize) -> Self {
+        Self { classes, head: Head::Classifier, ..Self::mlp(dim) }
+    }
+
+    /// Width of the one-hot label input: `classes + 1` for a conditional score, else 0.
+    pub fn label_width(&self) -> usize {
+        match self.head {
+            Head::Score if self.classes > 0 => self.classes + 1,
+            _ => 0,
+        }
+    }
+
+    /// Output width: `dim` for a score, `classes` for a classifier.
+    pub fn out_width(&self) -> usize {
+        match self.head {
+            Head::Score => self.dim,
+            Head::Classifier => self.classes,
         }
     }
 
@@ -149,6 +200,9 @@ impl NetConfig {
         if e == 0 || e % 2 != 0 {
             return Err(Error::invalid("embedding dim", e, "must be even and at least 2"));
         }
+        if self.head == Head::Classifier && self.classes < 2 {
+            return Err(Error::invalid("classes", self.classes, "a classifier needs at least 2 classes"));
+        }
         if let TimeEmbedding::Fourier { scale, .. } = self.embedding {
             if !(scale.is_finite() && scale > 0.0) {
                 return Err(Error::invalid("fourier scale", scale, "must be finite and > 0"));
@@ -164,12 +218,12 @@ impl NetConfig {
     /// `(fan_in, fan_out)` of every linear layer, input first.
     fn layers(&self) -> Vec<LayerShape> {
         let mut shapes = Vec::with_capacity(self.depth + 1);
-        let mut fan_in = self.dim + self.embedding.dim();
+        let mut fan_in = self.dim + self.embedding.dim() + self.label_width();
         for _ in 0..self.depth {
             shapes.push(LayerShape { fan_in, fan_out: self.width });
             fan_in = self.width;
         }
-        shapes.push(LayerShape { fan_in, fan_out: self.dim });
+        shapes.push(LayerShape { fan_in, fan_out: self.out_width() });
         shapes
     }
 
@@ -347,30 +401,86 @@ impl ScoreNet {
 
     /// The raw network output for a `[batch, dim]` input and `[batch]` times,
     /// with parameters `params` (gradients flow into `params` when it requires them).
+    /// A conditional network sees the null label (its unconditional score);
+    /// see [`ScoreNet::forward_labelled`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a wrong input shape or a parameter vector
     /// of the wrong length; libtorch errors (device mismatch).
     pub fn forward(&self, params: &Tensor, x: &Tensor, t: &Tensor) -> Result<Tensor> {
+        self.forward_labelled(params, x, t, None)
+    }
+
+    /// As [`ScoreNet::forward`], for a conditional network with integer
+    /// `labels` (`[batch]`, values in `0..=classes`, `classes` being the null
+    /// label ∅); `None` gives every sample the null label.
+    ///
+    /// # Errors
+    /// As [`ScoreNet::forward`], and [`Error::InvalidArgument`] for labels given
+    /// to a network without label input, or labels of the wrong shape or range.
+    pub fn forward_labelled(&self, params: &Tensor, x: &Tensor, t: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
         let batch = self.check_input(params, x)?;
         if t.size() != [batch] {
             return Err(Error::invalid("times", format!("shape {:?}", t.size()), format!("expected [{batch}]")));
         }
-        let h = Tensor::f_cat(&[x.shallow_clone(), self.embed(t)], 1)?;
+        let mut inputs = vec![x.shallow_clone(), self.embed(t)];
+        let width = self.config.label_width() as i64;
+        match labels {
+            _ if width == 0 && labels.is_some() => {
+                return Err(Error::invalid("labels", "given", "the network takes no class labels"));
+            }
+            None if width > 0 => {
+                let null = Tensor::f_full([batch], width - 1, (Kind::Int64, x.device()))?;
+                inputs.push(null.f_one_hot(width)?.f_to_kind(x.kind())?);
+            }
+            Some(y) => {
+                if y.size() != [batch] {
+                    return Err(Error::invalid(
+                        "labels",
+                        format!("shape {:?}", y.size()),
+                        format!("expected [{batch}]"),
+                    ));
+                }
+                // one_hot rejects labels outside 0..width.
+                inputs.push(y.f_to_kind(Kind::Int64)?.f_one_hot(width)?.f_to_kind(x.kind())?);
+            }
+            None => {}
+        }
+        let h = Tensor::f_cat(&inputs, 1)?;
         self.hidden(params, h, 0)
     }
 
     /// [`ScoreNet::forward`] with one time `t` for the whole batch, as in
-    /// sampling: the same function, computed with fewer kernels. The embedding
-    /// `e(t)` is formed once (on the host in f32 for the CPU), and the first
-    /// layer `b + W [x, e] = (b + W_e e) + W_x x` folds it into the bias, so no
-    /// `[batch, dim + embedding]` input is built. Activations are applied in
-    /// place when no gradient is recorded.
+    /// sampling: the same function, computed with fewer kernels. See
+    /// [`ScoreNet::forward_at_class`].
     ///
     /// # Errors
     /// As [`ScoreNet::forward`].
     pub fn forward_at(&self, params: &Tensor, x: &Tensor, t: f64) -> Result<Tensor> {
+        self.forward_at_class(params, x, t, None)
+    }
+
+    /// [`ScoreNet::forward_labelled`] with one time `t` and one label `class`
+    /// (`None`: the null label) for the whole batch. The embedding `e(t)` is
+    /// formed once (on the host in f32 for the CPU), and the first layer
+    /// `b + W [x, e, onehot] = (b + W_e e + W_y[:, class]) + W_x x` folds time
+    /// and label into the bias, so no `[batch, input width]` tensor is built.
+    /// Activations are applied in place when no gradient is recorded.
+    ///
+    /// # Errors
+    /// As [`ScoreNet::forward_labelled`]; a class out of range.
+    pub fn forward_at_class(&self, params: &Tensor, x: &Tensor, t: f64, class: Option<usize>) -> Result<Tensor> {
         self.check_input(params, x)?;
+        let width = self.config.label_width();
+        match class {
+            Some(_) if width == 0 => {
+                return Err(Error::invalid("labels", "given", "the network takes no class labels"))
+            }
+            Some(c) if c + 1 >= width => {
+                return Err(Error::invalid("class", c, format!("the network has {} classes", width - 1)));
+            }
+            _ => {}
+        }
         let half = self.freqs_host.len();
         let emb = if self.device == Device::Cpu {
             let mut emb = vec![0f32; 2 * half];
@@ -389,7 +499,11 @@ impl ScoreNet {
         let s = &self.slots[0];
         let dim = self.config.dim as i64;
         let w = self.weight(params, s);
-        let bias = params.narrow(0, s.bias, s.fan_out).f_addmv(&w.narrow(1, dim, 2 * half as i64), &emb)?;
+        let mut bias = params.narrow(0, s.bias, s.fan_out).f_addmv(&w.narrow(1, dim, 2 * half as i64), &emb)?;
+        if width > 0 {
+            let col = dim + 2 * half as i64 + class.unwrap_or(width - 1) as i64;
+            bias = bias.f_add(&w.select(1, col))?;
+        }
         let h = bias.f_addmm(x, &w.narrow(1, 0, dim).tr())?;
         self.activate_and_continue(params, h)
     }
@@ -526,6 +640,24 @@ mod tests {
     }
 
     #[test]
+    fn forward_at_class_equals_forward_labelled() {
+        let n = net(NetConfig { width: 8, depth: 2, ..NetConfig::conditional(2, 3) });
+        let p = n.init_params(5);
+        let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
+        let t = 0.37;
+        let times = Tensor::full([4], t, (Kind::Float, Device::Cpu));
+        for class in [None, Some(0), Some(2)] {
+            let labels = class.map(|c| Tensor::full([4], c as i64, (Kind::Int64, Device::Cpu)));
+            let want = n.forward_labelled(&p, &x, &times, labels.as_ref()).unwrap();
+            let got = tch::no_grad(|| n.forward_at_class(&p, &x, t, class)).unwrap();
+            assert!(got.allclose(&want, 1e-5, 1e-5, false), "class {class:?}");
+        }
+        assert!(n.forward_at_class(&p, &x, t, Some(3)).is_err(), "class 3 is the null label's slot");
+        let plain = net(NetConfig { width: 8, depth: 2, ..NetConfig::mlp(2) });
+        assert!(plain.forward_at_class(&plain.init_params(0), &x, t, Some(0)).is_err());
+    }
+
+    #[test]
     fn embedding_depends_on_time() {
         let n = net(NetConfig { width: 8, depth: 1, ..NetConfig::mlp(2) });
         let p = n.init_params(0);
@@ -533,6 +665,33 @@ mod tests {
         let t = Tensor::from_slice(&[0.1f32, 0.9]);
         let y = n.forward(&p, &x, &t).unwrap();
         assert!(!y.get(0).equal(&y.get(1)), "the output must change with t");
+    }
+
+    #[test]
+    fn conditional_and_classifier_layouts() {
+        let c = NetConfig { width: 8, depth: 1, ..NetConfig::conditional(2, 3) };
+        assert_eq!((c.label_width(), c.out_width()), (4, 2));
+        // (2 + 32 + 4) * 8 + 8, 8 * 2 + 2
+        assert_eq!(c.num_params(), 38 * 8 + 8 + 8 * 2 + 2);
+        let n = net(c);
+        let p = n.init_params(0);
+        let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
+        let t = Tensor::full([4], 0.5, (Kind::Float, Device::Cpu));
+        let null = n.forward(&p, &x, &t).unwrap();
+        let labels = Tensor::from_slice(&[3i64, 3, 3, 3]);
+        assert!(n.forward_labelled(&p, &x, &t, Some(&labels)).unwrap().equal(&null), "None is the null label");
+        let labelled = n.forward_labelled(&p, &x, &t, Some(&Tensor::from_slice(&[0i64, 1, 2, 0]))).unwrap();
+        assert_eq!(labelled.size(), [4, 2]);
+        assert!(!labelled.equal(&null));
+        assert!(n.forward_labelled(&p, &x, &t, Some(&Tensor::from_slice(&[0i64, 1]))).is_err());
+        assert!(n.forward_labelled(&p, &x, &t, Some(&Tensor::from_slice(&[0i64, 1, 2, 4]))).is_err());
+
+        let k = NetConfig { width: 8, depth: 1, ..NetConfig::classifier(2, 5) };
+        assert_eq!((k.label_width(), k.out_width()), (0, 5));
+        let n = net(k);
+        let p = n.init_params(0);
+        assert_eq!(n.forward(&p, &x, &t).unwrap().size(), [4, 5]);
+        assert!(n.forward_labelled(&p, &x, &t, Some(&labels)).is_err(), "a classifier takes no labels");
     }
 
     #[test]

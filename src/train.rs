@@ -11,6 +11,14 @@
 //! `lambda = g^2`) makes the loss an upper bound on the negative
 //! log-likelihood (Song et al. 2021, "Maximum likelihood training").
 //!
+//! A conditional network ([`NetConfig::classes`] `> 0`) is trained the same
+//! way on labelled data, each label replaced by the null label with
+//! probability [`TrainConfig::label_dropout`], so one network learns both
+//! `s(x, t, y)` and `s(x, t, ∅)` (Ho & Salimans 2022). A classifier
+//! ([`Head::Classifier`]) is trained by cross-entropy of its logits at the
+//! noised `x_t` against the labels, `t ~ U(t_min, 1)` as above
+//! (Dhariwal & Nichol 2021, §4).
+//!
 //! Adam (Kingma & Ba 2015) with linear warm-up and global-norm gradient
 //! clipping; an exponential moving average of the weights is kept for
 //! sampling. Every random draw of step `k` is a function of `(seed, k)` only,
@@ -24,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::{NeuralScore, SdeSpec};
-use crate::net::{seed_i64, NetConfig, Parameterization, ScoreNet};
+use crate::model::{NeuralClassifier, NeuralScore, SdeSpec};
+use crate::net::{seed_i64, Head, NetConfig, Parameterization, ScoreNet};
 use crate::solvers::{Rng, Sde};
 
 /// The weighting `w(t)` of the eps-form loss; see the [module docs](self).
@@ -60,6 +68,14 @@ pub struct TrainConfig {
     pub t_min: f64,
     /// Seed of every random draw (initialisation, batches, times, noise).
     pub seed: u64,
+    /// Probability of replacing a label by the null label when training a
+    /// conditional score (classifier-free guidance); unused otherwise.
+    #[serde(default = "default_label_dropout")]
+    pub label_dropout: f64,
+}
+
+fn default_label_dropout() -> f64 {
+    0.1
 }
 
 impl Default for TrainConfig {
@@ -74,6 +90,7 @@ impl Default for TrainConfig {
             weighting: Weighting::Eps,
             t_min: 1e-5,
             seed: 0,
+            label_dropout: default_label_dropout(),
         }
     }
 }
@@ -101,6 +118,9 @@ impl TrainConfig {
         }
         if !(self.t_min > 0.0 && self.t_min < 1.0) {
             return Err(Error::invalid("t_min", self.t_min, "must be in (0, 1)"));
+        }
+        if !(0.0..=1.0).contains(&self.label_dropout) {
+            return Err(Error::invalid("label dropout", self.label_dropout, "must be in [0, 1]"));
         }
         Ok(())
     }
@@ -148,13 +168,17 @@ pub struct Progress {
     pub loss: Option<f64>,
 }
 
-/// DSM training of a [`ScoreNet`] on an in-memory data set (on the device).
+/// DSM training of a [`ScoreNet`] on an in-memory data set (on the device);
+/// cross-entropy training when the network is a classifier.
 pub struct Trainer {
     net: ScoreNet,
     sde_spec: SdeSpec,
     sde: Box<dyn Sde>,
     config: TrainConfig,
     data: Tensor,
+    /// Class of each data row (`[n]`, int64, on the device), for conditional
+    /// scores and classifiers.
+    labels: Option<Tensor>,
     state: TrainState,
     /// Sum of the losses since the last log entry, on the device (no host sync per step).
     loss_sum: Tensor,
@@ -257,10 +281,34 @@ impl Trainer {
             sde,
             config,
             data,
+            labels: None,
             state,
             loss_sum: Tensor::zeros([], (Kind::Float, device)),
             loss_count: 0,
         })
+    }
+
+    /// Attaches the class of each data row (`labels[i]` of row `i`, in
+    /// `0..classes`); needed by conditional scores and classifiers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the network takes no classes, when there
+    /// is not one label per row, or for a label out of range.
+    pub fn with_labels(mut self, labels: &[usize]) -> Result<Self> {
+        let classes = self.net.config().classes;
+        if classes == 0 {
+            return Err(Error::invalid("labels", "given", "the network has no classes (NetConfig::classes = 0)"));
+        }
+        let rows = self.data.size()[0] as usize;
+        if labels.len() != rows {
+            return Err(Error::invalid("labels", labels.len(), format!("need one label per data row ({rows})")));
+        }
+        if let Some((i, y)) = labels.iter().enumerate().find(|(_, y)| **y >= classes) {
+            return Err(Error::invalid("labels", y, format!("label of row {i} is not in 0..{classes}")));
+        }
+        let y: Vec<i64> = labels.iter().map(|&y| y as i64).collect();
+        self.labels = Some(Tensor::f_from_slice(&y)?.f_to_device(self.net.device())?);
+        Ok(self)
     }
 
     /// The network.
@@ -304,8 +352,21 @@ impl Trainer {
         Ok(Tensor::f_from_slice(&rows)?.f_view([4, b as i64])?.f_to_device(self.net.device())?)
     }
 
-    /// The DSM loss of step `step` at parameters `params` (a scalar tensor with a graph).
+    /// The loss of step `step` at the current parameters (a scalar tensor with
+    /// a graph): DSM, or cross-entropy for a classifier.
     fn loss(&self, step: u64) -> Result<Tensor> {
+        let config = self.net.config();
+        let labels = match (&self.labels, config.classes) {
+            (_, 0) => None,
+            (Some(y), _) => Some(y),
+            (None, c) => {
+                return Err(Error::invalid(
+                    "labels",
+                    "none",
+                    format!("the network has {c} classes: train it on labelled data (Trainer::with_labels)"),
+                ))
+            }
+        };
         let coef = self.coefficients(step)?;
         let b = self.config.batch_size as i64;
         tch::manual_seed(seed_i64(mix(self.config.seed, step, 2)));
@@ -315,9 +376,29 @@ impl Trainer {
         let eps = x0.f_randn_like()?;
         let (t, a, sigma, w) = (coef.get(0), coef.get(1).unsqueeze(1), coef.get(2).unsqueeze(1), coef.get(3));
         let xt = &x0 * &a + &eps * &sigma;
-        let out = self.net.forward(&self.state.params, &xt, &t)?;
+        let y = labels.map(|l| l.f_index_select(0, &idx)).transpose()?;
+        if config.head == Head::Classifier {
+            let y = y.ok_or_else(|| Error::invalid("labels", "none", "a classifier needs labels"))?;
+            let logits = self.net.forward(&self.state.params, &xt, &t)?;
+            return Ok(logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
+                &y,
+                None::<Tensor>,
+                tch::Reduction::Mean,
+                -100,
+            )?);
+        }
+        let y = match y {
+            // Label dropout: the null label (index `classes`) with probability p.
+            Some(y) => {
+                let drop = Tensor::f_rand([b], (Kind::Float, device))?.f_lt(self.config.label_dropout)?;
+                let null = Tensor::f_full([b], config.classes as i64, (Kind::Int64, device))?;
+                Some(null.f_where_self(&drop, &y)?)
+            }
+            None => None,
+        };
+        let out = self.net.forward_labelled(&self.state.params, &xt, &t, y.as_ref())?;
         // r = sigma * s_theta + eps, the residual of the eps-form loss.
-        let r = match self.net.config().parameterization {
+        let r = match config.parameterization {
             Parameterization::Eps => eps - out,
             Parameterization::Score => out * sigma + eps,
         };
@@ -425,11 +506,21 @@ impl Trainer {
     /// The EMA weights as a score model (a copy; training can go on).
     ///
     /// # Errors
-    /// libtorch errors.
+    /// [`Error::InvalidArgument`] when the network is a classifier; libtorch errors.
     pub fn ema_score(&self) -> Result<NeuralScore> {
         let mut net = ScoreNet::new(self.net.config().clone(), self.net.device(), self.config.seed)?;
         net.set_freqs(self.net.freqs())?;
         NeuralScore::new(net, self.state.ema.copy(), self.sde_spec.build()?)
+    }
+
+    /// The EMA weights as a classifier (a copy; training can go on).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the network is not a classifier; libtorch errors.
+    pub fn ema_classifier(&self) -> Result<NeuralClassifier> {
+        let mut net = ScoreNet::new(self.net.config().clone(), self.net.device(), self.config.seed)?;
+        net.set_freqs(self.net.freqs())?;
+        NeuralClassifier::new(net, self.state.ema.copy(), self.sde_spec.build()?)
     }
 
     /// Sets the total step count (to train a resumed run further).

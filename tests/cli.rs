@@ -154,3 +154,52 @@ fn ctrl_c_saves_and_resume_finishes_identically() {
     std::fs::remove_dir_all(&a).unwrap();
     std::fs::remove_dir_all(&b).unwrap();
 }
+
+fn ok_owned(args: &[String]) -> String {
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn fails_owned(args: &[String]) -> String {
+    fails(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn guided_sampling_and_its_errors() {
+    let dir = tmp("guidance");
+    let mut args = vec!["train", "--conditional", "--steps", "30", "--out", s(&dir)];
+    args.extend_from_slice(SMALL);
+    ok(&args);
+    let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["net"]["classes"], 8, "{sidecar}");
+    let mut args = vec!["train-classifier", "--steps", "30", "--out", s(&dir)];
+    args.extend_from_slice(SMALL);
+    ok(&args);
+    assert!(dir.join("classifier.safetensors").is_file() && dir.join("classifier-loss.csv").is_file());
+    let clf = dir.join("classifier");
+    let base = ["sample", "--model", s(&dir), "-n", "64", "--steps", "10", "--device", "cpu"];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|a| a.to_string()).collect() };
+    let text = ok_owned(&with(&["--class", "3", "--guidance", "2"]));
+    assert!(text.contains("samples-ancestral-10-class3-cfg-w2.npy") && text.contains("class 3: exact"), "{text}");
+    let text = ok_owned(&with(&["--class", "3", "--guidance", "2", "--classifier", s(&clf)]));
+    assert!(text.contains("samples-ancestral-10-class3-classifier-w2.npy"), "{text}");
+
+    // A class out of range, a non-finite scale, a score as the classifier.
+    let err = fails_owned(&with(&["--class", "8"]));
+    assert!(err.contains("`class` = 8") && err.contains("0..8"), "{err}");
+    let err = fails_owned(&with(&["--class", "1", "--guidance", "NaN"]));
+    assert!(err.contains("guidance scale"), "{err}");
+    let err = fails_owned(&with(&["--class", "1", "--classifier", s(&dir.join("model"))]));
+    assert!(err.contains("not a classifier"), "{err}");
+    // A model without labels asked for a class; data without classes.
+    let plain = dir.join("plain");
+    let mut args = vec!["train", "--steps", "5", "--out", s(&plain)];
+    args.extend_from_slice(SMALL);
+    ok(&args);
+    let err = fails(&["sample", "--model", s(&plain), "--class", "1", "--device", "cpu"]);
+    assert!(err.contains("trained without labels"), "{err}");
+    let mut args = vec!["train", "--conditional", "--data", "two-moons", "--steps", "5", "--out", s(&plain), "--force"];
+    args.extend_from_slice(SMALL);
+    let err = fails(&args);
+    assert!(err.contains("needs data with classes"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -12,6 +12,7 @@
 //!   on any device with the cargo feature `tch`).
 //! * [`Noise`]: [`GaussianNoise`] (seeded i.i.d.) or [`BrownianPath`] (one path, any step size).
 //! * [`Solver`] / [`Corrector`]: one file per integrator in [`integrators`].
+//! * Guidance: [`ClassifierGuided`] and [`ClassifierFreeGuided`] wrap scores (see [`guidance`]).
 //! * [`Sampler`]: runs a solver over a [`TimeGrid`] with [`Observer`]s.
 //!
 //! Swapping a solver is one line: every solver is a `Solver<S>`, and
@@ -20,6 +21,7 @@
 
 mod error;
 mod grid;
+pub mod guidance;
 pub mod integrators;
 pub mod law;
 pub mod likelihood;
@@ -36,6 +38,10 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use grid::{TimeGrid, GRIDS};
+pub use guidance::{
+    check_class, ClassifierFreeGuided, ClassifierGradient, ClassifierGuided, ConditionalScore, Conditioned,
+    ExactConditional, LabelledMixture,
+};
 pub use integrators::{
     tweedie_denoise, Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Identity, Langevin,
     OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Sgld, StepSchedule, Variance,
@@ -53,9 +59,11 @@ pub use state::{Element, Rng, State};
 /// Everything a user of the solvers needs, in one import.
 pub mod prelude {
     pub use crate::{
-        by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, Corrector, CosineVpSde, Ctx, Ddim,
-        DpmSolverPp, EdmHeun, Error, ExactScore, ForwardEulerMaruyama, GaussianMixture, GaussianNoise, Langevin, Noise,
-        Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Run, Sampler,
-        Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde, TimeGrid, Trajectory, Variance, VeSde, VpSde,
+        by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, ClassifierFreeGuided, ClassifierGradient,
+        ClassifierGuided, ConditionalScore, Conditioned, Corrector, CosineVpSde, Ctx, Ddim, DpmSolverPp, EdmHeun,
+        Error, ExactConditional, ExactScore, ForwardEulerMaruyama, GaussianMixture, GaussianNoise, LabelledMixture,
+        Langevin, Noise, Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama,
+        Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde, TimeGrid, Trajectory, Variance, VeSde,
+        VpSde,
     };
 }

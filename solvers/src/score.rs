@@ -257,8 +257,15 @@ impl GaussianMixture {
 
     /// `n` exact samples, shape (n, d).
     pub fn sample(&self, n: usize, rng: &mut Rng) -> Array2<f64> {
+        self.sample_with_components(n, rng).0
+    }
+
+    /// `n` exact samples, shape (n, d), and the component each was drawn from
+    /// (the same draws as [`GaussianMixture::sample`] with the same `rng`).
+    pub fn sample_with_components(&self, n: usize, rng: &mut Rng) -> (Array2<f64>, Vec<usize>) {
         let weights: Vec<f64> = self.components.iter().map(|c| c.log_weight.exp()).collect();
         let mut out = Array2::zeros((n, self.dim));
+        let mut which = Vec::with_capacity(n);
         let mut z = Array1::<f64>::zeros(self.dim);
         for mut row in out.rows_mut() {
             let mut u: f64 = rng.gen();
@@ -267,6 +274,7 @@ impl GaussianMixture {
                 u -= weights[k];
                 k += 1;
             }
+            which.push(k);
             let c = &self.components[k];
             z.mapv_inplace(|_| rng.sample::<f64, _>(StandardNormal));
             let scaled = &z * &c.eigvals.mapv(f64::sqrt);
@@ -276,7 +284,7 @@ impl GaussianMixture {
             };
             row.assign(&(&x + &c.mean));
         }
-        out
+        (out, which)
     }
 
     /// Per-component constants of the marginal at `(a, sigma)`, computed once

@@ -5,6 +5,10 @@
 //! scoresde demo                      # train on eight-gaussians, sample with every solver, figures + table
 //! scoresde train --data two-moons --steps 4000 --out out/moons
 //! scoresde sample --model out/moons --solver dpm2m --steps 20
+//! scoresde train --conditional --out out/cond            # class-conditional score (eight-gaussians)
+//! scoresde sample --model out/cond --class 3 --guidance 3 --cfg
+//! scoresde train-classifier --out out/cond               # noise-conditional classifier, OUT/classifier
+//! scoresde sample --model out/cond --class 3 --guidance 3 --classifier out/cond/classifier
 //! scoresde eval --model out/moons
 //! scoresde plot --model out/moons
 //! scoresde solvers                   # every integrator and time grid by name
@@ -30,6 +34,9 @@ struct Cli {
 enum Command {
     /// Train a score network by denoising score matching (Ctrl-C saves; --resume continues).
     Train(train::TrainArgs),
+    /// Train a noise-conditional classifier p(y | x_t, t) for classifier guidance
+    /// (saved as OUT/classifier; same options as `train`).
+    TrainClassifier(train::TrainArgs),
     /// Draw samples from a trained model with any integrator.
     Sample(sample::SampleArgs),
     /// Sample quality (sliced W2, MMD) against held-out data; score error for mixture data.
@@ -50,6 +57,18 @@ fn main() {
                 std::process::exit(130);
             }
         }),
+        Command::TrainClassifier(a) => {
+            if a.conditional {
+                eprintln!("error: --conditional is for `scoresde train`; a classifier takes no labels as input");
+                std::process::exit(2);
+            }
+            let a = train::TrainArgs { classifier: true, ..a.clone() };
+            train::train(&a).map(|t| {
+                if t.outcome == scoresde::train::Outcome::Interrupted {
+                    std::process::exit(130);
+                }
+            })
+        }
         Command::Sample(a) => sample::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Plot(a) => plot::run(a),

@@ -1,4 +1,6 @@
-//! `scoresde sample`: any integrator, driven by a trained network.
+//! `scoresde sample`: any integrator, driven by a trained network; with
+//! `--class K`, guided towards a class (classifier-free with a conditional
+//! network, or by a classifier checkpoint).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -10,9 +12,10 @@ use scoresde::checkpoint;
 use scoresde::data::{save_npy, Scaling};
 use scoresde::model::{tensor_to_array, NeuralScore};
 use scoresde::solvers::{
-    by_name, prior_sample, Direction, Error as SolverError, GaussianNoise, Sampler, StepEvent, TimeGrid,
+    by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, GaussianNoise,
+    Sampler, Score, Sde, StepEvent, TimeGrid,
 };
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::common;
 
@@ -50,6 +53,20 @@ pub struct SampleArgs {
     /// Output folder [default: the model's folder].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Sample class K: classifier-free guidance of a model trained with
+    /// `train --conditional`, or classifier guidance with --classifier.
+    #[arg(long, value_name = "K")]
+    pub class: Option<usize>,
+    /// Guidance scale w [default: 0 with classifier-free guidance, the
+    /// conditional score; 1 with --classifier, p(x | y)]. Larger w: purer classes, less diversity.
+    #[arg(long, value_name = "W", requires = "class")]
+    pub guidance: Option<f64>,
+    /// Classifier guidance with this classifier (a checkpoint from `train-classifier`).
+    #[arg(long, value_name = "CKPT", requires = "class", conflicts_with = "cfg")]
+    pub classifier: Option<PathBuf>,
+    /// Classifier-free guidance (the default with --class when no --classifier is given).
+    #[arg(long, requires = "class")]
+    pub cfg: bool,
 }
 
 /// Times of the progressive-denoising figures (0 stands for the end of the run).
@@ -80,18 +97,36 @@ pub struct Spec<'a> {
 /// Samples `spec.n` points with a neural score; the whole run stays on the
 /// model's device (`tch::Tensor` state), one host copy at the end.
 pub fn sample(score: &NeuralScore, scaling: &Scaling, spec: &Spec<'_>, show_bar: bool) -> anyhow::Result<Sampled> {
+    let on = Target { sde: score.sde(), dim: score.net().config().dim, device: score.device() };
+    sample_with(score, &on, scaling, spec, show_bar)
+}
+
+/// Where a score model samples: its SDE, data dimension and device.
+pub struct Target<'a> {
+    pub sde: &'a dyn Sde,
+    pub dim: usize,
+    pub device: Device,
+}
+
+/// As [`sample`], for any tensor score (a guided one, say).
+pub fn sample_with(
+    score: &dyn Score<Tensor>,
+    on: &Target<'_>,
+    scaling: &Scaling,
+    spec: &Spec<'_>,
+    show_bar: bool,
+) -> anyhow::Result<Sampled> {
     if spec.n == 0 {
         bail!("-n must be at least 1");
     }
-    let sde = score.sde();
+    let sde = on.sde;
     let grid = TimeGrid::by_name(spec.grid, sde, sde.t_max(), sde.t_eps(), spec.steps)?;
     let mut solver = by_name::<Tensor>(spec.solver)?;
     if solver.direction() != Direction::Reverse {
         bail!("`{}` integrates the forward SDE; pick a sampler (see `scoresde solvers`)", spec.solver);
     }
-    let dim = score.net().config().dim as i64;
     let mut noise = GaussianNoise::new(spec.seed);
-    let like = Tensor::zeros([spec.n as i64, dim], (Kind::Float, score.device()));
+    let like = Tensor::zeros([spec.n as i64, on.dim as i64], (Kind::Float, on.device));
     let x = prior_sample(sde, &like, &mut noise);
     let pb = if show_bar { common::bar(grid.steps() as u64, spec.solver) } else { indicatif::ProgressBar::hidden() };
     let mut pending: Vec<f64> = spec.snapshot_times.to_vec();
@@ -143,9 +178,60 @@ pub fn run_folder(model: &Path) -> PathBuf {
     }
 }
 
+/// The score to sample with: the model itself, or guided towards `--class`;
+/// and a file-name tag saying which.
+fn guided(
+    a: &SampleArgs,
+    model: NeuralScore,
+    meta: &checkpoint::Meta,
+) -> anyhow::Result<(Box<dyn Score<Tensor>>, String)> {
+    let Some(class) = a.class else { return Ok((Box::new(model), String::new())) };
+    if let Some(path) = &a.classifier {
+        let ckpt = checkpoint::load(path, model.device())?;
+        if ckpt.meta.data.mean != meta.data.mean || ckpt.meta.data.std != meta.data.std {
+            bail!(
+                "the classifier {} was trained on other data scaling than the model ({} vs {}): train both on the same --data, --n, --holdout and --seed",
+                path.display(),
+                ckpt.meta.data.source,
+                meta.data.source
+            );
+        }
+        if ckpt.meta.sde != meta.sde {
+            bail!("the classifier {} was trained for another SDE than the model", path.display());
+        }
+        let classifier = ckpt.ema_classifier().with_context(|| format!("--classifier {}", path.display()))?;
+        let w = a.guidance.unwrap_or(1.0);
+        let guided = ClassifierGuided::new(model, classifier, class, w).context("--class")?;
+        return Ok((Box::new(guided), format!("-class{class}-classifier-w{w}")));
+    }
+    if model.n_classes() == 0 {
+        bail!(
+            "the model {} was trained without labels, so it cannot be asked for class {class}: train it with `scoresde train --conditional`, or pass --classifier CKPT (from `scoresde train-classifier`)",
+            a.model.display()
+        );
+    }
+    let w = a.guidance.unwrap_or(0.0);
+    let guided = ClassifierFreeGuided::new(model, class, w).context("--class")?;
+    Ok((Box::new(guided), format!("-class{class}-cfg-w{w}")))
+}
+
+/// The exact class posterior of toy data with classes, as `(mean p_0(class | x),
+/// fraction whose most probable class is `class`)`; `None` for other data.
+pub fn class_report(source: &str, x: &Array2<f64>, class: usize) -> Option<(f64, f64)> {
+    let oracle = scoresde::data::Toy::from_name(source).ok()?.labelled()?;
+    let p = oracle.class_probs_at(x.view(), 1.0, 0.0).ok()?;
+    let n = x.nrows().max(1) as f64;
+    let mean = p.column(class).sum() / n;
+    let hits = p.rows().into_iter().filter(|r| r.iter().all(|&v| v <= r[class])).count();
+    Some((mean, hits as f64 / n))
+}
+
 pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
     let device = common::device(&a.device)?;
-    let (score, scaling, _) = load_model(&a.model, device)?;
+    let (model, scaling, meta) = load_model(&a.model, device)?;
+    let sde = meta.sde.build()?;
+    let on = Target { sde: sde.as_ref(), dim: meta.net.dim, device };
+    let (score, tag) = guided(a, model, &meta)?;
     let spec = Spec {
         solver: &a.solver,
         steps: a.steps,
@@ -155,7 +241,7 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
         denoise: !a.no_denoise,
         snapshot_times: if a.trajectory { &SNAPSHOT_TIMES } else { &[] },
     };
-    let s = sample(&score, &scaling, &spec, true)?;
+    let s = sample_with(score.as_ref(), &on, &scaling, &spec, true)?;
     eprintln!(
         "{} samples, {} score evaluations, {:.2} s ({:.0} samples/s, {:.0} steps/s)",
         a.n,
@@ -164,8 +250,17 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
         a.n as f64 / s.seconds,
         a.steps as f64 / s.seconds
     );
+    if let Some(class) = a.class {
+        match class_report(&meta.data.source, &s.x, class) {
+            Some((mean, freq)) => println!(
+                "class {class}: exact p(y = {class} | x) averages {mean:.4}; {:.1}% of samples are most likely class {class}",
+                100.0 * freq
+            ),
+            None => println!("class {class}: no exact class posterior for {}", meta.data.source),
+        }
+    }
     let out = a.out.clone().unwrap_or_else(|| run_folder(&a.model));
-    let path = out.join(format!("samples-{}-{}.npy", a.solver, a.steps));
+    let path = out.join(format!("samples-{}-{}{tag}.npy", a.solver, a.steps));
     save_npy(&path, &s.x)?;
     println!("wrote {}", path.display());
     if s.x.ncols() == 2 {
@@ -173,12 +268,12 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
         let held = scoresde::data::load_npy(run_folder(&a.model).join("heldout.npy")).ok();
         crate::plot::samples_vs_data(
             &png,
-            &[(format!("{} ({} steps)", a.solver, a.steps), s.x.view())],
+            &[(format!("{} ({} steps){}", a.solver, a.steps, tag.replace('-', " ")), s.x.view())],
             held.as_ref(),
         )?;
         println!("wrote {}", png.display());
         if !s.snapshots.is_empty() {
-            let png = out.join(format!("trajectory-{}-{}.png", a.solver, a.steps));
+            let png = out.join(format!("trajectory-{}-{}{tag}.png", a.solver, a.steps));
             let views: Vec<(String, ndarray::ArrayView2<'_, f64>)> =
                 s.snapshots.iter().map(|(t, x)| (format!("t = {t:.3}"), x.view())).collect();
             crate::plot::samples_vs_data(&png, &views, held.as_ref())?;

@@ -1,13 +1,16 @@
-//! `scoresde train`: denoising score matching on a toy set or a .npy file.
+//! `scoresde train`: denoising score matching on a toy set or a .npy file;
+//! `--conditional` for a class-conditional score (classifier-free guidance),
+//! and `scoresde train-classifier` for a noise-conditional classifier
+//! (classifier guidance), both on the toy sets with classes.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use ndarray::Array2;
 use scoresde::checkpoint::{self, DataInfo};
-use scoresde::data::{save_npy, split, DataSource, Scaling};
+use scoresde::data::{save_npy, split, split_indices, DataSource, Scaling};
 use scoresde::model::SdeSpec;
-use scoresde::net::{Activation, NetConfig, Parameterization, TimeEmbedding};
+use scoresde::net::{Activation, Head, NetConfig, Parameterization, TimeEmbedding};
 use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
 
 use crate::common;
@@ -99,6 +102,16 @@ pub struct TrainArgs {
     /// Log the mean loss every this many steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: u64,
+    /// Train a class-conditional score for classifier-free guidance (toy sets
+    /// with classes: eight-gaussians, mixture; class = component).
+    #[arg(long)]
+    pub conditional: bool,
+    /// With --conditional: probability of training on the null label instead of the class.
+    #[arg(long, default_value_t = 0.1)]
+    pub label_dropout: f64,
+    /// Train a noise-conditional classifier instead (set by `train-classifier`).
+    #[arg(skip)]
+    pub classifier: bool,
 }
 
 /// What a training run produced.
@@ -112,7 +125,7 @@ pub struct Trained {
     pub outcome: Outcome,
 }
 
-pub fn net_config(a: &TrainArgs, dim: usize) -> NetConfig {
+pub fn net_config(a: &TrainArgs, dim: usize, classes: usize) -> NetConfig {
     let embedding = match a.embedding {
         EmbeddingKind::Sinusoidal => TimeEmbedding::Sinusoidal { dim: a.embed_dim },
         EmbeddingKind::Fourier => TimeEmbedding::Fourier { dim: a.embed_dim, scale: a.fourier_scale },
@@ -124,6 +137,8 @@ pub fn net_config(a: &TrainArgs, dim: usize) -> NetConfig {
         activation: a.activation,
         embedding,
         parameterization: a.parameterization,
+        classes,
+        head: if a.classifier { Head::Classifier } else { Head::Score },
     }
 }
 
@@ -132,11 +147,38 @@ pub fn model_path(out: &Path) -> PathBuf {
     out.join("model")
 }
 
+/// The classifier checkpoint stem inside a run folder.
+pub fn classifier_path(out: &Path) -> PathBuf {
+    out.join("classifier")
+}
+
+/// Samples, held-out rows, and the training rows' labels when the run needs them.
+type Loaded = (Array2<f64>, Array2<f64>, Option<Vec<usize>>);
+
+/// Loads the data and splits it; with labels for a conditional score or a classifier.
+fn load_data(a: &TrainArgs, source: &DataSource) -> anyhow::Result<Loaded> {
+    if !(a.conditional || a.classifier) {
+        let raw = source.load(a.n, a.seed)?;
+        let (train, held_out) = split(raw.view(), a.holdout, a.seed ^ 0x5eed)?;
+        return Ok((train, held_out, None));
+    }
+    let what = if a.classifier { "a classifier" } else { "--conditional" };
+    let toy = match source {
+        DataSource::Toy(t) if t.n_classes() > 0 => *t,
+        _ => bail!("{what} needs data with classes: eight-gaussians or mixture (got {source})"),
+    };
+    // The same rows as the unlabelled draw, so runs share their held-out data.
+    let (raw, labels) = toy.sample_labelled(a.n, a.seed)?;
+    let (t, h) = split_indices(raw.nrows(), a.holdout, a.seed ^ 0x5eed)?;
+    let labels = t.iter().map(|&i| labels[i]).collect();
+    Ok((raw.select(ndarray::Axis(0), &t), raw.select(ndarray::Axis(0), &h), Some(labels)))
+}
+
 pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
     let device = common::device(&a.device)?;
     let source = DataSource::parse(&a.data)?;
-    let raw = source.load(a.n, a.seed)?;
-    let (train, held_out) = split(raw.view(), a.holdout, a.seed ^ 0x5eed)?;
+    let (train, held_out, labels) = load_data(a, &source)?;
+    let classes = if labels.is_some() { source.mixture().map_or(0, |m| m.n_components()) } else { 0 };
     let scaling = Scaling::fit(train.view())?;
     let z = scaling.apply(train.view())?;
     let info = DataInfo {
@@ -145,7 +187,7 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
         mean: scaling.mean.clone(),
         std: scaling.std.clone(),
     };
-    let ckpt = model_path(&a.out);
+    let ckpt = if a.classifier { classifier_path(&a.out) } else { model_path(&a.out) };
     let (weights, _) = checkpoint::paths(&ckpt);
     let mut trainer = if a.resume {
         let loaded = checkpoint::load(&ckpt, device).with_context(|| "--resume needs a checkpoint in --out")?;
@@ -154,6 +196,14 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
                 "the data differ from the checkpoint's ({} rows of {}): pass the same --data, --n, --holdout and --seed as the first run",
                 loaded.meta.data.rows,
                 loaded.meta.data.source
+            );
+        }
+        let net = &loaded.meta.net;
+        if (net.classes, net.head == Head::Classifier) != (classes, a.classifier) {
+            bail!(
+                "the checkpoint is {} but this run asks for {}: resume with the same command (train / train --conditional / train-classifier)",
+                describe(net.classes, net.head == Head::Classifier),
+                describe(classes, a.classifier)
             );
         }
         let mut config = loaded.meta.train.clone();
@@ -174,10 +224,14 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
             weighting: a.weighting,
             t_min: 1e-5,
             seed: a.seed,
+            label_dropout: a.label_dropout,
         };
         let sde = SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max };
-        Trainer::new(net_config(a, train.ncols()), sde, config, &z, device)?
+        Trainer::new(net_config(a, train.ncols(), classes), sde, config, &z, device)?
     };
+    if let Some(y) = &labels {
+        trainer = trainer.with_labels(y)?;
+    }
     save_npy(a.out.join("heldout.npy"), &held_out)?;
     eprintln!(
         "training {} parameters on {} rows of {} (seed {}) for {} steps",
@@ -208,29 +262,44 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
     pb.finish();
     let steps_run = trainer.state().step - start_step;
     eprintln!("{} steps in {seconds:.1} s ({:.0} steps/s)", steps_run, steps_run as f64 / seconds.max(1e-9));
-    write_loss(&a.out, &trainer)?;
+    write_loss(&a.out, if a.classifier { "classifier-loss" } else { "loss" }, &trainer)?;
     println!("wrote {} (+ .json sidecar)", weights.display());
     println!("wrote {}", a.out.join("heldout.npy").display());
     if outcome == Outcome::Interrupted {
         eprintln!(
-            "interrupted at step {}; continue with: scoresde train --resume --out {}",
+            "interrupted at step {}; continue with: scoresde {} --resume --out {}",
             trainer.state().step,
+            if a.classifier {
+                "train-classifier"
+            } else if a.conditional {
+                "train --conditional"
+            } else {
+                "train"
+            },
             a.out.display()
         );
     }
     Ok(Trained { trainer, scaling, held_out, checkpoint: ckpt, seconds, steps_run, outcome })
 }
 
-/// Writes OUT/loss.csv and OUT/loss.png from the trainer's loss log.
-pub fn write_loss(out: &Path, trainer: &Trainer) -> anyhow::Result<()> {
+fn describe(classes: usize, classifier: bool) -> String {
+    match (classes, classifier) {
+        (_, true) => format!("a classifier over {classes} classes"),
+        (0, false) => "an unconditional score".into(),
+        (c, false) => format!("a conditional score over {c} classes"),
+    }
+}
+
+/// Writes OUT/STEM.csv and OUT/STEM.png from the trainer's loss log.
+pub fn write_loss(out: &Path, stem: &str, trainer: &Trainer) -> anyhow::Result<()> {
     let losses = &trainer.state().losses;
     let mut csv = String::from("step,loss\n");
     for (s, l) in losses {
         csv += &format!("{s},{l}\n");
     }
-    let path = out.join("loss.csv");
+    let path = out.join(format!("{stem}.csv"));
     scoresde::fsutil::write_atomic(&path, csv.as_bytes())?;
     println!("wrote {}", path.display());
-    crate::plot::loss_curve(&out.join("loss.png"), losses)?;
+    crate::plot::loss_curve(&out.join(format!("{stem}.png")), losses)?;
     Ok(())
 }

@@ -1,0 +1,282 @@
+//! Guidance against the closed-form labelled mixture: the exact classifier
+//! gradient is the derivative of `ln p_t(y | x)`; classifier guidance at `w = 1`
+//! is the class-conditional score; classifier-free guidance at `w` is classifier
+//! guidance at `1 + w`; guided sampling puts the predicted mass on the class
+//! (exactly `E_{p(x|y)} p(y | x)` at `w = 1`) and more as `w` grows.
+
+mod common;
+
+use common::*;
+use ndarray::{Array1, Array2};
+use scoresde_solvers::prelude::*;
+
+/// Two overlapping classes in 2-D: four isotropic components (std 0.6) on a
+/// circle of radius 1.5; class 0 is component 0 (prior 1/4), class 1 the other three.
+fn two_classes() -> LabelledMixture {
+    LabelledMixture::new(GaussianMixture::ring(4, 1.5, 0.6).unwrap(), vec![0, 1, 1, 1]).unwrap()
+}
+
+/// Evaluation points: exact draws of `p_t` for several `t`, plus a few far away.
+fn points(data: &LabelledMixture, sde: &VpSde, t: f64, seed: u64) -> Array2<f64> {
+    let mut x = data.data().marginal(sde, t).sample(64, &mut rng(seed));
+    x.row_mut(0).assign(&ndarray::array![6.0, -5.0]);
+    x.row_mut(1).assign(&ndarray::array![-9.0, 0.5]);
+    x
+}
+
+const TIMES: [f64; 5] = [1e-3, 0.05, 0.2, 0.5, 1.0];
+
+/// `max |a - b| / (1 + max |b|)`.
+fn rel_max_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    let scale = 1.0 + b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn exact_classifier_gradient_is_the_derivative_of_log_class_probability() {
+    let sde = VpSde::default();
+    let data = two_classes();
+    let exact = ExactConditional::new(data.clone(), sde);
+    let h = 1e-5;
+    for (i, &t) in TIMES.iter().enumerate() {
+        let (a, sigma) = (sde.alpha(t), sde.sigma(t));
+        let x = points(&data, &sde, t, i as u64);
+        for y in 0..2 {
+            let g = exact.grad_log_prob(&x, t, y).unwrap();
+            for j in 0..2 {
+                let (mut xp, mut xm) = (x.clone(), x.clone());
+                xp.column_mut(j).mapv_inplace(|v| v + h);
+                xm.column_mut(j).mapv_inplace(|v| v - h);
+                let lp = data.class_log_probs_at(xp.view(), a, sigma).unwrap();
+                let lm = data.class_log_probs_at(xm.view(), a, sigma).unwrap();
+                for r in 0..x.nrows() {
+                    let fd = (lp[[r, y]] - lm[[r, y]]) / (2.0 * h);
+                    let tol = 1e-5 * (1.0 + g[[r, j]].abs());
+                    assert!((fd - g[[r, j]]).abs() < tol, "t={t} y={y} row {r} dim {j}: fd {fd} vs {}", g[[r, j]]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn classifier_guidance_at_w1_is_the_conditional_score() {
+    let sde = VpSde::default();
+    let data = two_classes();
+    let exact = ExactConditional::new(data.clone(), sde);
+    for (i, &t) in TIMES.iter().enumerate() {
+        let x = points(&data, &sde, t, 10 + i as u64);
+        for y in 0..2 {
+            let guided = ClassifierGuided::new(&exact, &exact, y, 1.0).unwrap();
+            let want = exact.score_cond(&x, t, Some(y)).unwrap();
+            let got = guided.score(&x, t).unwrap();
+            let err = rel_max_diff(&got, &want);
+            assert!(err < 1e-10, "t={t} y={y}: relative error {err:e}");
+            // w = 0 is the unguided score.
+            let plain = ClassifierGuided::new(&exact, &exact, y, 0.0).unwrap();
+            assert_eq!(plain.score(&x, t).unwrap(), exact.score(&x, t).unwrap());
+        }
+    }
+}
+
+#[test]
+fn cfg_at_w0_is_the_conditional_score_and_at_w_is_classifier_guidance_at_1_plus_w() {
+    let sde = VpSde::default();
+    let data = two_classes();
+    let exact = ExactConditional::new(data.clone(), sde);
+    for (i, &t) in TIMES.iter().enumerate() {
+        let x = points(&data, &sde, t, 20 + i as u64);
+        for y in 0..2 {
+            let cond = exact.score_cond(&x, t, Some(y)).unwrap();
+            let cfg0 = ClassifierFreeGuided::new(&exact, y, 0.0).unwrap();
+            assert_eq!(cfg0.score(&x, t).unwrap(), cond);
+            let fixed = Conditioned::new(&exact, Some(y)).unwrap();
+            assert_eq!(fixed.score(&x, t).unwrap(), cond);
+            for w in [0.5, 1.0, 3.0, 10.0] {
+                // (1 + w) s(x|y) - w s(x) = s(x) + (1 + w) grad log p(y|x).
+                let cfg = ClassifierFreeGuided::new(&exact, y, w).unwrap().score(&x, t).unwrap();
+                let cg = ClassifierGuided::new(&exact, &exact, y, 1.0 + w).unwrap().score(&x, t).unwrap();
+                let err = rel_max_diff(&cfg, &cg);
+                assert!(err < 1e-10, "t={t} y={y} w={w}: relative error {err:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn guidance_runs_in_f32() {
+    let sde = VpSde::default();
+    let data = two_classes();
+    let exact = ExactConditional::new(data.clone(), sde);
+    let x = points(&data, &sde, 0.3, 30);
+    let x32 = x.mapv(|v| v as f32);
+    for w in [1.0, 4.0] {
+        let s64 = ClassifierFreeGuided::new(&exact, 0, w).unwrap().score(&x, 0.3).unwrap();
+        let s32 = ClassifierFreeGuided::new(&exact, 0, w).unwrap().score(&x32, 0.3).unwrap();
+        let err = rel_max_diff(&s32.mapv(f64::from), &s64);
+        assert!(err < 1e-5, "w={w}: f32 vs f64 relative error {err:e}");
+    }
+}
+
+/// Chains per sampling run.
+const N: usize = 20_000;
+
+/// `(mean, standard deviation)` of a sample.
+fn mean_sd(v: &Array1<f64>) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.sum() / n;
+    (m, (v.mapv(|x| (x - m).powi(2)).sum() / (n - 1.0)).sqrt())
+}
+
+/// Per sample, the exact clean-data posterior `p_0(y | x)` of class `y`.
+fn posterior(data: &LabelledMixture, x: &Array2<f64>, y: usize) -> Array1<f64> {
+    data.class_probs_at(x.view(), 1.0, 0.0).unwrap().column(y).to_owned()
+}
+
+/// Fraction of samples whose most probable class under `p_0(. | x)` is `y`.
+fn hard_frequency(data: &LabelledMixture, x: &Array2<f64>, y: usize) -> f64 {
+    let p = data.class_probs_at(x.view(), 1.0, 0.0).unwrap();
+    let hits = p.rows().into_iter().filter(|r| (0..r.len()).all(|c| r[y] >= r[c])).count();
+    hits as f64 / x.nrows() as f64
+}
+
+/// Samples with `score` by ancestral sampling, 1000 steps (discretisation bias of
+/// the class statistics ~1e-3, below one standard error; 200 steps gave ~6e-3), final Tweedie step.
+fn sample(score: &dyn Score<Array2<f64>>, seed: u64) -> Array2<f64> {
+    let sde = VpSde::default();
+    let grid = TimeGrid::reverse(&sde, 1000).unwrap();
+    let mut noise = GaussianNoise::new(seed);
+    let x_t = prior_sample(&sde, &Array2::<f64>::zeros((N, 2)), &mut noise);
+    Sampler::new(&sde, score).denoise(true).run(&mut Ancestral::new(), x_t, &grid, &mut noise).unwrap().x
+}
+
+/// `a` exceeds `b` by more than `K_SIGMA` standard errors of the difference
+/// (the independent-samples error, conservative under common random numbers).
+fn assert_greater(what: &str, a: (f64, f64), b: (f64, f64), n: usize) {
+    let se = (a.1.powi(2) / n as f64 + b.1.powi(2) / n as f64).sqrt();
+    assert!(a.0 - b.0 > K_SIGMA * se, "{what}: {} is not above {} by {K_SIGMA} x {se:.2e}", a.0, b.0);
+}
+
+#[test]
+fn guided_sampling_puts_more_mass_on_the_class() {
+    let sde = VpSde::default();
+    let data = two_classes();
+    let exact = ExactConditional::new(data.clone(), sde);
+    let y = 0;
+    let prior = data.class_weights()[y];
+    // The w = 1 target: E p_0(y | x) over exact draws of p_0(x | y).
+    let exact_cond = data.class_data(y).unwrap().sample(N, &mut rng(40));
+    let target = mean_sd(&posterior(&data, &exact_cond, y));
+
+    let mut stats = Vec::new();
+    for w in [0.0, 1.0, 3.0] {
+        let guided = ClassifierGuided::new(&exact, &exact, y, w).unwrap();
+        let x = sample(&guided, 41);
+        let p = mean_sd(&posterior(&data, &x, y));
+        eprintln!(
+            "classifier guidance w = {w}: mean p_0(y|x) = {:.4} (sd {:.3}), argmax frequency {:.4}, n = {N}",
+            p.0,
+            p.1,
+            hard_frequency(&data, &x, y)
+        );
+        stats.push(p);
+    }
+    eprintln!("prior p(y) = {prior:.4}; exact E[p_0(y|x) | y] = {:.4} (sd {:.3})", target.0, target.1);
+    // w = 0 samples p_0: E p_0(y | x) = p(y) exactly.
+    let se0 = stats[0].1 / (N as f64).sqrt();
+    assert!((stats[0].0 - prior).abs() < K_SIGMA * se0, "w = 0: {} vs prior {prior} (se {se0:.2e})", stats[0].0);
+    // w = 1 samples p_0(x | y).
+    let se1 = (stats[1].1.powi(2) / N as f64 + target.1.powi(2) / N as f64).sqrt();
+    assert!(
+        (stats[1].0 - target.0).abs() < K_SIGMA * se1,
+        "w = 1: {} vs exact {} (se {se1:.2e})",
+        stats[1].0,
+        target.0
+    );
+    assert_greater("w = 1 over w = 0", stats[1], stats[0], N);
+    assert_greater("w = 3 over w = 1", stats[2], stats[1], N);
+
+    // Classifier-free guidance at w = 3 (= classifier guidance at 4) beats w = 0
+    // (= the conditional score, i.e. classifier guidance at 1).
+    let cfg0 = mean_sd(&posterior(&data, &sample(&ClassifierFreeGuided::new(&exact, y, 0.0).unwrap(), 42), y));
+    let cfg3 = mean_sd(&posterior(&data, &sample(&ClassifierFreeGuided::new(&exact, y, 3.0).unwrap(), 42), y));
+    eprintln!("CFG w = 0: mean p_0(y|x) = {:.4}; w = 3: {:.4}, n = {N}", cfg0.0, cfg3.0);
+    let se = (cfg0.1.powi(2) / N as f64 + target.1.powi(2) / N as f64).sqrt();
+    assert!((cfg0.0 - target.0).abs() < K_SIGMA * se, "CFG w = 0: {} vs exact {}", cfg0.0, target.0);
+    assert_greater("CFG w = 3 over w = 0", cfg3, cfg0, N);
+}
+
+#[test]
+fn every_sampler_runs_guided() {
+    let sde = VpSde::default();
+    let exact = ExactConditional::new(two_classes(), sde);
+    let cg = ClassifierGuided::new(&exact, &exact, 1, 2.0).unwrap();
+    let cfg = ClassifierFreeGuided::new(&exact, 0, 2.0).unwrap();
+    let grid = TimeGrid::reverse(&sde, 20).unwrap();
+    for name in scoresde_solvers::SAMPLERS {
+        for score in [&cg as &dyn Score<Array2<f64>>, &cfg] {
+            let mut solver = by_name::<Array2<f64>>(name).unwrap();
+            let mut noise = GaussianNoise::new(5);
+            let x_t = prior_sample(&sde, &Array2::<f64>::zeros((64, 2)), &mut noise);
+            let run = Sampler::new(&sde, score).run(solver.as_mut(), x_t, &grid, &mut noise).unwrap();
+            assert_eq!(run.x.dim(), (64, 2), "{name}");
+            assert!(run.x.iter().all(|v| v.is_finite()), "{name}");
+        }
+    }
+}
+
+#[test]
+fn bad_classes_and_scales_are_errors() {
+    let sde = VpSde::default();
+    let exact = ExactConditional::new(two_classes(), sde);
+    let x = Array2::<f64>::zeros((3, 2));
+    let is_param = |r: Result<_, Error>, name: &str| match r {
+        Err(Error::InvalidParameter { name: n, .. }) => assert_eq!(n, name),
+        Err(e) => panic!("expected invalid `{name}`, got {e}"),
+        Ok(_) => panic!("expected invalid `{name}`, got Ok"),
+    };
+    is_param(ClassifierGuided::<Array2<f64>>::new(&exact, &exact, 2, 1.0).map(|_| ()), "class");
+    is_param(ClassifierFreeGuided::<Array2<f64>>::new(&exact, 7, 1.0).map(|_| ()), "class");
+    is_param(Conditioned::<Array2<f64>>::new(&exact, Some(2)).map(|_| ()), "class");
+    for w in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        is_param(ClassifierGuided::<Array2<f64>>::new(&exact, &exact, 0, w).map(|_| ()), "guidance scale");
+        is_param(ClassifierFreeGuided::<Array2<f64>>::new(&exact, 0, w).map(|_| ()), "guidance scale");
+    }
+    is_param(exact.score_cond(&x, 0.5, Some(2)).map(|_| ()), "class");
+    // Setters validate too, and leave the wrapper as it was on error.
+    let mut cfg = ClassifierFreeGuided::<Array2<f64>>::new(&exact, 1, 2.0).unwrap();
+    is_param(cfg.set_class(2), "class");
+    is_param(cfg.set_scale(f64::NAN), "guidance scale");
+    assert_eq!((cfg.class(), cfg.scale()), (1, 2.0));
+    cfg.set_class(0).unwrap();
+    cfg.set_scale(-0.5).unwrap();
+    assert_eq!((cfg.class(), cfg.scale()), (0, -0.5));
+    let mut cg = ClassifierGuided::<Array2<f64>>::new(&exact, &exact, 1, 2.0).unwrap();
+    is_param(cg.set_class(5), "class");
+    is_param(cg.set_scale(f64::INFINITY), "guidance scale");
+    assert_eq!((cg.class(), cg.scale()), (1, 2.0));
+    is_param(exact.grad_log_prob(&x, 0.5, 2).map(|_| ()), "class");
+    let msg = ClassifierFreeGuided::<Array2<f64>>::new(&exact, 2, 1.0).unwrap_err().to_string();
+    assert!(msg.contains("0..2"), "{msg}");
+    assert!(matches!(exact.score_cond(&x, 1.5, Some(0)), Err(Error::TimeOutOfRange { .. })));
+    assert!(matches!(exact.grad_log_prob(&Array2::<f64>::zeros((3, 5)), 0.5, 0), Err(Error::ShapeMismatch { .. })));
+}
+
+#[test]
+fn labelled_samples_follow_the_class_prior() {
+    let data = two_classes();
+    let n = 40_000;
+    let (x, labels) = data.sample_labelled(n, &mut rng(50));
+    assert_eq!(x.dim(), (n, 2));
+    // The same draws as the unlabelled sampler.
+    assert_eq!(x, data.data().sample(n, &mut rng(50)));
+    let p = data.class_weights()[0];
+    let freq = labels.iter().filter(|&&l| l == 0).count() as f64 / n as f64;
+    let se = (p * (1.0 - p) / n as f64).sqrt();
+    assert!((freq - p).abs() < K_SIGMA * se, "class 0 frequency {freq} vs {p}");
+    // Class-0 draws sit around component 0's mean (1.5, 0).
+    let rows: Vec<usize> = (0..n).filter(|&i| labels[i] == 0).collect();
+    let m0 = x.select(ndarray::Axis(0), &rows).mean_axis(ndarray::Axis(0)).unwrap();
+    let se = 0.6 / (rows.len() as f64).sqrt();
+    assert!((m0[0] - 1.5).abs() < K_SIGMA * se && m0[1].abs() < K_SIGMA * se, "{m0}");
+}
