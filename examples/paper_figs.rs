@@ -211,9 +211,11 @@ fn guidance_8gaussians(out: &Path, seed: u64) -> anyhow::Result<()> {
         point_radius: 1,
         alpha: 0.45,
         title: Some(format!(
-            "Class {} of eight-gaussians: classifier guidance (CG, top) and classifier-free guidance (CFG, bottom);              networks trained {} + {} steps on the CPU
-             acc: share of {} samples whose most probable class under the exact p₀(y | x) is {};              SW₂: sliced W2 to exact class samples (floor {floor:.3}); ancestral, {} steps",
-            setup.class, setup.score_steps, setup.classifier_steps, setup.n, setup.class, setup.steps
+            "Class {} of eight-gaussians: classifier guidance (CG, top) and classifier-free guidance (CFG, bottom)\n\
+             networks trained {} + {} steps on the CPU; ancestral sampling, {} steps\n\
+             acc: share of {} samples whose exact p₀(y | x) is largest for class {}; \
+             SW₂: sliced W2 to exact class samples (floor {floor:.3})",
+            setup.class, setup.score_steps, setup.classifier_steps, setup.steps, setup.n, setup.class
         )),
     };
     scatter_panels(out.join("guidance_8gaussians.png"), &panels, &opts)?;
