@@ -105,11 +105,7 @@ fn vp_paths_1d(out: &Path, seed: u64) -> anyhow::Result<()> {
     // The exact density p_t(x) on a (t, x) grid.
     let ts = linspace(0.0, sde.t_max(), 201);
     let xs = linspace(-2.5, 2.5, 301);
-    let x_col = Array2::from_shape_vec((xs.len(), 1), xs.clone())?;
-    let mut density = Array2::zeros((ts.len(), xs.len()));
-    for (mut row, &t) in density.rows_mut().into_iter().zip(&ts) {
-        row.assign(&data.marginal(&sde, t).log_density(x_col.view(), 1.0, 0.0)?.mapv(f64::exp));
-    }
+    let density = density_1d(&data, &sde, &ts, &xs)?;
 
     let fwd = stack_paths(&forward)?;
     let rev = stack_paths(&reverse)?;
