@@ -18,13 +18,17 @@ pub enum Error {
         /// The shape that was given.
         got: Vec<usize>,
     },
-    /// The state became NaN or infinite during integration.
+    /// The state became NaN or infinite during integration (or, inside an
+    /// adaptive integrator, one of its stages did).
     #[error("non-finite state after step {step} (t = {t}): the solver diverged or the score returned NaN/inf")]
     NonFinite {
         /// Steps taken when the state was found non-finite (1 = the first step
-        /// produced it), as in [`crate::StepEvent::step`].
+        /// produced it): grid steps as in [`crate::StepEvent::step`] from
+        /// [`crate::Sampler::run`]; accepted internal steps + 1 from an adaptive
+        /// integrator called directly ([`crate::OdeDopri5::integrate`],
+        /// [`crate::log_likelihood`]).
         step: usize,
-        /// Time reached by that step.
+        /// Time reached by that step (the time it aimed at, if it failed).
         t: f64,
     },
     /// Input data contains NaN or infinite values.
@@ -107,6 +111,17 @@ pub enum Error {
         /// Time at which it happened.
         t: f64,
         /// The rejected step size.
+        h: f64,
+    },
+    /// An adaptive integrator took its whole budget of internal steps (accepted
+    /// and rejected) without reaching the end of the interval.
+    #[error("adaptive integrator gave up after its cap of {max_steps} internal steps at t = {t} (h = {h}); loosen rtol/atol, raise the cap or check the score")]
+    TooManySteps {
+        /// The cap on internal steps per integration.
+        max_steps: usize,
+        /// Time reached when it gave up.
+        t: f64,
+        /// The step size it would have tried next.
         h: f64,
     },
     /// An observer asked to stop the run.

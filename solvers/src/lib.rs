@@ -12,13 +12,17 @@
 //!   on any device with the cargo feature `tch`).
 //! * [`Noise`]: [`GaussianNoise`] (seeded i.i.d.) or [`BrownianPath`] (one path, any step size).
 //! * [`Solver`] / [`Corrector`]: one file per integrator in [`integrators`].
+//! * [`VectorField`]: ODE right-hand sides ([`ProbabilityFlow`], the likelihood's augmented
+//!   flow), kept apart from the ODE methods that integrate them.
 //! * Guidance: [`ClassifierGuided`] and [`ClassifierFreeGuided`] wrap scores (see [`guidance`]).
-//! * [`Sampler`]: runs a solver over a [`TimeGrid`] with [`Observer`]s.
+//! * [`Sampler`]: runs a solver over a [`TimeGrid`] with [`Observer`]s, counting score
+//!   evaluations through a [`CountingScore`].
 //!
 //! Swapping a solver is one line: every solver is a `Solver<S>`, and
 //! [`by_name`] builds one from a string.
 #![warn(missing_docs)]
 
+mod counting;
 mod error;
 mod grid;
 pub mod guidance;
@@ -35,7 +39,9 @@ mod solver;
 pub mod state;
 #[cfg(feature = "tch")]
 pub mod tensor;
+pub mod vector_field;
 
+pub use counting::CountingScore;
 pub use error::{Error, Result};
 pub use grid::{TimeGrid, GRIDS};
 pub use guidance::{
@@ -43,8 +49,9 @@ pub use guidance::{
     ExactConditional, LabelledMixture,
 };
 pub use integrators::{
-    tweedie_denoise, Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Identity, Langevin,
-    OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Sgld, StepSchedule, Variance,
+    tweedie_denoise, Ancestral, AnnealedLangevin, Ddim, Dopri5Solution, DpmSolverPp, EdmHeun, ForwardEulerMaruyama,
+    Identity, Langevin, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Sgld,
+    StepSchedule, Variance,
 };
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
@@ -55,15 +62,16 @@ pub use score::{ExactScore, GaussianMixture, Score};
 pub use sde::{sde_by_name, CosineVpSde, Sde, SubVpSde, VeSde, VpSde, SDES};
 pub use solver::{Corrector, Ctx, Direction, Solver};
 pub use state::{Element, Rng, State};
+pub use vector_field::{ProbabilityFlow, VectorField};
 
 /// Everything a user of the solvers needs, in one import.
 pub mod prelude {
     pub use crate::{
         by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, ClassifierFreeGuided, ClassifierGradient,
-        ClassifierGuided, ConditionalScore, Conditioned, Corrector, CosineVpSde, Ctx, Ddim, DpmSolverPp, EdmHeun,
-        Error, ExactConditional, ExactScore, ForwardEulerMaruyama, GaussianMixture, GaussianNoise, LabelledMixture,
-        Langevin, Noise, Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama,
-        Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde, TimeGrid, Trajectory, Variance, VeSde,
-        VpSde,
+        ClassifierGuided, ConditionalScore, Conditioned, Corrector, CosineVpSde, CountingScore, Ctx, Ddim, DpmSolverPp,
+        EdmHeun, Error, ExactConditional, ExactScore, ForwardEulerMaruyama, GaussianMixture, GaussianNoise,
+        LabelledMixture, Langevin, Noise, Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion,
+        ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde, TimeGrid,
+        Trajectory, Variance, VeSde, VpSde,
     };
 }

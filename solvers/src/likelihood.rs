@@ -8,7 +8,8 @@
 //! `div v = d f(t) - 1/2 g(t)^2 div s(x, t)`,
 //!
 //! integrated forward from the data at `t0 = eps` to `T` together with `x(t)`,
-//! here by an adaptive Dormand–Prince 5(4) on the augmented state `(x, ∫ div v)`.
+//! here by the adaptive Dormand–Prince 5(4) of [`crate::OdeDopri5::integrate`] on the
+//! augmented state `(x, ∫ div v)` (one [`crate::VectorField`]).
 //! `div v` is exact ([`DivergenceMethod::Exact`], for small `d`: `div s` from
 //! [`Divergence::divergence`]) or Hutchinson's unbiased estimate
 //! `e^T (f I - 1/2 g^2 J_s) e` with one probe `e` per sample, drawn once from a
@@ -19,14 +20,18 @@
 //! This module works on `ndarray::Array2<f64>` only (samples in rows): it needs
 //! per-sample reductions that the generic [`crate::State`] does not offer.
 
+use std::cell::Cell;
+
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::{Rng as _, SeedableRng};
 use rand_distr::StandardNormal;
 
 use crate::error::{Error, Result};
+use crate::integrators::OdeDopri5;
 use crate::score::{ExactScore, Score};
 use crate::sde::Sde;
 use crate::state::Rng;
+use crate::vector_field::VectorField;
 
 /// A score that can also give derivatives of itself, for likelihoods.
 ///
@@ -157,7 +162,9 @@ pub type TerminalLogDensity<'a> = &'a dyn Fn(ArrayView2<f64>) -> Result<Array1<f
 ///
 /// # Errors
 /// Invalid options ([`Error::InvalidParameter`]), non-finite input, or
-/// whatever the score returns; [`Error::StepSizeTooSmall`] if the solver stalls.
+/// whatever the score returns; from the solver ([`OdeDopri5::integrate`]):
+/// [`Error::NonFinite`] (internal step and time) for a NaN/inf stage,
+/// [`Error::StepSizeTooSmall`] or [`Error::TooManySteps`] if it stalls.
 pub fn log_likelihood<D: Divergence + ?Sized>(
     sde: &dyn Sde,
     score: &D,
@@ -197,24 +204,15 @@ pub fn log_likelihood<D: Divergence + ?Sized>(
     // e^T e per sample: Hutchinson estimates the whole div v = tr(f I - 1/2 g^2 J_s) as
     // e^T (f I - 1/2 g^2 J_s) e, whose variance is far lower than estimating only tr J_s
     // (the two terms nearly cancel where p_t is close to the prior).
-    let probe_sq = probe.as_ref().map(|e| (e * e).sum_axis(Axis(1)));
-    // Augmented velocity: columns 0..d are dx/dt, column d is d/dt of integral div v.
-    let velocity = |y: &Array2<f64>, t: f64| -> Result<Array2<f64>> {
-        let xs = y.slice(ndarray::s![.., ..d]).to_owned();
-        let s = score.score(&xs, t)?;
-        let (f, g) = (sde.drift_coef(t), sde.diffusion(t));
-        let div_v = match (&probe, &probe_sq) {
-            (Some(e), Some(ee)) => (score.jvp(&xs, t, e)? * e).sum_axis(Axis(1)) * (-0.5 * g * g) + ee * f,
-            _ => score.divergence(&xs, t)? * (-0.5 * g * g) + d as f64 * f,
-        };
-        let mut out = Array2::zeros((n, d + 1));
-        out.slice_mut(ndarray::s![.., ..d]).assign(&(&xs * f - &s * (0.5 * g * g)));
-        out.column_mut(d).assign(&div_v);
-        Ok(out)
-    };
+    let probe = probe.map(|e| {
+        let ee = (&e * &e).sum_axis(Axis(1));
+        (e, ee)
+    });
+    let field = AugmentedFlow { sde, score, d, probe, evals: Cell::new(0) };
     let mut y = Array2::zeros((n, d + 1));
     y.slice_mut(ndarray::s![.., ..d]).assign(x);
-    let (y, evals, steps) = dopri5_forward(velocity, y, t0, t1, opts.rtol, opts.atol)?;
+    let solution = OdeDopri5::new(opts.rtol, opts.atol)?.integrate(&field, y, t0, t1)?;
+    let (y, steps, evals) = (solution.x, solution.steps, field.evals.get());
     let x_t = y.slice(ndarray::s![.., ..d]).to_owned();
     let delta = y.column(d).to_owned();
     let end = match terminal {
@@ -226,95 +224,32 @@ pub fn log_likelihood<D: Divergence + ?Sized>(
     Ok(Likelihood { log_p, bits_per_dim, delta_log_p: delta, x_t, evals, steps })
 }
 
-/// Dormand–Prince 5(4) (the tableau of [`crate::OdeDopri5`]) forward in time
-/// from `t0` to `t1` on a plain array; returns the end state, velocity
-/// evaluations and accepted steps.
-fn dopri5_forward(
-    f: impl Fn(&Array2<f64>, f64) -> Result<Array2<f64>>,
-    mut y: Array2<f64>,
-    t0: f64,
-    t1: f64,
-    rtol: f64,
-    atol: f64,
-) -> Result<(Array2<f64>, usize, usize)> {
-    const C: [f64; 5] = [1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0];
-    const A: [&[f64]; 6] = [
-        &[1.0 / 5.0],
-        &[3.0 / 40.0, 9.0 / 40.0],
-        &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-        &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
-        &[9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
-        &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
-    ];
-    const E: [f64; 7] =
-        [71.0 / 57600.0, 0.0, -71.0 / 16695.0, 71.0 / 1920.0, -17253.0 / 339200.0, 22.0 / 525.0, -1.0 / 40.0];
-    let norm = |e: &Array2<f64>, a: &Array2<f64>, b: &Array2<f64>| -> f64 {
-        let mut sum = 0.0;
-        ndarray::Zip::from(e)
-            .and(a)
-            .and(b)
-            .for_each(|e, a, b| sum += (e / (atol + rtol * a.abs().max(b.abs()))).powi(2));
-        (sum / e.len().max(1) as f64).sqrt()
-    };
-    let combo = |y: &Array2<f64>, h: f64, a: &[f64], k: &[Array2<f64>]| -> Array2<f64> {
-        let mut out = y.clone();
-        for (aj, kj) in a.iter().zip(k) {
-            if *aj != 0.0 {
-                out.scaled_add(h * aj, kj);
-            }
-        }
-        out
-    };
-    let mut k1 = f(&y, t0)?;
-    let mut evals = 1;
-    // Starting step (Hairer, Nørsett & Wanner, §II.4).
-    let (d0, d1) = (norm(&y, &y, &y), norm(&k1, &y, &y));
-    let h0 = if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 };
-    let f1 = f(&combo(&y, h0, &[1.0], std::slice::from_ref(&k1)), t0 + h0)?;
-    evals += 1;
-    let d2 = norm(&(&f1 - &k1), &y, &y) / h0;
-    let h1 = if d1.max(d2) <= 1e-15 { (h0 * 1e-3).max(1e-6) } else { (0.01 / d1.max(d2)).powf(0.2) };
-    let mut h = (100.0 * h0).min(h1).min(t1 - t0);
-    let (mut t, mut steps) = (t0, 0);
-    while t < t1 {
-        if h <= 1e-12 * t.abs().max(1e-3) {
-            return Err(Error::StepSizeTooSmall { t, h });
-        }
-        let last = t + h >= t1;
-        if last {
-            h = t1 - t;
-        }
-        let mut k = vec![k1];
-        for (i, a) in A[..5].iter().enumerate() {
-            let yi = combo(&y, h, a, &k);
-            k.push(f(&yi, t + C[i] * h)?);
-            evals += 1;
-        }
-        let y5 = combo(&y, h, A[5], &k);
-        let k7 = f(&y5, t + h)?;
-        evals += 1;
-        let mut err = Array2::zeros(y.raw_dim());
-        for (ej, kj) in E.iter().zip(&k) {
-            if *ej != 0.0 {
-                err.scaled_add(h * ej, kj);
-            }
-        }
-        err.scaled_add(h * E[6], &k7);
-        let en = norm(&err, &y, &y5);
-        if !en.is_finite() {
-            return Err(Error::NonFinite { step: steps + 1, t });
-        }
-        let factor = if en == 0.0 { 5.0 } else { (0.9 * en.powf(-0.2)).clamp(0.2, 5.0) };
-        if en <= 1.0 {
-            y = y5;
-            t = if last { t1 } else { t + h };
-            steps += 1;
-            k1 = k7;
-            h *= factor;
-        } else {
-            k1 = k.swap_remove(0);
-            h *= factor.min(1.0);
-        }
+/// The probability flow augmented with its divergence, on `(n, d + 1)` arrays:
+/// columns `0..d` are `dx/dt = f x - 1/2 g^2 s`, column `d` is `div v`, exact
+/// or Hutchinson's `e^T (f I - 1/2 g^2 J_s) e` with the probe `e` and `e^T e`.
+struct AugmentedFlow<'a, D: ?Sized> {
+    sde: &'a dyn Sde,
+    score: &'a D,
+    d: usize,
+    probe: Option<(Array2<f64>, Array1<f64>)>,
+    /// Evaluations so far (each one score and one divergence or JVP).
+    evals: Cell<usize>,
+}
+
+impl<D: Divergence + ?Sized> VectorField<Array2<f64>> for AugmentedFlow<'_, D> {
+    fn eval(&self, y: &Array2<f64>, t: f64) -> Result<Array2<f64>> {
+        self.evals.set(self.evals.get() + 1);
+        let (n, d) = (y.nrows(), self.d);
+        let xs = y.slice(ndarray::s![.., ..d]).to_owned();
+        let s = self.score.score(&xs, t)?;
+        let (f, g) = (self.sde.drift_coef(t), self.sde.diffusion(t));
+        let div_v = match &self.probe {
+            Some((e, ee)) => (self.score.jvp(&xs, t, e)? * e).sum_axis(Axis(1)) * (-0.5 * g * g) + ee * f,
+            None => self.score.divergence(&xs, t)? * (-0.5 * g * g) + d as f64 * f,
+        };
+        let mut out = Array2::zeros((n, d + 1));
+        out.slice_mut(ndarray::s![.., ..d]).assign(&(&xs * f - &s * (0.5 * g * g)));
+        out.column_mut(d).assign(&div_v);
+        Ok(out)
     }
-    Ok((y, evals, steps))
 }

@@ -1,5 +1,6 @@
 //! The driver: runs any integrator over a time grid, with observers.
 
+use crate::counting::CountingScore;
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
 use crate::integrators::tweedie_denoise;
@@ -79,8 +80,9 @@ impl<'a, S: State> Sampler<'a, S> {
     /// # Errors
     /// * [`Error::TimeOutOfRange`] if the grid leaves the SDE's range;
     /// * [`Error::WrongDirection`] if the grid runs against the solver;
-    /// * [`Error::NonFiniteInput`] / [`Error::NonFinite`] (step and t) when the
-    ///   state is or becomes NaN/inf;
+    /// * [`Error::NonFiniteInput`] / [`Error::NonFinite`] when the state is or
+    ///   becomes NaN/inf (the grid step and the time it reached, also when the
+    ///   solver itself reports a non-finite stage);
     /// * whatever the score, noise source or an observer returns.
     pub fn run(
         &mut self,
@@ -97,24 +99,28 @@ impl<'a, S: State> Sampler<'a, S> {
                 expected: if want_reverse { "reverse" } else { "forward" },
             });
         }
-        solver.reset();
-        solver.prepare(grid)?;
+        solver.init(grid)?;
         let n_steps = grid.steps();
         self.notify(&StepEvent { step: 0, n_steps, t: grid.start(), x: &x, score_evals: 0 })?;
-        let mut ctx = Ctx { sde: self.sde, score: self.score, noise };
-        let mut score_evals = 0;
+        // The integrators see the score through a counter: exact counts for any
+        // solver, adaptive ones included, without them keeping books.
+        let score = CountingScore::new(self.score);
+        let mut ctx = Ctx { sde: self.sde, score: &score, noise };
         for (i, w) in grid.times().windows(2).enumerate() {
-            x = solver.step(x, w[0], w[1], &mut ctx)?;
-            score_evals += solver.last_step_score_evals();
-            self.notify(&StepEvent { step: i + 1, n_steps, t: w[1], x: &x, score_evals })?;
+            x = solver.step(x, w[0], w[1], &mut ctx).map_err(|e| match e {
+                // An adaptive solver's internal step count means nothing here: name the grid step.
+                Error::NonFinite { .. } => Error::NonFinite { step: i + 1, t: w[1] },
+                e => e,
+            })?;
+            self.notify(&StepEvent { step: i + 1, n_steps, t: w[1], x: &x, score_evals: score.count() })?;
         }
         if self.denoise && want_reverse {
-            x = tweedie_denoise(x, grid.end(), self.sde, self.score)?;
-            score_evals += 1;
+            x = tweedie_denoise(x, grid.end(), self.sde, &score)?;
             if self.check_finite && !x.all_finite() {
                 return Err(Error::NonFinite { step: n_steps + 1, t: grid.end() });
             }
         }
+        let score_evals = score.count();
         Ok(Run { x, score_evals, steps: n_steps })
     }
 }

@@ -10,8 +10,10 @@ use crate::state::{Element, Rng, State};
 
 /// A score model: `s(x, t)` for a batch `x` at one time `t`.
 ///
-/// Object-safe: integrators take `&dyn Score<S>`.
-pub trait Score<S: State>: Send {
+/// Object-safe: integrators take `&dyn Score<S>`. Not bound by `Send`, so
+/// wrappers that borrow a score (such as [`crate::CountingScore`]) are scores
+/// too; write `dyn Score<S> + Send` where a boxed score must cross threads.
+pub trait Score<S: State> {
     /// The score of the batch `x` at time `t`, with the shape of `x`.
     ///
     /// # Errors
@@ -19,7 +21,7 @@ pub trait Score<S: State>: Send {
     fn score(&self, x: &S, t: f64) -> Result<S>;
 }
 
-impl<S: State, T: Score<S> + Sync + ?Sized> Score<S> for &T {
+impl<S: State, T: Score<S> + ?Sized> Score<S> for &T {
     fn score(&self, x: &S, t: f64) -> Result<S> {
         (**self).score(x, t)
     }

@@ -1,5 +1,9 @@
 //! The integrator traits: [`Solver`] (one step from `t` to `t_next`) and
 //! [`Corrector`] (moves at fixed `t` towards `p_t`).
+//!
+//! Both have one required method besides their name; bookkeeping the driver
+//! can do itself stays out of them: [`crate::Sampler`] counts score
+//! evaluations by handing the integrator a [`crate::CountingScore`].
 
 use crate::error::Result;
 use crate::grid::TimeGrid;
@@ -38,42 +42,29 @@ pub trait Solver<S: State>: Send {
         Direction::Reverse
     }
 
-    /// Score evaluations per step (for adaptive solvers: the fewest a step can take).
-    fn score_evals_per_step(&self) -> usize;
-
-    /// Score evaluations the last call of [`Solver::step`] made. Equal to
-    /// [`Solver::score_evals_per_step`] except for adaptive solvers, whose
-    /// steps take a varying number of internal stages; the driver sums this.
-    fn last_step_score_evals(&self) -> usize {
-        self.score_evals_per_step()
+    /// Called once before every run: forgets any history (multistep methods,
+    /// the step size an adaptive method carries between grid steps) and sees
+    /// the whole time grid (for rules that depend on the number of steps, such
+    /// as EDM's `S_churn / N`).
+    ///
+    /// # Errors
+    /// A grid the solver cannot use.
+    fn init(&mut self, _grid: &TimeGrid) -> Result<()> {
+        Ok(())
     }
 
     /// Advances `x` from `t` to `t_next`.
     ///
     /// # Errors
-    /// Whatever the score or noise source returns; shape mismatches.
+    /// Whatever the score or noise source returns; shape mismatches; for
+    /// adaptive solvers, a non-finite stage or a stalled step-size controller.
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S>;
-
-    /// Forgets any history (multistep methods); called before each run.
-    fn reset(&mut self) {}
-
-    /// Sees the whole time grid before a run (after [`Solver::reset`]), for
-    /// rules that depend on the number of steps (EDM's `S_churn / N`).
-    ///
-    /// # Errors
-    /// A grid the solver cannot use.
-    fn prepare(&mut self, _grid: &TimeGrid) -> Result<()> {
-        Ok(())
-    }
 }
 
 /// A corrector: a Markov move at fixed `t` that leaves `p_t` (approximately) invariant.
 pub trait Corrector<S: State>: Send {
     /// Name, used in the name of a predictor–corrector pair.
     fn name(&self) -> &'static str;
-
-    /// Score evaluations per call of [`Corrector::correct`].
-    fn score_evals(&self) -> usize;
 
     /// Moves `x` at time `t`; `t_prev` is the time the sampler came from
     /// (`t_prev > t` in reverse time), which sets the step size of rules that
@@ -91,29 +82,17 @@ impl<S: State, T: Solver<S> + ?Sized> Solver<S> for Box<T> {
     fn direction(&self) -> Direction {
         (**self).direction()
     }
-    fn score_evals_per_step(&self) -> usize {
-        (**self).score_evals_per_step()
+    fn init(&mut self, grid: &TimeGrid) -> Result<()> {
+        (**self).init(grid)
     }
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         (**self).step(x, t, t_next, ctx)
-    }
-    fn last_step_score_evals(&self) -> usize {
-        (**self).last_step_score_evals()
-    }
-    fn reset(&mut self) {
-        (**self).reset()
-    }
-    fn prepare(&mut self, grid: &TimeGrid) -> Result<()> {
-        (**self).prepare(grid)
     }
 }
 
 impl<S: State, T: Corrector<S> + ?Sized> Corrector<S> for Box<T> {
     fn name(&self) -> &'static str {
         (**self).name()
-    }
-    fn score_evals(&self) -> usize {
-        (**self).score_evals()
     }
     fn correct(&mut self, x: S, t: f64, t_prev: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         (**self).correct(x, t, t_prev, ctx)

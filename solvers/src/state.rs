@@ -1,8 +1,9 @@
 //! The state/backend trait: the handful of array operations every integrator needs.
 //!
 //! Integrators are generic over [`State`], so the same code runs on ndarray
-//! arrays (f32 or f64, any dimensionality, samples along axis 0) and, behind
-//! the root crate's `tch` support, on tensors on any device. Coefficients are
+//! arrays (f32 or f64, any dimensionality, samples along axis 0) and, with
+//! this crate's cargo feature `tch` ([`crate::tensor`]), on `tch::Tensor`s on
+//! any device. Coefficients are
 //! always `f64` computed on the host; implementations cast them to the element
 //! type. No operation converts between backends.
 

@@ -50,10 +50,6 @@ impl<S: State> Solver<S> for Ancestral {
         }
     }
 
-    fn score_evals_per_step(&self) -> usize {
-        1
-    }
-
     fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let sde = ctx.sde;
         let (a_t, a_s) = (sde.alpha(t), sde.alpha(t_next));

@@ -38,10 +38,6 @@ impl<S: State> Corrector<S> for AnnealedLangevin {
         "annealed-langevin"
     }
 
-    fn score_evals(&self) -> usize {
-        self.n_steps
-    }
-
     fn correct(&mut self, mut x: S, t: f64, t_prev: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let alpha = ctx.sde.transition(t, t_prev).0.powi(2);
         let e = 2.0 * alpha * (self.snr * ctx.sde.sigma(t)).powi(2);

@@ -1,6 +1,7 @@
 //! DPM-Solver++: the multistep second-order solver and its first-order case.
 
 use crate::error::{Error, Result};
+use crate::grid::TimeGrid;
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
 
@@ -65,12 +66,9 @@ impl<S: State> Solver<S> for DpmSolverPp<S> {
         }
     }
 
-    fn score_evals_per_step(&self) -> usize {
-        1
-    }
-
-    fn reset(&mut self) {
+    fn init(&mut self, _grid: &TimeGrid) -> Result<()> {
         self.prev = None;
+        Ok(())
     }
 
     fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {

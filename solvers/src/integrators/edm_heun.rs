@@ -19,7 +19,7 @@ use crate::state::State;
 /// 3. Heun correction: `d' = -sigma_{i+1} s(a_{i+1} x~', t_{i+1})`,
 ///    `x~_{i+1} = x~^ + (sigma~_{i+1} - sigma^) (d + d') / 2`; `x_{i+1} = a_{i+1} x~_{i+1}`.
 ///
-/// `N` is the grid's step count (read in [`Solver::prepare`]). With `S_churn = 0`
+/// `N` is the grid's step count (read in [`Solver::init`]). With `S_churn = 0`
 /// it is Karras et al.'s deterministic Algorithm 1: Heun's method on the
 /// probability-flow ODE in `sigma~`, global order 2. With churn it adds and
 /// removes noise (a Langevin-like correction; `S_noise = 1` keeps the exact
@@ -90,11 +90,7 @@ impl<S: State> Solver<S> for EdmHeun {
         }
     }
 
-    fn score_evals_per_step(&self) -> usize {
-        2
-    }
-
-    fn prepare(&mut self, grid: &TimeGrid) -> Result<()> {
+    fn init(&mut self, grid: &TimeGrid) -> Result<()> {
         self.n_steps = grid.steps();
         Ok(())
     }

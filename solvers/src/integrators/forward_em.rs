@@ -23,10 +23,6 @@ impl<S: State> Solver<S> for ForwardEulerMaruyama {
         Direction::Forward
     }
 
-    fn score_evals_per_step(&self) -> usize {
-        0
-    }
-
     fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let h = t_next - t;
         let z = ctx.noise.step_normal(t, t_next, &x)?;

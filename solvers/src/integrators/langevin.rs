@@ -65,10 +65,6 @@ impl<S: State> Corrector<S> for Langevin {
         "langevin"
     }
 
-    fn score_evals(&self) -> usize {
-        self.n_steps
-    }
-
     fn correct(&mut self, mut x: S, t: f64, t_prev: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let alpha = ctx.sde.transition(t, t_prev).0.powi(2);
         for _ in 0..self.n_steps {

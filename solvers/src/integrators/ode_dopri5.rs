@@ -1,9 +1,10 @@
-//! Adaptive Dormand–Prince 5(4) for the probability-flow ODE.
+//! Adaptive Dormand–Prince 5(4) for ODEs, and the probability-flow sampler built on it.
 
 use crate::error::{Error, Result};
-use crate::integrators::pf_ode::velocity;
+use crate::grid::TimeGrid;
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
+use crate::vector_field::{ProbabilityFlow, VectorField};
 
 // Dormand & Prince (1980), Table 2 (Butcher tableau of DOPRI5; Hairer, Nørsett & Wanner 1993, Table II.5.2).
 const C: [f64; 6] = [1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0];
@@ -18,45 +19,63 @@ const B: [f64; 6] = [35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 /
 const E: [f64; 7] =
     [71.0 / 57600.0, 0.0, -71.0 / 16695.0, 71.0 / 1920.0, -17253.0 / 339200.0, 22.0 / 525.0, -1.0 / 40.0];
 
-/// Internal steps allowed per grid step before giving up.
-const MAX_INTERNAL_STEPS: usize = 100_000;
-
 /// The adaptive Dormand–Prince 5(4) method (Dormand & Prince 1980; Hairer,
-/// Nørsett & Wanner 1993, §II.5, "DOPRI5") for the probability-flow ODE
-/// `dx/dt = v(x, t) = f(t) x - 1/2 g(t)^2 s(x, t)` (Song et al. 2021, eq. 13,
-/// who sample it with RK45 at rtol = atol = 1e-5).
+/// Nørsett & Wanner 1993, §II.5, "DOPRI5").
 ///
-/// Each grid step from `t` to `t_next` is integrated adaptively: seven-stage
-/// steps `k_i = v(x + h sum_j a_ij k_j, t + c_i h)`, the fifth-order solution
-/// `x + h sum_i b_i k_i` is kept (local extrapolation), the embedded fourth-order
-/// one gives the error estimate `err = h sum_i e_i k_i`, whose scaled RMS norm
-/// ([`State::error_norm`], with `rtol`, `atol`) must be `<= 1` to accept.
-/// The next step is `h * min(5, max(0.2, 0.9 err^(-1/5)))`; the last stage is
-/// the first of the next internal step (FSAL). The first step size comes from
-/// Hairer et al.'s starting rule (§II.4), then carries over between grid steps.
-/// Usually run over a one-step grid `[T, eps]` so the controller places every step.
+/// [`OdeDopri5::integrate`] solves any [`VectorField`] `dx/dt = v(x, t)` from
+/// `t0` to `t1`, in either time direction: seven-stage steps
+/// `k_i = v(x + h sum_j a_ij k_j, t + c_i h)`, the fifth-order solution
+/// `x + h sum_i b_i k_i` is kept (local extrapolation), the embedded
+/// fourth-order one gives the error estimate `err = h sum_i e_i k_i`, whose
+/// scaled RMS norm ([`State::error_norm`], with `rtol`, `atol`) must be `<= 1`
+/// to accept. The next step is `h * min(5, max(0.2, 0.9 err^(-1/5)))`; the last
+/// stage is the first of the next internal step (FSAL). The first step size
+/// comes from Hairer et al.'s starting rule (§II.4), then carries over between
+/// calls until [`Solver::init`]. At most [`OdeDopri5::max_steps`] internal
+/// steps per call.
 ///
-/// Deterministic; order 5 (error per unit time ~ tolerance). Score evaluations
-/// vary: [`Solver::last_step_score_evals`] reports each grid step's count, which
-/// the sampler sums into `Run::score_evals`. A non-finite stage ends the grid
-/// step with that non-finite state (the sampler reports where); a step size
-/// below the resolution of `t` is [`Error::StepSizeTooSmall`].
+/// As a [`Solver`] it integrates the probability-flow ODE
+/// `dx/dt = f(t) x - 1/2 g(t)^2 s(x, t)` (Song et al. 2021, eq. 13, who sample
+/// it with RK45 at rtol = atol = 1e-5; [`ProbabilityFlow`]) adaptively over
+/// each grid step; it is usually run over a one-step grid `[T, eps]` so the
+/// controller places every step. Deterministic; order 5 (error per unit time
+/// ~ tolerance). Score evaluations vary (at least seven per grid step); the
+/// sampler counts them into `Run::score_evals`.
+///
+/// Every failure is an error, never a state: a non-finite stage or state is
+/// [`Error::NonFinite`], a step size below the resolution of `t` is
+/// [`Error::StepSizeTooSmall`], an exhausted step budget [`Error::TooManySteps`].
 #[derive(Debug, Clone, Copy)]
 pub struct OdeDopri5 {
     rtol: f64,
     atol: f64,
+    max_steps: usize,
+    /// The step size carried to the next call.
     h: Option<f64>,
-    evals: usize,
+}
+
+/// The result of [`OdeDopri5::integrate`].
+#[derive(Debug, Clone)]
+pub struct Dopri5Solution<S> {
+    /// The state at `t1`.
+    pub x: S,
+    /// Accepted internal steps.
+    pub steps: usize,
+    /// Rejected internal steps.
+    pub rejected: usize,
 }
 
 impl Default for OdeDopri5 {
     /// `rtol = atol = 1e-5` (Song et al. 2021's choice).
     fn default() -> Self {
-        Self { rtol: 1e-5, atol: 1e-5, h: None, evals: 0 }
+        Self { rtol: 1e-5, atol: 1e-5, max_steps: Self::DEFAULT_MAX_STEPS, h: None }
     }
 }
 
 impl OdeDopri5 {
+    /// The default cap on internal steps (accepted and rejected) per call.
+    pub const DEFAULT_MAX_STEPS: usize = 100_000;
+
     /// Dormand–Prince with relative and absolute tolerances.
     ///
     /// # Errors
@@ -64,7 +83,20 @@ impl OdeDopri5 {
     pub fn new(rtol: f64, atol: f64) -> Result<Self> {
         crate::error::positive("rtol", rtol)?;
         crate::error::positive("atol", atol)?;
-        Ok(Self { rtol, atol, h: None, evals: 0 })
+        Ok(Self { rtol, atol, ..Self::default() })
+    }
+
+    /// Sets the cap on internal steps (accepted and rejected) per call of
+    /// [`OdeDopri5::integrate`] (per grid step as a [`Solver`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for zero.
+    pub fn with_max_steps(mut self, max_steps: usize) -> Result<Self> {
+        if max_steps == 0 {
+            return Err(Error::param("max_steps", max_steps, "must be >= 1"));
+        }
+        self.max_steps = max_steps;
+        Ok(self)
     }
 
     /// The relative tolerance.
@@ -77,16 +109,123 @@ impl OdeDopri5 {
         self.atol
     }
 
-    /// Hairer et al.'s starting step (§II.4), costing one score evaluation.
-    fn initial_step<S: State>(&mut self, x: &S, k1: &S, t: f64, span: f64, ctx: &Ctx<'_, S>) -> Result<f64> {
+    /// The cap on internal steps per call.
+    pub fn max_steps(&self) -> usize {
+        self.max_steps
+    }
+
+    /// Integrates `dx/dt = field(x, t)` from `x` at `t0` to `t1` (`t1 < t0`
+    /// runs backwards in time). Starts from the step size the previous call
+    /// left (capped at `|t1 - t0|`), or from Hairer et al.'s starting rule.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidParameter`] for a non-finite `t0` or `t1`;
+    /// * [`Error::NonFinite`] when a stage or the accepted state is NaN/inf
+    ///   (`step`: accepted steps + 1, `t`: the time that step aimed at);
+    /// * [`Error::StepSizeTooSmall`] when the controller's step falls below
+    ///   the resolution of `t`;
+    /// * [`Error::TooManySteps`] after [`OdeDopri5::max_steps`] internal steps;
+    /// * whatever the vector field returns.
+    pub fn integrate<S: State, V: VectorField<S> + ?Sized>(
+        &mut self,
+        field: &V,
+        mut x: S,
+        t0: f64,
+        t1: f64,
+    ) -> Result<Dopri5Solution<S>> {
+        for (name, t) in [("t0", t0), ("t1", t1)] {
+            if !t.is_finite() {
+                return Err(Error::param(name, t, "must be finite"));
+            }
+        }
+        let (mut steps, mut rejected) = (0, 0);
+        if t0 == t1 {
+            return Ok(Dopri5Solution { x, steps, rejected });
+        }
+        // Step sizes h are magnitudes; the step in time is dir * h.
+        let dir = if t1 > t0 { 1.0 } else { -1.0 };
+        let span = (t1 - t0).abs();
+        let mut k1 = field.eval(&x, t0)?;
+        let mut h = match self.h {
+            Some(h) => h.min(span),
+            None => self.initial_step(field, &x, &k1, t0, dir, span)?,
+        };
+        let mut now = t0;
+        let mut proposed = h;
+        for _ in 0..self.max_steps {
+            let remaining = (t1 - now) * dir;
+            if remaining <= 0.0 {
+                // Rounding of `now` reached t1 a step early.
+                return Ok(Dopri5Solution { x, steps, rejected });
+            }
+            // The controller's own step, before any shortening to land on t1.
+            if h <= 1e-12 * now.abs().max(1e-3) {
+                return Err(Error::StepSizeTooSmall { t: now, h });
+            }
+            let last = h >= remaining * (1.0 - 1e-12);
+            if last {
+                h = remaining;
+            }
+            let hs = dir * h;
+            let mut k: Vec<S> = Vec::with_capacity(6);
+            k.push(k1);
+            for (i, a) in [&A2[..], &A3[..], &A4[..], &A5[..], &A6[..]].into_iter().enumerate() {
+                let y = stage(&x, hs, a, &k)?;
+                k.push(field.eval(&y, now + C[i] * hs)?);
+            }
+            let y5 = stage(&x, hs, &B, &k)?;
+            let k7 = field.eval(&y5, now + hs)?;
+            let mut err = k[0].duplicate();
+            err.scale(hs * E[0]);
+            err.axpbypcz(1.0, hs * E[2], &k[2], hs * E[3], &k[3])?;
+            err.axpbypcz(1.0, hs * E[4], &k[4], hs * E[5], &k[5])?;
+            err.axpby(1.0, hs * E[6], &k7)?;
+            let norm = err.error_norm(&x, &y5, self.rtol, self.atol)?;
+            // NaN in any stage makes the norm NaN; an infinite y5 may not, hence the second test.
+            if !norm.is_finite() || (norm <= 1.0 && !y5.all_finite()) {
+                return Err(Error::NonFinite { step: steps + 1, t: now + hs });
+            }
+            let factor = if norm == 0.0 { 5.0 } else { (0.9 * norm.powf(-0.2)).clamp(0.2, 5.0) };
+            if norm <= 1.0 {
+                x = y5;
+                k1 = k7;
+                steps += 1;
+                let next = h * factor;
+                if last {
+                    // A step shortened to land on t1 says little about the next one.
+                    self.h = Some(next.max(proposed));
+                    return Ok(Dopri5Solution { x, steps, rejected });
+                }
+                now += hs;
+                self.h = Some(next);
+                h = next;
+            } else {
+                rejected += 1;
+                k1 = k.swap_remove(0);
+                h *= factor.min(1.0);
+            }
+            proposed = h;
+        }
+        Err(Error::TooManySteps { max_steps: self.max_steps, t: now, h })
+    }
+
+    /// Hairer et al.'s starting step (§II.4), costing one evaluation of `field`.
+    fn initial_step<S: State, V: VectorField<S> + ?Sized>(
+        &self,
+        field: &V,
+        x: &S,
+        k1: &S,
+        t: f64,
+        dir: f64,
+        span: f64,
+    ) -> Result<f64> {
         let d0 = x.error_norm(x, x, self.rtol, self.atol)?;
         let d1 = k1.error_norm(x, x, self.rtol, self.atol)?;
         let h0 = if d0 < 1e-5 || d1 < 1e-5 || !(d0 / d1).is_finite() { 1e-6 } else { 0.01 * d0 / d1 };
         let h0 = h0.min(span);
         let mut y = x.duplicate();
-        y.axpby(1.0, -h0, k1)?;
-        let mut f1 = velocity(&y, t - h0, ctx)?;
-        self.evals += 1;
+        y.axpby(1.0, dir * h0, k1)?;
+        let mut f1 = field.eval(&y, t + dir * h0)?;
         f1.axpby(1.0, -1.0, k1)?;
         let d2 = f1.error_norm(x, x, self.rtol, self.atol)? / h0;
         let m = d1.max(d2);
@@ -114,84 +253,12 @@ impl<S: State> Solver<S> for OdeDopri5 {
         "ode-dopri5"
     }
 
-    /// The fewest a grid step can take: one velocity at its start and six stages.
-    fn score_evals_per_step(&self) -> usize {
-        7
-    }
-
-    fn last_step_score_evals(&self) -> usize {
-        self.evals
-    }
-
-    fn reset(&mut self) {
+    fn init(&mut self, _grid: &TimeGrid) -> Result<()> {
         self.h = None;
-        self.evals = 0;
+        Ok(())
     }
 
-    fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
-        // Time runs backwards: integrate in tau = t - time, i.e. time = t - tau, dtime = -dtau.
-        self.evals = 0;
-        let span = t - t_next;
-        let mut k1 = velocity(&x, t, ctx)?;
-        self.evals += 1;
-        let mut h = match self.h {
-            Some(h) => h.min(span),
-            None => self.initial_step(&x, &k1, t, span, ctx)?,
-        };
-        let mut now = t;
-        let mut proposed = h;
-        for _ in 0..MAX_INTERNAL_STEPS {
-            let remaining = now - t_next;
-            if remaining <= 0.0 {
-                return Ok(x);
-            }
-            let last = h >= remaining * (1.0 - 1e-12);
-            if last {
-                h = remaining;
-            }
-            if h <= 1e-12 * now.abs().max(1e-3) {
-                return Err(Error::StepSizeTooSmall { t: now, h });
-            }
-            let hs = -h; // the step in time
-            let mut k: Vec<S> = Vec::with_capacity(6);
-            k.push(k1);
-            for (i, a) in [&A2[..], &A3[..], &A4[..], &A5[..], &A6[..]].into_iter().enumerate() {
-                let y = stage(&x, hs, a, &k)?;
-                k.push(velocity(&y, now + C[i] * hs, ctx)?);
-                self.evals += 1;
-            }
-            let y5 = stage(&x, hs, &B, &k)?;
-            let k7 = velocity(&y5, now + hs, ctx)?;
-            self.evals += 1;
-            let mut err = k[0].duplicate();
-            err.scale(hs * E[0]);
-            err.axpbypcz(1.0, hs * E[2], &k[2], hs * E[3], &k[3])?;
-            err.axpbypcz(1.0, hs * E[4], &k[4], hs * E[5], &k[5])?;
-            err.axpby(1.0, hs * E[6], &k7)?;
-            let norm = err.error_norm(&x, &y5, self.rtol, self.atol)?;
-            if !norm.is_finite() {
-                // A non-finite stage: hand a non-finite state back for the driver to report.
-                return Ok(if y5.all_finite() { err } else { y5 });
-            }
-            let factor = if norm == 0.0 { 5.0 } else { (0.9 * norm.powf(-0.2)).clamp(0.2, 5.0) };
-            if norm <= 1.0 {
-                x = y5;
-                k1 = k7;
-                let next = h * factor;
-                if last {
-                    // A step shortened to land on t_next says little about the next one.
-                    self.h = Some(next.max(proposed));
-                    return Ok(x);
-                }
-                now -= h;
-                self.h = Some(next);
-                h = next;
-            } else {
-                k1 = k.swap_remove(0);
-                h *= factor.min(1.0);
-            }
-            proposed = h;
-        }
-        Err(Error::StepSizeTooSmall { t: now, h })
+    fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
+        Ok(self.integrate(&ProbabilityFlow::new(ctx.sde, ctx.score), x, t, t_next)?.x)
     }
 }

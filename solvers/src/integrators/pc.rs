@@ -1,6 +1,7 @@
 //! Predictor–corrector sampling.
 
 use crate::error::Result;
+use crate::grid::TimeGrid;
 use crate::solver::{Corrector, Ctx, Direction, Solver};
 use crate::state::State;
 
@@ -44,10 +45,6 @@ impl<S: State> Solver<S> for Identity {
         "identity"
     }
 
-    fn score_evals_per_step(&self) -> usize {
-        0
-    }
-
     fn step(&mut self, x: S, _t: f64, _t_next: f64, _ctx: &mut Ctx<'_, S>) -> Result<S> {
         Ok(x)
     }
@@ -62,24 +59,12 @@ impl<S: State, P: Solver<S>, C: Corrector<S>> Solver<S> for Pc<P, C> {
         self.predictor.direction()
     }
 
-    fn score_evals_per_step(&self) -> usize {
-        self.predictor.score_evals_per_step() + self.corrector.score_evals()
-    }
-
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let x = self.predictor.step(x, t, t_next, ctx)?;
         self.corrector.correct(x, t_next, t, ctx)
     }
 
-    fn last_step_score_evals(&self) -> usize {
-        self.predictor.last_step_score_evals() + self.corrector.score_evals()
-    }
-
-    fn reset(&mut self) {
-        self.predictor.reset();
-    }
-
-    fn prepare(&mut self, grid: &crate::grid::TimeGrid) -> Result<()> {
-        self.predictor.prepare(grid)
+    fn init(&mut self, grid: &TimeGrid) -> Result<()> {
+        self.predictor.init(grid)
     }
 }

@@ -21,10 +21,6 @@ impl<S: State> Solver<S> for ReverseDiffusion {
         "reverse-diffusion"
     }
 
-    fn score_evals_per_step(&self) -> usize {
-        1
-    }
-
     fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let (a_ts, g2) = ctx.sde.transition(t_next, t);
         let s = ctx.score.score(&x, t)?;

@@ -20,10 +20,6 @@ impl<S: State> Solver<S> for ReverseEulerMaruyama {
         "reverse-em"
     }
 
-    fn score_evals_per_step(&self) -> usize {
-        1
-    }
-
     fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let h = t - t_next;
         let s = ctx.score.score(&x, t)?;

@@ -91,10 +91,6 @@ impl<S: State> Corrector<S> for Sgld {
         "sgld"
     }
 
-    fn score_evals(&self) -> usize {
-        self.n_steps
-    }
-
     fn correct(&mut self, x: S, t: f64, _t_prev: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         self.run(x, t, 0, self.n_steps, ctx)
     }
