@@ -84,7 +84,12 @@ fn runs(entry: &Entry, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<Run>> 
         }
         return Ok(out);
     }
-    let per_step = by_name::<Array2<f64>>(entry.name)?.score_evals_per_step();
+    // Score evaluations per step of each fixed-step entry (the registry will declare these).
+    let per_step = match entry.name {
+        "ode-rk4" => 4,
+        "ode-heun" | "edm-heun" | "edm-heun-churn" | "pc" => 2,
+        _ => 1,
+    };
     for n in STEPS {
         if n * per_step <= max_nfe {
             out.push((n.to_string(), by_name(entry.name)?, TimeGrid::by_name(entry.grid, sde, 1.0, eps, n)?));
