@@ -19,7 +19,7 @@ use crate::solvers::{GaussianMixture, Rng, Score, Sde};
 /// # Errors
 /// [`Error::InvalidArgument`] for `n == 0`, no times, or a time outside the
 /// SDE's range; score errors.
-pub fn score_error(
+pub fn score_mse_by_time(
     score: &dyn Score<Array2<f64>>,
     law: &GaussianMixture,
     sde: &dyn Sde,
@@ -28,7 +28,11 @@ pub fn score_error(
     seed: u64,
 ) -> Result<Vec<(f64, f64)>> {
     if n == 0 || times.is_empty() {
-        return Err(Error::invalid("score_error", format!("n = {n}, {} times", times.len()), "need n > 0 and a time"));
+        return Err(Error::invalid(
+            "score_mse_by_time",
+            format!("n = {n}, {} times", times.len()),
+            "need n > 0 and a time",
+        ));
     }
     let mut rng = Rng::seed_from_u64(seed);
     let d = law.dim() as f64;
@@ -57,13 +61,13 @@ mod tests {
         let sde = VpSde::default();
         let exact = ExactScore::new(law.clone(), sde);
         let times = [0.01, 0.5, 1.0];
-        let err = score_error(&exact, &law, &sde, &times, 500, 0).unwrap();
+        let err = score_mse_by_time(&exact, &law, &sde, &times, 500, 0).unwrap();
         assert!(err.iter().all(|&(_, e)| e < 1e-20), "{err:?}");
         // The score of another law: clearly non-zero error.
         let other = ExactScore::new(GaussianMixture::ring(4, 1.0, 0.3).unwrap(), sde);
-        let err = score_error(&other, &law, &sde, &times, 500, 0).unwrap();
+        let err = score_mse_by_time(&other, &law, &sde, &times, 500, 0).unwrap();
         assert!(err[0].1 > 0.1, "{err:?}");
-        assert!(score_error(&exact, &law, &sde, &[1.5], 10, 0).is_err());
-        assert!(score_error(&exact, &law, &sde, &times, 0, 0).is_err());
+        assert!(score_mse_by_time(&exact, &law, &sde, &[1.5], 10, 0).is_err());
+        assert!(score_mse_by_time(&exact, &law, &sde, &times, 0, 0).is_err());
     }
 }

@@ -133,7 +133,8 @@ fn device_input(x: &Tensor, t: f64, device: Device) -> (Tensor, Tensor) {
     (x, Tensor::full([batch], t, (Kind::Float, device)))
 }
 
-fn score_error(t: f64, e: impl std::fmt::Display) -> crate::solvers::Error {
+/// Any failure inside a score or classifier evaluation at time `t`, as a solver error.
+fn score_failure(t: f64, e: impl std::fmt::Display) -> crate::solvers::Error {
     crate::solvers::Error::Score { t, reason: e.to_string() }
 }
 
@@ -142,7 +143,7 @@ fn score_error(t: f64, e: impl std::fmt::Display) -> crate::solvers::Error {
 fn to_solver_error(t: f64, e: Error) -> crate::solvers::Error {
     match e {
         Error::Solver(e) => e,
-        e => score_error(t, e),
+        e => score_failure(t, e),
     }
 }
 
@@ -170,9 +171,9 @@ impl ConditionalScore<Tensor> for NeuralScore {
 
 impl ConditionalScore<Array2<f64>> for NeuralScore {
     fn score_cond(&self, x: &Array2<f64>, t: f64, class: Option<usize>) -> crate::solvers::Result<Array2<f64>> {
-        let xt = array_to_tensor(x).map_err(|e| score_error(t, e))?;
+        let xt = array_to_tensor(x).map_err(|e| score_failure(t, e))?;
         let s = self.score_cond(&xt, t, class)?;
-        tensor_to_array(&s).map_err(|e| score_error(t, e))
+        tensor_to_array(&s).map_err(|e| score_failure(t, e))
     }
 
     fn n_classes(&self) -> usize {
@@ -295,9 +296,9 @@ impl ClassifierGradient<Tensor> for NeuralClassifier {
 
 impl ClassifierGradient<Array2<f64>> for NeuralClassifier {
     fn grad_log_prob(&self, x: &Array2<f64>, t: f64, class: usize) -> crate::solvers::Result<Array2<f64>> {
-        let xt = array_to_tensor(x).map_err(|e| score_error(t, e))?;
+        let xt = array_to_tensor(x).map_err(|e| score_failure(t, e))?;
         let g = self.grad_log_prob(&xt, t, class)?;
-        tensor_to_array(&g).map_err(|e| score_error(t, e))
+        tensor_to_array(&g).map_err(|e| score_failure(t, e))
     }
 
     fn n_classes(&self) -> usize {

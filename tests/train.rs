@@ -53,7 +53,7 @@ fn config(steps: u64) -> TrainConfig {
 
 /// `E_t E_{x ~ p_t} sigma(t)^2 |s_theta(x, t) - s(x, t)|^2 / d` on a fixed
 /// grid of t, with exact samples of p_t: the DSM objective minus its constant.
-fn score_error(score: &dyn Score<Array2<f64>>) -> f64 {
+fn mean_weighted_score_mse(score: &dyn Score<Array2<f64>>) -> f64 {
     let sde = VpSde::default();
     let exact = ExactScore::new(gaussian(), sde);
     let mut rng = Rng::seed_from_u64(99);
@@ -81,8 +81,10 @@ fn training_learns_the_exact_score() {
         let net = NetConfig { parameterization, ..small_net() };
         let untrained = train(1, config(1), net.clone());
         let trained = train(800, config(800), net);
-        let (before, after) =
-            (score_error(&untrained.ema_score().unwrap()), score_error(&trained.ema_score().unwrap()));
+        let (before, after) = (
+            mean_weighted_score_mse(&untrained.ema_score().unwrap()),
+            mean_weighted_score_mse(&trained.ema_score().unwrap()),
+        );
         // The irreducible DSM error is 0 here (the net can represent a linear
         // score); 800 steps must remove most of the initial error.
         assert!(after < 0.1 * before, "{parameterization:?}: score error {before} -> {after}");

@@ -8,6 +8,10 @@
 //! * [`Sde`]: `dx = f(t) x dt + g(t) dw` with kernel `x_t = a(t) x_0 + sigma(t) z` ([`VpSde`],
 //!   [`SubVpSde`], [`VeSde`], [`CosineVpSde`]).
 //! * [`Score`]: `s(x, t)`; [`ExactScore`] of [`GaussianMixture`] data is exact at every t.
+//! * [`oracle`]: the closed forms every test checks against: [`GaussianMixture`]
+//!   (density, score and its derivatives exact at every t), [`LabelledMixture`] with
+//!   [`ExactConditional`] (exact class posteriors and conditional scores), and
+//!   [`law`] (the exact output law of a sampler on 1-D Gaussian data).
 //! * [`State`]: the few array operations integrators use (ndarray f32/f64; `tch::Tensor`
 //!   on any device with the cargo feature `tch`).
 //! * [`Noise`]: [`GaussianNoise`] (seeded i.i.d.) or [`BrownianPath`] (one path, any step size).
@@ -27,10 +31,10 @@ mod error;
 mod grid;
 pub mod guidance;
 pub mod integrators;
-pub mod law;
 pub mod likelihood;
 pub mod noise;
 mod observe;
+pub mod oracle;
 mod registry;
 mod sample;
 pub mod score;
@@ -46,7 +50,6 @@ pub use error::{Error, Result};
 pub use grid::{TimeGrid, GRIDS};
 pub use guidance::{
     check_class, ClassifierFreeGuided, ClassifierGradient, ClassifierGuided, ConditionalScore, Conditioned,
-    ExactConditional, LabelledMixture,
 };
 pub use integrators::{
     tweedie_denoise, Ancestral, AnnealedLangevin, Ddim, Dopri5Solution, DpmSolverPp, EdmHeun, ForwardEulerMaruyama,
@@ -56,9 +59,11 @@ pub use integrators::{
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{FiniteCheck, Observer, StepEvent, Trajectory};
+pub use oracle::law;
+pub use oracle::{ExactConditional, GaussianMixture, LabelledMixture};
 pub use registry::{by_name, SAMPLERS};
 pub use sample::{prior_sample, Run, Sampler};
-pub use score::{ExactScore, GaussianMixture, Score};
+pub use score::{ExactScore, Score};
 pub use sde::{sde_by_name, CosineVpSde, Sde, SubVpSde, VeSde, VpSde, SDES};
 pub use solver::{Corrector, Ctx, Direction, Solver};
 pub use state::{Element, Rng, State};

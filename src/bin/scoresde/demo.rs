@@ -169,9 +169,9 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
         }
     }
     let device = scoresde::device::select(&a.device)?;
-    if let Some(errors) = crate::eval::score_error(&trained.checkpoint, device, a.seed)? {
+    if let Some(errors) = crate::eval::model_score_error_by_time(&trained.checkpoint, device, a.seed)? {
         let png = a.out.join("score_error.png");
-        crate::plot::score_error(&png, &errors)?;
+        crate::plot::plot_score_error_by_time(&png, &errors)?;
         wrote.push(png);
         let mean = errors.iter().map(|e| e.1).sum::<f64>() / errors.len() as f64;
         println!("learned vs exact score, sigma^2-weighted error averaged over t: {mean:.4}");

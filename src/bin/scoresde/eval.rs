@@ -53,13 +53,17 @@ pub fn exact_loglik(source: &DataSource, x: &Array2<f64>) -> anyhow::Result<Opti
 pub const ERROR_TIMES: [f64; 9] = [0.001, 0.01, 0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0];
 
 /// The learned score's error over t when the run's data is a Gaussian mixture; None otherwise.
-pub fn score_error(model: &std::path::Path, device: tch::Device, seed: u64) -> anyhow::Result<Option<Vec<(f64, f64)>>> {
+pub fn model_score_error_by_time(
+    model: &std::path::Path,
+    device: tch::Device,
+    seed: u64,
+) -> anyhow::Result<Option<Vec<(f64, f64)>>> {
     let (score, scaling, meta) = load_model(model, device)?;
     let Some(law) = DataSource::parse(&meta.data.source).ok().and_then(|s| s.mixture()) else {
         return Ok(None);
     };
     let law = scaling.apply_to_mixture(&law)?;
-    Ok(Some(scoresde::eval::score_error(&score, &law, score.sde(), &ERROR_TIMES, 2000, seed)?))
+    Ok(Some(scoresde::eval::score_mse_by_time(&score, &law, score.sde(), &ERROR_TIMES, 2000, seed)?))
 }
 
 pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
@@ -98,14 +102,14 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         eprintln!("no samples-*.npy in {}: run `scoresde sample` first or pass --samples", folder.display());
     }
     let device = common::device(&a.device)?;
-    if let Some(errors) = score_error(&a.model, device, a.seed)? {
+    if let Some(errors) = model_score_error_by_time(&a.model, device, a.seed)? {
         let mut t = Table::new(&["t", "sigma^2-weighted score error"]);
         for (time, e) in &errors {
             t.push(vec![fmt(*time, 3), fmt(*e, 5)]);
         }
         print!("{}", t.markdown());
         let (md, _) = t.save(&folder.join("score_error"))?;
-        crate::plot::score_error(&folder.join("score_error.png"), &errors)?;
+        crate::plot::plot_score_error_by_time(&folder.join("score_error.png"), &errors)?;
         println!("wrote {} and {}", md.display(), folder.join("score_error.png").display());
     }
     Ok(())

@@ -66,7 +66,7 @@ pub fn loss_curve(path: &Path, losses: &[(u64, f64)]) -> anyhow::Result<()> {
 }
 
 /// The learned score's sigma^2-weighted error against the exact score, over t.
-pub fn score_error(path: &Path, errors: &[(f64, f64)]) -> anyhow::Result<()> {
+pub fn plot_score_error_by_time(path: &Path, errors: &[(f64, f64)]) -> anyhow::Result<()> {
     let opts = LineChartOptions {
         title: Some("learned vs exact score: E sigma^2 |s_theta - s|^2 / d".into()),
         x_label: "t".into(),
