@@ -16,7 +16,9 @@
 //! * [`Sampler`]: runs a solver over a [`TimeGrid`] with [`Observer`]s.
 //!
 //! Swapping a solver is one line: every solver is a `Solver<S>`, and
-//! [`by_name`] builds one from a string.
+//! [`by_name`] builds one from a string. [`SOLVERS`] is the one table of named solvers:
+//! each row declares its order, kind, score evaluations per step, default grid and
+//! citation, and tests, docs and studies read it from there.
 #![warn(missing_docs)]
 
 mod error;
@@ -49,7 +51,10 @@ pub use integrators::{
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{FiniteCheck, Observer, StepEvent, Trajectory};
-pub use registry::{by_name, SAMPLERS};
+pub use registry::{
+    by_name, solver_info, solvers_markdown_table, DefaultGrid, Order, OrderCheck, Param, ScoreEvals, SolverInfo,
+    SolverKind, SAMPLERS, SOLVERS,
+};
 pub use sample::{prior_sample, Run, Sampler};
 pub use score::{ExactScore, GaussianMixture, Score};
 pub use sde::{sde_by_name, CosineVpSde, Sde, SubVpSde, VeSde, VpSde, SDES};
