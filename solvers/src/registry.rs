@@ -49,8 +49,8 @@ pub enum Order {
     /// A corrector-only sampler: MCMC at each noise level with an `O(step)` bias, not a
     /// discretisation that converges with the number of steps.
     Mcmc,
-    /// No order is claimed (e.g. EDM's churn, or a PC sampler whose SNR-rule corrector
-    /// leaves a bias that does not vanish with the number of steps).
+    /// No order is claimed: EDM's churn (its noise depends on the number of steps), or a
+    /// predictor–corrector pair whose SNR-rule corrector makes the law non-affine.
     None,
 }
 
@@ -370,7 +370,9 @@ solvers! {
         grid: DefaultGrid::Uniform,
         direction: Direction::Reverse,
         affine: false,
-        check: OrderCheck::Elsewhere("SNR-rule step depends on the batch (law not affine); Monte Carlo vs its law"),
+        check: OrderCheck::Elsewhere(
+            "SNR-rule step depends on the batch, so its law is not affine: parts checked (`reverse-diffusion` above, the corrector in tests/langevin.rs)",
+        ),
         param: None,
         citation: "Song et al. 2021 Alg. 1",
     }
@@ -386,7 +388,7 @@ solvers! {
         grid: DefaultGrid::Uniform,
         direction: Direction::Reverse,
         affine: false,
-        check: OrderCheck::Elsewhere("MCMC: stationary variance `v/(1 − e/2v)` (tests/langevin.rs)"),
+        check: OrderCheck::Elsewhere("MCMC at each level: step rule and stationary variance `v/(1 − e/2v)` (tests/langevin.rs)"),
         param: None,
         citation: "Song et al. 2021 Alg. 4",
     }
@@ -402,7 +404,7 @@ solvers! {
         grid: DefaultGrid::Uniform,
         direction: Direction::Reverse,
         affine: true,
-        check: OrderCheck::Elsewhere("MCMC: its step rule (tests/langevin.rs)"),
+        check: OrderCheck::Elsewhere("MCMC at each level: step rule (tests/langevin.rs)"),
         param: None,
         citation: "Song & Ermon 2019 Alg. 1",
     }
@@ -466,7 +468,7 @@ solvers! {
         grid: DefaultGrid::Adaptive,
         direction: Direction::Reverse,
         affine: true,
-        check: OrderCheck::Elsewhere("adaptive: error below 100 × rtol at rtol 1e-3…1e-9 (tests/ode.rs)"),
+        check: OrderCheck::Elsewhere("adaptive: error ≤ 100 × rtol for rtol 1e-3…1e-9 (tests/ode.rs)"),
         param: Some(Param { prefix: "ode-dopri5", syntax: "RTOL[:ATOL]" }),
         citation: "Dormand & Prince 1980; Hairer et al. 1993 §II.5",
     }
@@ -562,7 +564,7 @@ solvers! {
         grid: DefaultGrid::Karras,
         direction: Direction::Reverse,
         affine: true,
-        check: OrderCheck::Elsewhere("churn depends on N: no order; Monte Carlo vs its exact law (tests/ode.rs)"),
+        check: OrderCheck::Elsewhere("churn depends on N: Monte Carlo moments vs its exact law (tests/ode.rs)"),
         param: None,
         citation: "Karras et al. 2022, Alg. 2",
     }
@@ -653,22 +655,23 @@ pub fn by_name<S: State>(name: &str) -> Result<Box<dyn Solver<S>>> {
 /// `solvers/tests/readme.rs` checks the README contains it verbatim.
 pub fn solvers_markdown_table() -> String {
     let mut out = String::from(
-        "| name | constructor | update (h > 0 from the grid) | order | kind | score evals / step | grid | reference |\n\
-         |---|---|---|---|---|---:|---|---|\n",
+        "| name | constructor | update (h > 0 from the grid) | order | measured (or how it is checked) | kind | \
+         score evals / step | grid | reference |\n|---|---|---|---|---|---|---:|---|---|\n",
     );
     for s in SOLVERS {
         let name = match s.param {
             Some(p) => format!("`{}` (`{}:{}`)", s.name, p.prefix, p.syntax),
             None => format!("`{}`", s.name),
         };
-        let order = match s.check {
-            OrderCheck::Measured { measured, .. } => format!("{} (measured {measured:.2})", s.order_text()),
-            OrderCheck::Elsewhere(why) => format!("{} ({why})", s.order_text()),
+        let measured = match s.check {
+            OrderCheck::Measured { measured, .. } => format!("{measured:.2}"),
+            OrderCheck::Elsewhere(why) => why.to_string(),
         };
         out.push_str(&format!(
-            "| {name} | `{}` | {} | {order} | {} | {} | {} | {} |\n",
+            "| {name} | `{}` | {} | {} | {measured} | {} | {} | {} | {} |\n",
             s.rust,
             s.update,
+            s.order_text(),
             s.kind,
             s.evals,
             s.grid.name(),
