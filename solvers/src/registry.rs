@@ -20,8 +20,11 @@
 //! Its tests come for free: `solvers/tests/ode.rs` measures the order of its exact law on
 //! 1-D Gaussian data on its default grid and checks it against the declared [`Order`]
 //! (±0.15) and against the recorded `measured` value; `solvers/tests/sdes.rs` checks the
-//! order on every SDE; the score-evaluation count, f32 finiteness, tensor-vs-ndarray,
-//! determinism and bad-input tests loop over the table. Then regenerate the README table:
+//! order on every SDE; `solvers/tests/registry.rs` checks the built solver's name,
+//! direction and declared kind (a deterministic row draws no noise); the score-evaluation
+//! count, f32 finiteness, tensor-vs-ndarray, determinism and bad-input tests loop over
+//! the table. A deterministic fixed-step row also needs its hand-derived recursion in
+//! `solvers/tests/ode.rs` (`hand_map`), the closed-form oracle; a test there says so. Then regenerate the README table:
 //! `UPDATE_README=1 cargo test -p scoresde-solvers --test readme` (the test fails until
 //! the README agrees with the table).
 
@@ -620,7 +623,9 @@ const SAMPLER_NAMES: [&str; N_SAMPLERS] = sampler_names();
 pub const SAMPLERS: &[&str] = &SAMPLER_NAMES;
 
 fn unknown(name: &str) -> Error {
-    let known: Vec<String> = SOLVERS.iter().map(SolverInfo::usage).collect();
+    let names = SOLVERS.iter().map(|s| s.name.to_string());
+    let forms = SOLVERS.iter().filter_map(|s| s.param.map(|p| format!("{}:{}", p.prefix, p.syntax)));
+    let known: Vec<String> = names.chain(forms).collect();
     Error::UnknownSolver { name: name.to_string(), known: known.join(", ") }
 }
 
