@@ -29,7 +29,7 @@ pub mod law;
 pub mod likelihood;
 pub mod noise;
 mod observe;
-mod registry;
+pub mod registry;
 mod sample;
 pub mod score;
 pub mod sde;
