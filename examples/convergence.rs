@@ -60,9 +60,9 @@ fn main() -> anyhow::Result<()> {
         args.n
     );
     study::write_outputs(&args.out, &gaussian, &mixture, floor, &setup)?;
-    for e in study::ENTRIES.iter().filter(|e| e.exact_law) {
+    for e in study::entries().filter(|e| e.affine) {
         if let Some(o) = study::fitted_order(&gaussian, e.name) {
-            println!("fitted order {:<16} {o:.2} (theory {})", e.name, e.order);
+            println!("fitted order {:<16} {o:.2} (declared {})", e.name, e.order_text());
         }
     }
     println!("{}", std::fs::read_to_string(args.out.join("convergence.md"))?);

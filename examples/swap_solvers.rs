@@ -13,12 +13,10 @@
 //! distance to exact samples, with an "exact vs exact" row: the Monte-Carlo
 //! noise floor of the metric at this sample size.
 //!
-//! Every name in `SAMPLERS` runs: the SDE samplers (`reverse-em`, `reverse-diffusion`,
-//! `ancestral`, `ancestral-large`, `pc`, `langevin`, `annealed-langevin`), the
-//! probability-flow ODE solvers (`ode-euler`, `ode-heun`, `ode-rk4`, `ode-dopri5`),
-//! `ddim`, `ddim-eta1`, `dpm1`, `dpm2m`, `edm-heun` and `edm-heun-churn`; parameterised
-//! names (`ddim-eta:0.5`, `ode-dopri5:1e-4`) work with `--solver`. `--grid` takes
-//! `uniform`, `quadratic`, `log-snr` or `karras`.
+//! Every sampler of the registry (`SOLVERS`, the README's "Solvers" table) runs by default,
+//! in table order (`scoresde solvers` lists their declared orders); parameterised names
+//! (`ddim-eta:0.5`, `ode-dopri5:1e-4`) work with `--solver`. `--grid` takes `uniform`,
+//! `quadratic`, `log-snr` or `karras`.
 //!
 //! ```text
 //! cargo run --release --example swap_solvers [-- --solver pc --steps 500 --grid uniform --n 10000 --seed 0]
@@ -32,12 +30,12 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use scoresde::metrics::sliced_wasserstein2;
 use scoresde::solvers::prelude::*;
-use scoresde::solvers::{Direction, Rng, GRIDS, SAMPLERS};
+use scoresde::solvers::{solver_info, Rng, GRIDS, SAMPLERS};
 
 /// Compare samplers on the 8-Gaussian ring with the exact score.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Sampler to run (repeat for several); default: every sampler in `SAMPLERS`.
+    /// Sampler to run (repeat for several); default: every sampler of the registry.
     #[arg(long = "solver", value_name = "NAME")]
     solvers: Vec<String>,
     /// Steps from t = 1 to t = 1e-3.
@@ -65,10 +63,11 @@ fn main() -> anyhow::Result<()> {
     let names: Vec<String> =
         if args.solvers.is_empty() { SAMPLERS.iter().map(|s| s.to_string()).collect() } else { args.solvers.clone() };
     // Resolve every name before running anything: an unknown one fails here with the library's error.
-    let solvers = names.iter().map(|n| by_name::<Array2<f64>>(n)).collect::<std::result::Result<Vec<_>, _>>()?;
-    if let Some(s) = solvers.iter().find(|s| s.direction() != Direction::Reverse) {
-        anyhow::bail!("`{}` integrates the forward SDE; samplers are: {}", s.name(), SAMPLERS.join(", "));
+    let infos = names.iter().map(|n| solver_info(n)).collect::<std::result::Result<Vec<_>, _>>()?;
+    if let Some(info) = infos.iter().find(|i| !i.is_sampler()) {
+        anyhow::bail!("`{}` integrates the forward SDE; samplers are: {}", info.name, SAMPLERS.join(", "));
     }
+    let solvers = names.iter().map(|n| by_name::<Array2<f64>>(n)).collect::<std::result::Result<Vec<_>, _>>()?;
     anyhow::ensure!(args.n >= 1, "--n must be at least 1");
 
     let sde = VpSde::default();

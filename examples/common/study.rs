@@ -12,40 +12,15 @@ use scoresde::metrics::sliced_wasserstein2;
 use scoresde::plot::{line_chart, LineChartOptions, Series};
 use scoresde::solvers::law::{scheme_law_1d, Gauss1d};
 use scoresde::solvers::prelude::*;
-use scoresde::solvers::Rng;
+use scoresde::solvers::{Order, Rng, ScoreEvals, SolverInfo, SOLVERS};
 
-/// One integrator of the study: registry name, the grid its paper uses, theoretical order,
-/// and whether its exact law on Gaussian data can be read off (the SNR-rule `pc` cannot).
-pub struct Entry {
-    pub name: &'static str,
-    pub grid: &'static str,
-    pub order: &'static str,
-    pub exact_law: bool,
+/// The integrators of the study: every sampler of the registry ([`SOLVERS`]), each on the
+/// grid its paper uses, except the corrector-only Langevin samplers (MCMC at each level,
+/// not discretisations that converge with the step count). `affine` rows also enter the
+/// Gaussian study, whose exact law needs an affine step.
+pub fn entries() -> impl Iterator<Item = &'static SolverInfo> {
+    SOLVERS.iter().filter(|s| s.is_sampler() && s.order != Order::Mcmc)
 }
-
-const fn e(name: &'static str, grid: &'static str, order: &'static str, exact_law: bool) -> Entry {
-    Entry { name, grid, order, exact_law }
-}
-
-/// Every reverse-time integrator (the corrector-only Langevin samplers are MCMC at each
-/// level, not discretisations that converge with the step count, and are left out).
-pub const ENTRIES: [Entry; 15] = [
-    e("reverse-em", "uniform", "1 (weak)", true),
-    e("reverse-diffusion", "uniform", "1 (weak)", true),
-    e("ancestral", "uniform", "1 (weak)", true),
-    e("ancestral-large", "uniform", "1 (weak)", true),
-    e("ddim-eta1", "quadratic", "1 (weak)", true),
-    e("edm-heun-churn", "karras", "-", true),
-    e("ode-euler", "uniform", "1", true),
-    e("ddim", "quadratic", "1", true),
-    e("dpm1", "log-snr", "1", true),
-    e("ode-heun", "uniform", "2", true),
-    e("edm-heun", "karras", "2", true),
-    e("dpm2m", "log-snr", "2", true),
-    e("ode-rk4", "uniform", "4", true),
-    e("ode-dopri5", "adaptive", "5", true),
-    e("pc", "uniform", "1 (weak)", false),
-];
 
 /// Step counts of the fixed-step runs (capped at 2000 score evaluations).
 pub const STEPS: [usize; 10] = [2, 3, 5, 10, 20, 50, 100, 200, 500, 1000];
@@ -73,26 +48,23 @@ pub struct Point {
 /// One run of the study: a label (step count or tolerance), the solver and its grid.
 type Run = (String, Box<dyn Solver<Array2<f64>>>, TimeGrid);
 
-/// The runs of one entry, one per step count or tolerance.
-fn runs(entry: &Entry, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<Run>> {
+/// The runs of one entry, one per step count or, for an adaptive solver, per tolerance
+/// (its parameterised form `NAME:TOL`, one grid interval).
+fn runs(entry: &SolverInfo, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<Run>> {
     let eps = sde.t_eps();
     let mut out = Vec::new();
-    if entry.name == "ode-dopri5" {
+    if let ScoreEvals::Adaptive { .. } = entry.evals {
+        let param = entry.param.ok_or_else(|| anyhow::anyhow!("{}: adaptive without a tolerance form", entry.name))?;
         for tol in TOLS {
-            let solver: Box<dyn Solver<Array2<f64>>> = Box::new(OdeDopri5::new(tol, tol)?);
-            out.push((format!("tol {tol:e}"), solver, TimeGrid::uniform(1.0, eps, 1)?));
+            let solver = by_name::<Array2<f64>>(&format!("{}:{tol:e}", param.prefix))?;
+            out.push((format!("tol {tol:e}"), solver, entry.grid.build(sde, 1.0, eps, 1)?));
         }
         return Ok(out);
     }
-    // Score evaluations per step of each fixed-step entry (the registry will declare these).
-    let per_step = match entry.name {
-        "ode-rk4" => 4,
-        "ode-heun" | "edm-heun" | "edm-heun-churn" | "pc" => 2,
-        _ => 1,
-    };
+    let per_step = entry.evals.min();
     for n in STEPS {
         if n * per_step <= max_nfe {
-            out.push((n.to_string(), by_name(entry.name)?, TimeGrid::by_name(entry.grid, sde, 1.0, eps, n)?));
+            out.push((n.to_string(), entry.build()?, entry.grid.build(sde, 1.0, eps, n)?));
         }
     }
     Ok(out)
@@ -103,11 +75,12 @@ pub fn gaussian_study(mu: f64, s0: f64) -> anyhow::Result<Vec<Point>> {
     let sde = VpSde::default();
     let exact = Gauss1d::marginal(&sde, mu, s0, sde.t_eps());
     let mut points = Vec::new();
-    for entry in ENTRIES.iter().filter(|e| e.exact_law) {
+    for entry in entries().filter(|e| e.affine) {
         for (label, mut solver, grid) in runs(entry, &sde, MAX_NFE)? {
             let (law, nfe) = scheme_law_1d(solver.as_mut(), &sde, mu, s0, &grid, false)?;
             let error = law.w2(&exact);
-            points.push(Point { problem: "gaussian", solver: entry.name, grid: entry.grid, steps: label, nfe, error });
+            let grid_name = entry.grid.name();
+            points.push(Point { problem: "gaussian", solver: entry.name, grid: grid_name, steps: label, nfe, error });
         }
     }
     Ok(points)
@@ -131,7 +104,7 @@ pub fn mixture_study(n: usize, n_proj: usize, seed: u64) -> anyhow::Result<(Vec<
     let floor = (mean, sd);
     let x_t = data.marginal(&sde, 1.0).sample(n, &mut Rng::seed_from_u64(seed + 3));
     let mut points = Vec::new();
-    for entry in &ENTRIES {
+    for entry in entries() {
         for (label, mut solver, grid) in runs(entry, &sde, MAX_NFE_MIXTURE)? {
             let mut noise = GaussianNoise::new(seed + 4);
             let run = match Sampler::new(&sde, &score).run(solver.as_mut(), x_t.clone(), &grid, &mut noise) {
@@ -145,7 +118,7 @@ pub fn mixture_study(n: usize, n_proj: usize, seed: u64) -> anyhow::Result<(Vec<
             points.push(Point {
                 problem: "mixture",
                 solver: entry.name,
-                grid: entry.grid,
+                grid: entry.grid.name(),
                 steps: label,
                 nfe: run.score_evals,
                 error,
@@ -188,8 +161,7 @@ fn cell(v: Option<f64>) -> String {
 
 /// The solver with the smallest error within `budget` evaluations.
 pub fn best_solver(points: &[Point], budget: usize) -> Option<(&'static str, f64)> {
-    ENTRIES
-        .iter()
+    entries()
         .filter_map(|e| best_within(points, e.name, budget).map(|v| (e.name, v)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
@@ -216,10 +188,11 @@ pub fn write_outputs(
     let budget_head: Vec<String> = BUDGETS.iter().map(|b| format!("≤{b} NFE")).collect();
     writeln!(md, "| solver | grid | order (theory) | fitted order | {} |", budget_head.join(" | "))?;
     writeln!(md, "|---|---|---|---:|{}", "---:|".repeat(BUDGETS.len()))?;
-    for e in ENTRIES.iter().filter(|e| e.exact_law) {
+    for e in entries().filter(|e| e.affine) {
         let fit = fitted_order(gaussian, e.name).map_or("—".into(), |o| format!("{o:.2}"));
         let cells: Vec<String> = BUDGETS.iter().map(|b| cell(best_within(gaussian, e.name, *b))).collect();
-        writeln!(md, "| `{}` | {} | {} | {fit} | {} |", e.name, e.grid, e.order, cells.join(" | "))?;
+        let (grid, order) = (e.grid.name(), e.order_text());
+        writeln!(md, "| `{}` | {grid} | {order} | {fit} | {} |", e.name, cells.join(" | "))?;
     }
     writeln!(md, "\n## 8-Gaussian ring: sliced W2 to exact samples of p_eps\n")?;
     writeln!(
@@ -232,9 +205,9 @@ pub fn write_outputs(
     )?;
     writeln!(md, "| solver | grid | {} |", budget_head.join(" | "))?;
     writeln!(md, "|---|---|{}", "---:|".repeat(BUDGETS.len()))?;
-    for e in &ENTRIES {
+    for e in entries() {
         let cells: Vec<String> = BUDGETS.iter().map(|b| cell(best_within(mixture, e.name, *b))).collect();
-        writeln!(md, "| `{}` | {} | {} |", e.name, e.grid, cells.join(" | "))?;
+        writeln!(md, "| `{}` | {} | {} |", e.name, e.grid.name(), cells.join(" | "))?;
     }
     writeln!(md, "\n## Best quality per score evaluation\n")?;
     for b in [10, 20, 50] {
@@ -245,16 +218,15 @@ pub fn write_outputs(
     std::fs::write(out.join("convergence.md"), md)?;
 
     let series = |points: &[Point], exact_only: bool| -> Vec<Series> {
-        ENTRIES
-            .iter()
-            .filter(|e| !exact_only || e.exact_law)
+        entries()
+            .filter(|e| !exact_only || e.affine)
             .map(|e| {
                 let pts: Vec<(f64, f64)> = points
                     .iter()
                     .filter(|p| p.solver == e.name && p.error > 0.0 && p.error.is_finite())
                     .map(|p| (p.nfe as f64, p.error))
                     .collect();
-                Series::new(format!("{} ({})", e.name, e.grid), pts)
+                Series::new(format!("{} ({})", e.name, e.grid.name()), pts)
             })
             .filter(|s| !s.points.is_empty())
             .collect()

@@ -23,7 +23,9 @@
 //!   evaluations through a [`CountingScore`].
 //!
 //! Swapping a solver is one line: every solver is a `Solver<S>`, and
-//! [`by_name`] builds one from a string.
+//! [`by_name`] builds one from a string. [`SOLVERS`] is the one table of named solvers:
+//! each row declares its order, kind, score evaluations per step, default grid and
+//! citation, and tests, docs and studies read it from there.
 #![warn(missing_docs)]
 
 mod counting;
@@ -35,7 +37,7 @@ pub mod likelihood;
 pub mod noise;
 mod observe;
 pub mod oracle;
-mod registry;
+pub mod registry;
 mod sample;
 pub mod score;
 pub mod sde;
@@ -61,7 +63,10 @@ pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{FiniteCheck, Observer, StepEvent, Trajectory};
 pub use oracle::law;
 pub use oracle::{ExactConditional, GaussianMixture, LabelledMixture};
-pub use registry::{by_name, SAMPLERS};
+pub use registry::{
+    by_name, solver_info, solvers_markdown_table, DefaultGrid, Order, OrderCheck, Param, ScoreEvals, SolverInfo,
+    SolverKind, SAMPLERS, SOLVERS,
+};
 pub use sample::{prior_sample, Run, Sampler};
 pub use score::{ExactScore, Score};
 pub use sde::{sde_by_name, CosineVpSde, Sde, SubVpSde, VeSde, VpSde, SDES};

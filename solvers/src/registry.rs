@@ -1,99 +1,687 @@
-//! Solvers by name, for command lines and examples.
+//! Solvers by name: one table, [`SOLVERS`], with one row per named solver.
+//!
+//! Each row ([`SolverInfo`]) declares what a solver is: its name, constructor, update
+//! rule, [`Order`] (and strong order where it has one), whether it is deterministic
+//! ([`SolverKind`]), its [`ScoreEvals`] per step, the [`DefaultGrid`] its paper uses, its
+//! [`Direction`], how its order is checked ([`OrderCheck`]) and a citation. Everything
+//! that lists solvers reads this table and nothing else: [`by_name`], [`SAMPLERS`],
+//! [`solver_info`], the `scoresde solvers` listing, the README's "Solvers" table
+//! ([`solvers_markdown_table`]), the convergence study, `examples/swap_solvers.rs`, and
+//! the tests (order, f32, tensor backend, determinism, score-evaluation counts).
+//!
+//! # How to add a solver
+//!
+//! 1. Write the integrator in one file in `integrators/`, named as in the literature,
+//!    its doc comment giving the update rule, order and citation; export it.
+//! 2. Add one row to the `solvers!` table below (an identifier, `name`, `build`, and the
+//!    declared fields). A parameterised form (`ddim-eta:ETA`) also needs one arm in
+//!    `build_param`.
+//!
+//! Its tests come for free: `solvers/tests/ode.rs` measures the order of its exact law on
+//! 1-D Gaussian data on its default grid and checks it against the declared [`Order`]
+//! (±0.15) and against the recorded `measured` value; `solvers/tests/sdes.rs` checks the
+//! order on every SDE; `solvers/tests/registry.rs` checks the built solver's name,
+//! direction and declared kind (a deterministic row draws no noise); the score-evaluation
+//! count, f32 finiteness, tensor-vs-ndarray, determinism and bad-input tests loop over
+//! the table. A deterministic fixed-step row also needs its hand-derived recursion in
+//! `solvers/tests/ode.rs` (`hand_map`), the closed-form oracle; a test there says so. Then regenerate the README table:
+//! `UPDATE_README=1 cargo test -p scoresde-solvers --test readme` (the test fails until
+//! the README agrees with the table).
+
+use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::grid::TimeGrid;
 use crate::integrators::{
     Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5, OdeEuler,
     OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Variance,
 };
-use crate::solver::Solver;
+use crate::sde::Sde;
+use crate::solver::{Direction, Solver};
 use crate::state::State;
 
-/// The reverse-time samplers [`by_name`] knows, in the order examples list them.
-pub const SAMPLERS: &[&str] = &[
-    "reverse-em",
-    "reverse-diffusion",
-    "ancestral",
-    "ancestral-large",
-    "pc",
-    "langevin",
-    "annealed-langevin",
-    "ode-euler",
-    "ode-heun",
-    "ode-rk4",
-    "ode-dopri5",
-    "ddim",
-    "ddim-eta1",
-    "dpm1",
-    "dpm2m",
-    "edm-heun",
-    "edm-heun-churn",
-];
+/// The convergence order a solver declares, for an exact score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Weak order `p` of a stochastic scheme: moments of the output law converge as `h^p`.
+    Weak(u32),
+    /// Order `p` of a deterministic (ODE) scheme: the output converges pathwise as `h^p`.
+    Ode(u32),
+    /// An adaptive ODE method of order `p`: the step size is chosen from a tolerance.
+    Adaptive(u32),
+    /// A corrector-only sampler: MCMC at each noise level with an `O(step)` bias, not a
+    /// discretisation that converges with the number of steps.
+    Mcmc,
+    /// No order is claimed: EDM's churn (its noise depends on the number of steps), or a
+    /// predictor–corrector pair whose SNR-rule corrector makes the law non-affine.
+    None,
+}
 
-/// A solver from its name, with default settings:
+impl Order {
+    /// The order `p` the error should fall with (`error ~ h^p`), if one is claimed.
+    pub fn value(self) -> Option<u32> {
+        match self {
+            Order::Weak(p) | Order::Ode(p) | Order::Adaptive(p) => Some(p),
+            Order::Mcmc | Order::None => None,
+        }
+    }
+}
+
+impl fmt::Display for Order {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Order::Weak(p) => write!(f, "weak {p}"),
+            Order::Ode(p) => write!(f, "{p}"),
+            Order::Adaptive(p) => write!(f, "{p}, adaptive"),
+            Order::Mcmc => f.write_str("MCMC, O(e) bias"),
+            Order::None => f.write_str("—"),
+        }
+    }
+}
+
+/// Whether a solver draws noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolverKind {
+    /// The output is a deterministic function of the start point.
+    Deterministic,
+    /// The solver draws from its noise source.
+    Stochastic,
+}
+
+impl fmt::Display for SolverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SolverKind::Deterministic => "deterministic",
+            SolverKind::Stochastic => "stochastic",
+        })
+    }
+}
+
+/// Score evaluations a solver makes per step of the time grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreEvals {
+    /// Exactly this many per step.
+    Fixed(usize),
+    /// An adaptive solver: at least `min` per grid interval; the count is reported in
+    /// [`crate::Run::score_evals`].
+    Adaptive {
+        /// The fewest evaluations one grid interval can take.
+        min: usize,
+    },
+}
+
+impl ScoreEvals {
+    /// Evaluations per step, or the minimum for an adaptive solver (for budgets).
+    pub fn min(self) -> usize {
+        match self {
+            ScoreEvals::Fixed(n) | ScoreEvals::Adaptive { min: n } => n,
+        }
+    }
+}
+
+impl fmt::Display for ScoreEvals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScoreEvals::Fixed(n) => write!(f, "{n}"),
+            ScoreEvals::Adaptive { min } => write!(f, "≥ {min}, counted"),
+        }
+    }
+}
+
+/// The time grid a solver's paper uses (the convergence study's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultGrid {
+    /// Uniform in t ([`TimeGrid::uniform`]).
+    Uniform,
+    /// Quadratic in t, denser near `eps` ([`TimeGrid::quadratic`]).
+    Quadratic,
+    /// Uniform in log-SNR ([`TimeGrid::log_snr`]).
+    LogSnr,
+    /// Karras et al. 2022 with rho = 7 ([`TimeGrid::karras`]).
+    Karras,
+    /// The solver chooses its own steps inside each grid interval; the study gives it one.
+    Adaptive,
+}
+
+impl DefaultGrid {
+    /// The name ([`TimeGrid::by_name`] takes all but `adaptive`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DefaultGrid::Uniform => "uniform",
+            DefaultGrid::Quadratic => "quadratic",
+            DefaultGrid::LogSnr => "log-snr",
+            DefaultGrid::Karras => "karras",
+            DefaultGrid::Adaptive => "adaptive",
+        }
+    }
+
+    /// The grid from `t_start` to `t_end` in `steps` steps (`Adaptive`: uniform; the
+    /// solver subdivides each interval itself).
+    ///
+    /// # Errors
+    /// As the [`TimeGrid`] constructor.
+    pub fn build(self, sde: &dyn Sde, t_start: f64, t_end: f64, steps: usize) -> Result<TimeGrid> {
+        match self {
+            DefaultGrid::Adaptive => TimeGrid::uniform(t_start, t_end, steps),
+            other => TimeGrid::by_name(other.name(), sde, t_start, t_end, steps),
+        }
+    }
+}
+
+/// How a solver's declared order is checked by the test suite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OrderCheck {
+    /// The output law on 1-D Gaussian data `N(1, 0.5²)` (VP-SDE, exact score, the row's
+    /// default grid) is read off exactly (`law::scheme_law_1d`), and the least-squares
+    /// slope of its error `|Δmean| + |Δvar|` against `h` over these step counts must be
+    /// within ±0.15 of the declared order and within 0.01 of `measured`.
+    Measured {
+        /// Step counts of the fit.
+        steps: &'static [usize],
+        /// The slope the suite measures (shown in the README; the test keeps it current).
+        measured: f64,
+    },
+    /// Not measured by the order tests; why, and what covers the solver instead.
+    Elsewhere(&'static str),
+}
+
+/// A parameterised form of a name, such as `ddim-eta:ETA`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    /// What comes before the `:`.
+    pub prefix: &'static str,
+    /// What comes after it, for the listing (`ETA`, `RTOL[:ATOL]`).
+    pub syntax: &'static str,
+}
+
+/// One row of the registry: what a named solver is. See the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct SolverInfo {
+    /// The name [`by_name`] and `--solver` take.
+    pub name: &'static str,
+    /// The Rust constructor [`SolverInfo::build`] calls, as text.
+    pub rust: &'static str,
+    /// The update rule in one line (markdown, `h > 0` taken from the grid).
+    pub update: &'static str,
+    /// Declared order.
+    pub order: Order,
+    /// Declared strong order, where the scheme has one worth stating (additive noise).
+    pub strong_order: Option<u32>,
+    /// Deterministic or stochastic.
+    pub kind: SolverKind,
+    /// Score evaluations per step.
+    pub evals: ScoreEvals,
+    /// The time grid its paper uses.
+    pub grid: DefaultGrid,
+    /// Forward (noising) or reverse (sampling) time.
+    pub direction: Direction,
+    /// Whether each step is affine in `x` (given the noise) on linear-Gaussian problems,
+    /// so that `law::scheme_law_1d` gives its exact output law. SNR-rule correctors,
+    /// whose step size depends on the batch, are not.
+    pub affine: bool,
+    /// How the declared order is checked.
+    pub check: OrderCheck,
+    /// A parameterised form of the name, if any.
+    pub param: Option<Param>,
+    /// Where the method comes from.
+    pub citation: &'static str,
+    id: Id,
+}
+
+impl SolverInfo {
+    /// A new solver of this row, with its default settings.
+    ///
+    /// # Errors
+    /// None for the rows of [`SOLVERS`] (their parameters are valid); the `Result` is for
+    /// constructors that validate.
+    pub fn build<S: State>(&self) -> Result<Box<dyn Solver<S>>> {
+        build(self.id)
+    }
+
+    /// Whether it samples (runs in reverse time).
+    pub fn is_sampler(&self) -> bool {
+        self.direction == Direction::Reverse
+    }
+
+    /// The name, with the parameterised form if there is one: `ode-dopri5 | ode-dopri5:RTOL[:ATOL]`.
+    pub fn usage(&self) -> String {
+        match self.param {
+            Some(p) => format!("{} | {}:{}", self.name, p.prefix, p.syntax),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// The declared order as text, with the strong order when there is one:
+    /// `weak 1, strong 1 (additive noise)`.
+    pub fn order_text(&self) -> String {
+        match self.strong_order {
+            Some(s) => format!("{}, strong {s} (additive noise)", self.order),
+            None => self.order.to_string(),
+        }
+    }
+}
+
+/// Builds the registry: the [`SOLVERS`] table and the constructor match, from one list of
+/// rows, so that each name is written once.
+macro_rules! solvers {
+    ($( $id:ident { name: $name:expr, build: $build:expr, $($field:ident: $value:expr),+ $(,)? } )+) => {
+        /// Private row identifiers, one per row, for the constructor match.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Id { $($id),+ }
+
+        /// Every named solver, one row each: the samplers in the order examples list
+        /// them, and `forward-em`.
+        pub const SOLVERS: &[SolverInfo] = &[$( SolverInfo { id: Id::$id, name: $name, $($field: $value),+ } ),+];
+
+        fn build<S: State>(id: Id) -> Result<Box<dyn Solver<S>>> {
+            Ok(match id { $( Id::$id => Box::new($build) ),+ })
+        }
+    };
+}
+
+solvers! {
+    ForwardEm {
+        name: "forward-em",
+        build: ForwardEulerMaruyama,
+        rust: "ForwardEulerMaruyama",
+        update: "`x += f x h + g √h z` (forward SDE)",
+        order: Order::Weak(1),
+        strong_order: Some(1),
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(0),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Forward,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[32, 64, 128, 256, 512], measured: 1.05 },
+        param: None,
+        citation: "Maruyama 1955; Kloeden & Platen 1992 §10.2",
+    }
+    ReverseEm {
+        name: "reverse-em",
+        build: ReverseEulerMaruyama,
+        rust: "ReverseEulerMaruyama",
+        update: "`x += (g² s − f x) h + g √h z`",
+        order: Order::Weak(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 1.01 },
+        param: None,
+        citation: "Anderson 1982; Song et al. 2021 eq. 6",
+    }
+    ReverseDiffusion {
+        name: "reverse-diffusion",
+        build: ReverseDiffusion,
+        rust: "ReverseDiffusion",
+        update: "`x ← (2 − a_ts) x + G² s + G z`",
+        order: Order::Weak(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 1.01 },
+        param: None,
+        citation: "Song et al. 2021 App. E",
+    }
+    Ancestral {
+        name: "ancestral",
+        build: Ancestral::with_variance(Variance::Small),
+        rust: "Ancestral::with_variance(Variance::Small)",
+        update: "posterior mean from Tweedie `x̂₀`, variance `σ_ts² σ_s²/σ_t²`",
+        order: Order::Weak(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 0.93 },
+        param: None,
+        citation: "Ho et al. 2020 Alg. 2",
+    }
+    AncestralLarge {
+        name: "ancestral-large",
+        build: Ancestral::with_variance(Variance::Large),
+        rust: "Ancestral::with_variance(Variance::Large)",
+        update: "same mean, variance `σ_ts²` (DDPM β)",
+        order: Order::Weak(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 1.01 },
+        param: None,
+        citation: "Ho et al. 2020 §3.2",
+    }
+    Pc {
+        name: "pc",
+        build: Pc::new(ReverseDiffusion, Langevin::default()),
+        rust: "Pc::new(ReverseDiffusion, Langevin::default())",
+        update: "`reverse-diffusion` predictor, then one `langevin` corrector move at `t_next`",
+        order: Order::None,
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(2),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: false,
+        check: OrderCheck::Elsewhere(
+            "SNR-rule step depends on the batch, so its law is not affine: parts checked (`reverse-diffusion` above, the corrector in tests/langevin.rs)",
+        ),
+        param: None,
+        citation: "Song et al. 2021 Alg. 1",
+    }
+    Langevin {
+        name: "langevin",
+        build: Pc::corrector_only(Langevin::default()).named("langevin"),
+        rust: "Pc::corrector_only(Langevin::default())",
+        update: "`x += e s + √(2e) z`, `e = 2α (r‖z‖/‖s‖)²`, r = 0.16",
+        order: Order::Mcmc,
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: false,
+        check: OrderCheck::Elsewhere("MCMC at each level: step rule and stationary variance `v/(1 − e/2v)` (tests/langevin.rs)"),
+        param: None,
+        citation: "Song et al. 2021 Alg. 4",
+    }
+    AnnealedLangevin {
+        name: "annealed-langevin",
+        build: Pc::corrector_only(AnnealedLangevin::default()).named("annealed-langevin"),
+        rust: "Pc::corrector_only(AnnealedLangevin::default())",
+        update: "same move, `e = 2α (r σ(t))²`",
+        order: Order::Mcmc,
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Elsewhere("MCMC at each level: step rule (tests/langevin.rs)"),
+        param: None,
+        citation: "Song & Ermon 2019 Alg. 1",
+    }
+    OdeEuler {
+        name: "ode-euler",
+        build: OdeEuler,
+        rust: "OdeEuler",
+        update: "pf-ODE `v = f x − ½ g² s`; `x += h v(x, t)`",
+        order: Order::Ode(1),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 0.99 },
+        param: None,
+        citation: "Song et al. 2021 eq. 13; Euler",
+    }
+    OdeHeun {
+        name: "ode-heun",
+        build: OdeHeun,
+        rust: "OdeHeun",
+        update: "explicit trapezoid: `x += h/2 (v(x,t) + v(x + h v, t_next))`",
+        order: Order::Ode(2),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(2),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 1.99 },
+        param: None,
+        citation: "Song et al. 2021 eq. 13; Heun 1900",
+    }
+    OdeRk4 {
+        name: "ode-rk4",
+        build: OdeRk4,
+        rust: "OdeRk4",
+        update: "classical Runge–Kutta on the pf-ODE",
+        order: Order::Ode(4),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(4),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[32, 64, 128, 256], measured: 4.07 },
+        param: None,
+        citation: "Kutta 1901",
+    }
+    OdeDopri5 {
+        name: "ode-dopri5",
+        build: OdeDopri5::default(),
+        rust: "OdeDopri5::default()",
+        update: "adaptive Dormand–Prince 5(4), FSAL, Hairer's scaled RMS error, rtol = atol = 1e-5 default",
+        order: Order::Adaptive(5),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Adaptive { min: 7 },
+        grid: DefaultGrid::Adaptive,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Elsewhere("adaptive: error ≤ 100 × rtol for rtol 1e-3…1e-9 (tests/ode.rs)"),
+        param: Some(Param { prefix: "ode-dopri5", syntax: "RTOL[:ATOL]" }),
+        citation: "Dormand & Prince 1980; Hairer et al. 1993 §II.5",
+    }
+    Ddim {
+        name: "ddim",
+        build: Ddim::new(),
+        rust: "Ddim::new()",
+        update: "`x_s = a_s x̂₀ + σ_s ε̂`, `ε̂ = −σ_t s`",
+        order: Order::Ode(1),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Quadratic,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 0.99 },
+        param: None,
+        citation: "Song, Meng & Ermon 2021 eq. 12",
+    }
+    DdimEta1 {
+        name: "ddim-eta1",
+        build: Ddim::with_eta(1.0)?,
+        rust: "Ddim::with_eta(1.0)",
+        update: "`x_s = a_s x̂₀ + √(σ_s² − σ_η²) ε̂ + σ_η z`, `σ_η² = η²` × posterior variance; η = 1 is `ancestral`",
+        order: Order::Weak(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Quadratic,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[256, 512, 1024, 2048, 4096], measured: 0.99 },
+        param: Some(Param { prefix: "ddim-eta", syntax: "ETA" }),
+        citation: "Song, Meng & Ermon 2021",
+    }
+    Dpm1 {
+        name: "dpm1",
+        build: DpmSolverPp::<S>::first_order(),
+        rust: "DpmSolverPp::first_order()",
+        update: "`x_s = (σ_s/σ_t) x − a_s (e^{−h} − 1) x̂₀`, `h = λ_s − λ_t` (= `ddim`)",
+        order: Order::Ode(1),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::LogSnr,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 0.99 },
+        param: None,
+        citation: "Lu et al. 2022 (DPM-Solver++)",
+    }
+    Dpm2m {
+        name: "dpm2m",
+        build: DpmSolverPp::<S>::two_m(),
+        rust: "DpmSolverPp::two_m()",
+        update: "same with `D = (1 + 1/2r) x̂₀ᵢ₋₁ − 1/2r x̂₀ᵢ₋₂`, `r = hᵢ₋₁/hᵢ`",
+        order: Order::Ode(2),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::LogSnr,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 2.00 },
+        param: None,
+        citation: "Lu et al. 2022, Alg. 2",
+    }
+    EdmHeun {
+        name: "edm-heun",
+        build: EdmHeun::new(),
+        rust: "EdmHeun::new()",
+        update: "Heun on `x̃ = x/a` in `σ̃ = σ/a`, `dx̃/dσ̃ = −σ s`",
+        order: Order::Ode(2),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(2),
+        grid: DefaultGrid::Karras,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 2.01 },
+        param: None,
+        citation: "Karras et al. 2022, Alg. 1",
+    }
+    EdmHeunChurn {
+        name: "edm-heun-churn",
+        build: EdmHeun::churned(),
+        rust: "EdmHeun::churned()",
+        update: "churn `γ = min(S_churn/N, √2−1)` on `[S_tmin, S_tmax]`, then the Heun step; 40, 0.05, 50, 1",
+        order: Order::None,
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(2),
+        grid: DefaultGrid::Karras,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Elsewhere("churn depends on N: Monte Carlo moments vs its exact law (tests/ode.rs)"),
+        param: None,
+        citation: "Karras et al. 2022, Alg. 2",
+    }
+}
+
+/// A solver of a parameterised form (`ddim-eta:0.5`, `ode-dopri5:1e-4:1e-6`).
+fn build_param<S: State>(info: &SolverInfo, args: &str) -> Result<Box<dyn Solver<S>>> {
+    let parse = |what: &'static str, v: &str| -> Result<f64> {
+        v.parse::<f64>().map_err(|_| Error::param(what, v, "not a number"))
+    };
+    match info.id {
+        Id::DdimEta1 => Ok(Box::new(Ddim::with_eta(parse("eta", args)?)?)),
+        Id::OdeDopri5 => {
+            let (rtol, atol) = match args.split_once(':') {
+                Some((r, a)) => (parse("rtol", r)?, parse("atol", a)?),
+                None => (parse("rtol", args)?, parse("rtol", args)?),
+            };
+            Ok(Box::new(OdeDopri5::new(rtol, atol)?))
+        }
+        _ => Err(unknown(info.name)),
+    }
+}
+
+const fn count_samplers() -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < SOLVERS.len() {
+        if matches!(SOLVERS[i].direction, Direction::Reverse) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const N_SAMPLERS: usize = count_samplers();
+
+const fn sampler_names() -> [&'static str; N_SAMPLERS] {
+    let mut out = [""; N_SAMPLERS];
+    let (mut i, mut n) = (0, 0);
+    while i < SOLVERS.len() {
+        if matches!(SOLVERS[i].direction, Direction::Reverse) {
+            out[n] = SOLVERS[i].name;
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+const SAMPLER_NAMES: [&str; N_SAMPLERS] = sampler_names();
+
+/// The names of the reverse-time samplers in [`SOLVERS`], in table order (derived from it).
+pub const SAMPLERS: &[&str] = &SAMPLER_NAMES;
+
+fn unknown(name: &str) -> Error {
+    let names = SOLVERS.iter().map(|s| s.name.to_string());
+    let forms = SOLVERS.iter().filter_map(|s| s.param.map(|p| format!("{}:{}", p.prefix, p.syntax)));
+    let known: Vec<String> = names.chain(forms).collect();
+    Error::UnknownSolver { name: name.to_string(), known: known.join(", ") }
+}
+
+/// The row of a name: a name in [`SOLVERS`], or a parameterised form (`ddim-eta:0.5`,
+/// `ode-dopri5:1e-4`), which gives the row that declares that form.
 ///
-/// | name | solver | order | score evals / step |
-/// |---|---|---|---:|
-/// | `forward-em` | [`ForwardEulerMaruyama`] (forward SDE) | weak 1 | 0 |
-/// | `reverse-em` | [`ReverseEulerMaruyama`] | weak 1 | 1 |
-/// | `reverse-diffusion` | [`ReverseDiffusion`] | weak 1 | 1 |
-/// | `ancestral` / `ancestral-large` | [`Ancestral`] with [`Variance::Small`] / [`Variance::Large`] | weak 1 | 1 |
-/// | `pc` | [`Pc`] of [`ReverseDiffusion`] and [`Langevin`] (snr 0.16) | weak 1 | 2 |
-/// | `langevin` | corrector-only [`Langevin`] (snr 0.16) | MCMC | 1 |
-/// | `annealed-langevin` | corrector-only [`AnnealedLangevin`] (snr 0.16) | MCMC | 1 |
-/// | `ode-euler` | [`OdeEuler`] (probability-flow ODE) | 1 | 1 |
-/// | `ode-heun` | [`OdeHeun`] | 2 | 2 |
-/// | `ode-rk4` | [`OdeRk4`] | 4 | 4 |
-/// | `ode-dopri5` | [`OdeDopri5`], rtol = atol = 1e-5; `ode-dopri5:RTOL` or `ode-dopri5:RTOL:ATOL` to set them | 5, adaptive | >= 7, reported |
-/// | `ddim` | [`Ddim`], eta = 0 | 1 | 1 |
-/// | `ddim-eta1` | [`Ddim`], eta = 1 (= `ancestral`); `ddim-eta:ETA` for any eta >= 0 | weak 1 | 1 |
-/// | `dpm1` | [`DpmSolverPp`] first order (= `ddim`) | 1 | 1 |
-/// | `dpm2m` | [`DpmSolverPp`] 2M | 2 | 1 |
-/// | `edm-heun` | [`EdmHeun`], S_churn = 0 (Karras Alg. 1) | 2 | 2 |
-/// | `edm-heun-churn` | [`EdmHeun::churned`] (S_churn 40, S_tmin 0.05, S_tmax 50, S_noise 1) | — | 2 |
+/// # Errors
+/// [`Error::UnknownSolver`] listing the known names.
+pub fn solver_info(name: &str) -> Result<&'static SolverInfo> {
+    let found = match name.split_once(':') {
+        Some((prefix, _)) => SOLVERS.iter().find(|s| s.param.is_some_and(|p| p.prefix == prefix)),
+        None => SOLVERS.iter().find(|s| s.name == name),
+    };
+    found.ok_or_else(|| unknown(name))
+}
+
+/// A solver from its name (see [`SOLVERS`] and the README's "Solvers" table), with
+/// default settings; `ddim-eta:ETA` and `ode-dopri5:RTOL[:ATOL]` set a parameter.
 ///
 /// # Errors
 /// [`Error::UnknownSolver`] listing the known names; [`Error::InvalidParameter`]
 /// for a bad parameter of a parameterised name.
 pub fn by_name<S: State>(name: &str) -> Result<Box<dyn Solver<S>>> {
-    let parse = |what: &'static str, v: &str| -> Result<f64> {
-        v.parse::<f64>().map_err(|_| Error::param(what, v, "not a number"))
-    };
-    if let Some(eta) = name.strip_prefix("ddim-eta:") {
-        return Ok(Box::new(Ddim::with_eta(parse("eta", eta)?)?));
+    let info = solver_info(name)?;
+    match name.split_once(':') {
+        Some((_, args)) => build_param(info, args),
+        None => info.build(),
     }
-    if let Some(tols) = name.strip_prefix("ode-dopri5:") {
-        let mut it = tols.splitn(2, ':');
-        let rtol = parse("rtol", it.next().unwrap_or(""))?;
-        let atol = match it.next() {
-            Some(a) => parse("atol", a)?,
-            None => rtol,
+}
+
+/// The README's "Solvers" table, rendered from [`SOLVERS`] (markdown, one row each).
+/// `solvers/tests/readme.rs` checks the README contains it verbatim.
+pub fn solvers_markdown_table() -> String {
+    let mut out = String::from(
+        "| name | constructor | update (h > 0 from the grid) | order | measured (or how it is checked) | kind | \
+         score evals / step | grid | reference |\n|---|---|---|---|---|---|---:|---|---|\n",
+    );
+    for s in SOLVERS {
+        let name = match s.param {
+            Some(p) => format!("`{}` (`{}:{}`)", s.name, p.prefix, p.syntax),
+            None => format!("`{}`", s.name),
         };
-        return Ok(Box::new(OdeDopri5::new(rtol, atol)?));
+        let measured = match s.check {
+            OrderCheck::Measured { measured, .. } => format!("{measured:.2}"),
+            OrderCheck::Elsewhere(why) => why.to_string(),
+        };
+        out.push_str(&format!(
+            "| {name} | `{}` | {} | {} | {measured} | {} | {} | {} | {} |\n",
+            s.rust,
+            s.update,
+            s.order_text(),
+            s.kind,
+            s.evals,
+            s.grid.name(),
+            s.citation
+        ));
     }
-    Ok(match name {
-        "forward-em" => Box::new(ForwardEulerMaruyama),
-        "reverse-em" => Box::new(ReverseEulerMaruyama),
-        "reverse-diffusion" => Box::new(ReverseDiffusion),
-        "ancestral" => Box::new(Ancestral::with_variance(Variance::Small)),
-        "ancestral-large" => Box::new(Ancestral::with_variance(Variance::Large)),
-        "pc" => Box::new(Pc::new(ReverseDiffusion, Langevin::default())),
-        "langevin" => Box::new(Pc::corrector_only(Langevin::default()).named("langevin")),
-        "annealed-langevin" => Box::new(Pc::corrector_only(AnnealedLangevin::default()).named("annealed-langevin")),
-        "ode-euler" => Box::new(OdeEuler),
-        "ode-heun" => Box::new(OdeHeun),
-        "ode-rk4" => Box::new(OdeRk4),
-        "ode-dopri5" => Box::new(OdeDopri5::default()),
-        "ddim" => Box::new(Ddim::new()),
-        "ddim-eta1" => Box::new(Ddim::with_eta(1.0)?),
-        "dpm1" => Box::new(DpmSolverPp::<S>::first_order()),
-        "dpm2m" => Box::new(DpmSolverPp::<S>::two_m()),
-        "edm-heun" => Box::new(EdmHeun::new()),
-        "edm-heun-churn" => Box::new(EdmHeun::churned()),
-        _ => {
-            let mut known = vec!["forward-em"];
-            known.extend_from_slice(SAMPLERS);
-            known.extend_from_slice(&["ddim-eta:ETA", "ode-dopri5:RTOL[:ATOL]"]);
-            return Err(Error::UnknownSolver { name: name.to_string(), known: known.join(", ") });
-        }
-    })
+    out
 }

@@ -45,7 +45,8 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Train on the default 2-D set, sample with every integrator, write figures and a table.
     Demo(demo::DemoArgs),
-    /// List the integrators and time grids.
+    /// List the integrators (name, order, kind, score evaluations per step, default grid,
+    /// citation) and the time grids.
     Solvers,
 }
 
@@ -74,8 +75,7 @@ fn main() {
         Command::Plot(a) => plot::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Solvers => {
-            println!("samplers: {}", scoresde::solvers::SAMPLERS.join(", "));
-            println!("grids:    {}", scoresde::solvers::GRIDS.join(", "));
+            list_solvers();
             Ok(())
         }
     };
@@ -86,4 +86,28 @@ fn main() {
         });
         std::process::exit(if interrupted { 130 } else { 1 });
     }
+}
+
+/// The registry's table (`scoresde_solvers::SOLVERS`), one line per solver.
+fn list_solvers() {
+    use scoresde::solvers::SOLVERS;
+    let rows: Vec<[String; 6]> = SOLVERS
+        .iter()
+        .map(|s| {
+            let name = if s.is_sampler() { s.usage() } else { format!("{} (forward SDE)", s.usage()) };
+            [name, s.order_text(), s.kind.to_string(), s.evals.to_string(), s.grid.name().into(), s.citation.into()]
+        })
+        .collect();
+    let head = ["name", "order", "kind", "evals/step", "grid", "citation"].map(String::from);
+    let width = |i: usize| rows.iter().chain([&head]).map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..5).map(width).collect();
+    for row in std::iter::once(&head).chain(&rows) {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        line.push_str(&row[5]);
+        println!("{line}");
+    }
+    println!("\ngrids: {}", scoresde::solvers::GRIDS.join(", "));
 }
