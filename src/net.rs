@@ -14,7 +14,8 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 
 /// The hidden-layer non-linearity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Activation {
     /// `x * sigmoid(x)` (the usual choice for score networks).
@@ -88,7 +89,8 @@ impl TimeEmbedding {
 }
 
 /// What the network's output means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Parameterization {
     /// The network predicts the noise `eps` in `x_t = a x_0 + sigma eps`; the

@@ -37,7 +37,8 @@ use crate::net::{seed_i64, Head, NetConfig, Parameterization, ScoreNet};
 use crate::solvers::{Rng, Sde};
 
 /// The weighting `w(t)` of the eps-form loss; see the [module docs](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Weighting {
     /// `lambda(t) = sigma(t)^2`: the eps loss.

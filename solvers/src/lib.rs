@@ -17,7 +17,6 @@
 //!
 //! Swapping a solver is one line: every solver is a `Solver<S>`, and
 //! [`by_name`] builds one from a string.
-#![warn(missing_docs)]
 
 mod error;
 mod grid;
