@@ -44,45 +44,61 @@ impl SdeSpec {
     }
 }
 
-/// A score network with fixed weights: `s(x, t)` for `[batch, dim]` f32
-/// tensors on the network's device, evaluated without gradients.
-///
-/// Also a [`Score`] for `Array2<f64>` (copied to the device and back), for
-/// host-side evaluation against closed forms.
-pub struct NeuralScore {
+/// A network with fixed weights, for inference: the parameters detached, f32
+/// and on the network's device, the SDE it was trained for, and a forward
+/// pass without gradients. [`NeuralScore`] (a [`Head::Score`] network) and
+/// [`NeuralClassifier`] (a [`Head::Classifier`] network) are this type with
+/// their own reading of the output, and dereference to it for the accessors.
+pub struct FrozenNet {
     net: ScoreNet,
     params: Tensor,
     sde: Box<dyn Sde>,
 }
 
-impl std::fmt::Debug for NeuralScore {
+impl std::fmt::Debug for FrozenNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NeuralScore").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
+        f.debug_struct("FrozenNet").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
     }
 }
 
-impl NeuralScore {
+impl FrozenNet {
     /// Wraps a network and its (typically EMA) parameters, for the SDE `sde`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `params` does not fit the network or
-    /// the network is a classifier.
-    pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
-        if net.config().head != Head::Score {
-            return Err(Error::invalid("network", "classifier", "a classifier is not a score model"));
+    /// [`Error::InvalidArgument`] when `params` does not fit the network.
+    pub fn new(net: ScoreNet, params: &Tensor, sde: Box<dyn Sde>) -> Result<Self> {
+        if params.size() != [net.num_params()] {
+            return Err(Error::invalid(
+                "parameters",
+                format!("shape {:?}", params.size()),
+                format!("the network has {} parameters", net.num_params()),
+            ));
         }
-        let params = fitted_params(&net, &params)?;
+        let params = params.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(net.device())?;
         Ok(Self { net, params, sde })
     }
 
-    /// Number of classes the score is conditioned on (0: an unconditional model).
-    pub fn n_classes(&self) -> usize {
-        self.net.config().classes
+    /// As [`FrozenNet::new`], for a network with this head.
+    fn with_head(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>, head: Head) -> Result<Self> {
+        match (net.config().head, head) {
+            (Head::Classifier, Head::Score) => {
+                Err(Error::invalid("network", "classifier", "a classifier is not a score model"))
+            }
+            (Head::Score, Head::Classifier) => {
+                Err(Error::invalid("network", "score", "not a classifier (NetConfig::head is Score)"))
+            }
+            _ => Self::new(net, &params, sde),
+        }
     }
 
     /// The network.
     pub fn net(&self) -> &ScoreNet {
         &self.net
+    }
+
+    /// The fixed parameters (f32, on the network's device).
+    pub fn params(&self) -> &Tensor {
+        &self.params
     }
 
     /// The SDE the network was trained for.
@@ -95,15 +111,81 @@ impl NeuralScore {
         self.net.device()
     }
 
+    /// Number of classes (0: an unconditional score).
+    pub fn n_classes(&self) -> usize {
+        self.net.config().classes
+    }
+
+    /// Checks `t`, and returns `x` as f32 on the network's device (no copy
+    /// when it already is).
+    fn input(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+        self.sde.check_time(t)?;
+        let device = self.device();
+        let x = if x.device() == device { x.shallow_clone() } else { x.f_to_device(device)? };
+        Ok(if x.kind() == Kind::Float { x } else { x.f_to_kind(Kind::Float)? })
+    }
+
+    /// A `[batch]` tensor of the time `t` on the network's device, for the batch `x`.
+    fn times(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+        let batch = x.size().first().copied().unwrap_or(0);
+        Ok(Tensor::f_full([batch], t, (Kind::Float, self.device()))?)
+    }
+
+    /// The raw network output at `x` and `t`, without gradients.
+    ///
+    /// # Errors
+    /// A time outside the SDE's range, a wrong input shape, libtorch errors.
+    pub fn forward(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+        let x = self.input(x, t)?;
+        let times = self.times(&x, t)?;
+        tch::no_grad(|| self.net.forward(&self.params, &x, &times))
+    }
+}
+
+/// A score network with fixed weights: `s(x, t)` for `[batch, dim]` f32
+/// tensors on the network's device, evaluated without gradients.
+///
+/// Also a [`Score`] for `Array2<f64>` (copied to the device and back), for
+/// host-side evaluation against closed forms.
+pub struct NeuralScore(FrozenNet);
+
+impl std::fmt::Debug for NeuralScore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NeuralScore").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
+    }
+}
+
+impl std::ops::Deref for NeuralScore {
+    type Target = FrozenNet;
+
+    fn deref(&self) -> &FrozenNet {
+        &self.0
+    }
+}
+
+impl NeuralScore {
+    /// Wraps a network and its (typically EMA) parameters, for the SDE `sde`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `params` does not fit the network or
+    /// the network is a classifier.
+    pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
+        FrozenNet::with_head(net, params, sde, Head::Score).map(Self)
+    }
+
+    /// Number of classes the score is conditioned on (0: an unconditional
+    /// model). Inherent, so it wins over the same-named trait methods.
+    pub fn n_classes(&self) -> usize {
+        self.0.n_classes()
+    }
+
     /// The score at `class` (`None`: unconditional; for a conditional
     /// network, its null label).
     fn score_tensor(&self, x: &Tensor, t: f64, class: Option<usize>) -> Result<Tensor> {
-        self.sde.check_time(t)?;
+        let x = self.input(x, t)?;
         if let Some(c) = class {
             check_class(c, self.n_classes())?;
         }
-        let x = if x.device() == self.device() { x.shallow_clone() } else { x.to_device(self.device()) };
-        let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Float) };
         // A fresh output tensor outside any graph: scale it in place.
         let mut out = tch::no_grad(|| self.net.forward_at_class(&self.params, &x, t, class))?;
         if self.net.config().parameterization == Parameterization::Eps {
@@ -111,26 +193,6 @@ impl NeuralScore {
         }
         Ok(out)
     }
-}
-
-/// Checks that `params` fits `net` and moves a detached f32 copy to its device.
-fn fitted_params(net: &ScoreNet, params: &Tensor) -> Result<Tensor> {
-    if params.size() != [net.num_params()] {
-        return Err(Error::invalid(
-            "parameters",
-            format!("shape {:?}", params.size()),
-            format!("the network has {} parameters", net.num_params()),
-        ));
-    }
-    Ok(params.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(net.device())?)
-}
-
-/// `x` as f32 on `device`, and a `[batch]` tensor of the time `t` there.
-fn device_input(x: &Tensor, t: f64, device: Device) -> (Tensor, Tensor) {
-    let x = if x.device() == device { x.shallow_clone() } else { x.to_device(device) };
-    let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Float) };
-    let batch = x.size().first().copied().unwrap_or(0);
-    (x, Tensor::full([batch], t, (Kind::Float, device)))
 }
 
 fn score_error(t: f64, e: impl std::fmt::Display) -> crate::solvers::Error {
@@ -164,7 +226,7 @@ impl ConditionalScore<Tensor> for NeuralScore {
     }
 
     fn n_classes(&self) -> usize {
-        NeuralScore::n_classes(self)
+        FrozenNet::n_classes(self)
     }
 }
 
@@ -176,7 +238,7 @@ impl ConditionalScore<Array2<f64>> for NeuralScore {
     }
 
     fn n_classes(&self) -> usize {
-        NeuralScore::n_classes(self)
+        FrozenNet::n_classes(self)
     }
 }
 
@@ -184,15 +246,19 @@ impl ConditionalScore<Array2<f64>> for NeuralScore {
 /// [`Head::Classifier`] network): class probabilities, predictions, and the
 /// input gradient `grad_x log p_phi(y | x_t, t)` by autograd for classifier
 /// guidance (a [`ClassifierGradient`] on tensors and on `Array2<f64>`).
-pub struct NeuralClassifier {
-    net: ScoreNet,
-    params: Tensor,
-    sde: Box<dyn Sde>,
-}
+pub struct NeuralClassifier(FrozenNet);
 
 impl std::fmt::Debug for NeuralClassifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NeuralClassifier").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
+    }
+}
+
+impl std::ops::Deref for NeuralClassifier {
+    type Target = FrozenNet;
+
+    fn deref(&self) -> &FrozenNet {
+        &self.0
     }
 }
 
@@ -203,31 +269,12 @@ impl NeuralClassifier {
     /// [`Error::InvalidArgument`] when the network is not a classifier or
     /// `params` does not fit it.
     pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
-        if net.config().head != Head::Classifier {
-            return Err(Error::invalid("network", "score", "not a classifier (NetConfig::head is Score)"));
-        }
-        let params = fitted_params(&net, &params)?;
-        Ok(Self { net, params, sde })
+        FrozenNet::with_head(net, params, sde, Head::Classifier).map(Self)
     }
 
-    /// The network.
-    pub fn net(&self) -> &ScoreNet {
-        &self.net
-    }
-
-    /// The SDE the classifier was trained for.
-    pub fn sde(&self) -> &dyn Sde {
-        self.sde.as_ref()
-    }
-
-    /// The device it computes on.
-    pub fn device(&self) -> Device {
-        self.net.device()
-    }
-
-    /// Number of classes.
+    /// Number of classes. Inherent, so it wins over the same-named trait method.
     pub fn n_classes(&self) -> usize {
-        self.net.config().classes
+        self.0.n_classes()
     }
 
     /// `ln p_phi(y | x, t)`, shape `[batch, classes]`, without gradients.
@@ -235,10 +282,7 @@ impl NeuralClassifier {
     /// # Errors
     /// A time outside the SDE's range, a wrong input shape, libtorch errors.
     pub fn log_probs(&self, x: &Tensor, t: f64) -> Result<Tensor> {
-        self.sde.check_time(t)?;
-        let (x, times) = device_input(x, t, self.device());
-        let logits = tch::no_grad(|| self.net.forward(&self.params, &x, &times))?;
-        Ok(logits.f_log_softmax(-1, Kind::Float)?)
+        Ok(self.forward(x, t)?.f_log_softmax(-1, Kind::Float)?)
     }
 
     /// The most probable class of each row of `x` at time `t`.
@@ -268,9 +312,8 @@ impl NeuralClassifier {
     /// inside `tch::no_grad`; the weights get none), shaped and typed like `x`.
     fn grad_tensor(&self, x: &Tensor, t: f64, class: usize) -> Result<Tensor> {
         check_class(class, self.n_classes())?;
-        self.sde.check_time(t)?;
-        let (xd, times) = device_input(x, t, self.device());
-        let xd = xd.f_detach()?.set_requires_grad(true);
+        let xd = self.input(x, t)?.f_detach()?.set_requires_grad(true);
+        let times = self.times(&xd, t)?;
         let grad = tch::with_grad(|| -> Result<Tensor> {
             let logits = self.net.forward(&self.params, &xd, &times)?;
             // The samples are independent, so the gradient of the sum is
@@ -289,7 +332,7 @@ impl ClassifierGradient<Tensor> for NeuralClassifier {
     }
 
     fn n_classes(&self) -> usize {
-        NeuralClassifier::n_classes(self)
+        FrozenNet::n_classes(self)
     }
 }
 
@@ -301,7 +344,7 @@ impl ClassifierGradient<Array2<f64>> for NeuralClassifier {
     }
 
     fn n_classes(&self) -> usize {
-        NeuralClassifier::n_classes(self)
+        FrozenNet::n_classes(self)
     }
 }
 
@@ -336,7 +379,7 @@ mod tests {
     #[test]
     fn eps_network_score_is_minus_eps_over_sigma() {
         let net = ScoreNet::new(NetConfig { width: 8, depth: 1, ..NetConfig::mlp(2) }, Device::Cpu, 0).unwrap();
-        let params = net.init_params(3);
+        let params = net.init_params(3).unwrap();
         let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
         let t = 0.3;
         let raw = net.forward(&params, &x, &Tensor::full([4], t, (Kind::Float, Device::Cpu))).unwrap();
