@@ -5,6 +5,8 @@
 //! [`NeuralClassifier`] is a noise-conditional classifier whose input
 //! gradient, by autograd, is a [`ClassifierGradient`] (classifier guidance).
 
+use std::marker::PhantomData;
+
 use ndarray::{Array2, Ix2};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -44,29 +46,86 @@ impl SdeSpec {
     }
 }
 
+/// Which output a [`FrozenNet`] reads: [`ScoreHead`] or [`ClassifierHead`].
+pub trait FrozenHead: sealed::Sealed {
+    /// The network head this reading needs.
+    const HEAD: Head;
+    /// The name of the frozen type (for `Debug`).
+    const NAME: &'static str;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ScoreHead {}
+    impl Sealed for super::ClassifierHead {}
+}
+
+/// A [`FrozenNet`] read as a score: [`NeuralScore`].
+#[derive(Debug)]
+pub enum ScoreHead {}
+
+/// A [`FrozenNet`] read as a classifier: [`NeuralClassifier`].
+#[derive(Debug)]
+pub enum ClassifierHead {}
+
+impl FrozenHead for ScoreHead {
+    const HEAD: Head = Head::Score;
+    const NAME: &'static str = "NeuralScore";
+}
+
+impl FrozenHead for ClassifierHead {
+    const HEAD: Head = Head::Classifier;
+    const NAME: &'static str = "NeuralClassifier";
+}
+
 /// A network with fixed weights, for inference: the parameters detached, f32
 /// and on the network's device, the SDE it was trained for, and a forward
-/// pass without gradients. [`NeuralScore`] (a [`Head::Score`] network) and
-/// [`NeuralClassifier`] (a [`Head::Classifier`] network) are this type with
-/// their own reading of the output, and dereference to it for the accessors.
-pub struct FrozenNet {
+/// pass without gradients. `H` says how the output is read:
+/// [`NeuralScore`] and [`NeuralClassifier`] are this one type.
+pub struct FrozenNet<H: FrozenHead> {
     net: ScoreNet,
     params: Tensor,
     sde: Box<dyn Sde>,
+    head: PhantomData<fn() -> H>,
 }
 
-impl std::fmt::Debug for FrozenNet {
+/// A score network with fixed weights: `s(x, t)` for `[batch, dim]` f32
+/// tensors on the network's device, evaluated without gradients; for a
+/// conditional network also a [`ConditionalScore`].
+///
+/// Also a [`Score`] for `Array2<f64>` (copied to the device and back), for
+/// host-side evaluation against closed forms.
+pub type NeuralScore = FrozenNet<ScoreHead>;
+
+/// A noise-conditional classifier `p_phi(y | x_t, t)` with fixed weights (a
+/// [`Head::Classifier`] network): class probabilities, predictions, and the
+/// input gradient `grad_x log p_phi(y | x_t, t)` by autograd for classifier
+/// guidance (a [`ClassifierGradient`] on tensors and on `Array2<f64>`).
+pub type NeuralClassifier = FrozenNet<ClassifierHead>;
+
+impl<H: FrozenHead> std::fmt::Debug for FrozenNet<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrozenNet").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
+        f.debug_struct(H::NAME).field("net", self.net.config()).field("sde", &self.sde.name()).finish()
     }
 }
 
-impl FrozenNet {
+impl<H: FrozenHead> FrozenNet<H> {
     /// Wraps a network and its (typically EMA) parameters, for the SDE `sde`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `params` does not fit the network.
-    pub fn new(net: ScoreNet, params: &Tensor, sde: Box<dyn Sde>) -> Result<Self> {
+    /// [`Error::InvalidArgument`] when `params` does not fit the network, or
+    /// the network's head is not `H`'s (a classifier is not a score model and
+    /// the other way round).
+    pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
+        match (net.config().head, H::HEAD) {
+            (Head::Classifier, Head::Score) => {
+                return Err(Error::invalid("network", "classifier", "a classifier is not a score model"))
+            }
+            (Head::Score, Head::Classifier) => {
+                return Err(Error::invalid("network", "score", "not a classifier (NetConfig::head is Score)"))
+            }
+            _ => {}
+        }
         if params.size() != [net.num_params()] {
             return Err(Error::invalid(
                 "parameters",
@@ -75,20 +134,7 @@ impl FrozenNet {
             ));
         }
         let params = params.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(net.device())?;
-        Ok(Self { net, params, sde })
-    }
-
-    /// As [`FrozenNet::new`], for a network with this head.
-    fn with_head(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>, head: Head) -> Result<Self> {
-        match (net.config().head, head) {
-            (Head::Classifier, Head::Score) => {
-                Err(Error::invalid("network", "classifier", "a classifier is not a score model"))
-            }
-            (Head::Score, Head::Classifier) => {
-                Err(Error::invalid("network", "score", "not a classifier (NetConfig::head is Score)"))
-            }
-            _ => Self::new(net, &params, sde),
-        }
+        Ok(Self { net, params, sde, head: PhantomData })
     }
 
     /// The network.
@@ -111,7 +157,8 @@ impl FrozenNet {
         self.net.device()
     }
 
-    /// Number of classes (0: an unconditional score).
+    /// Number of classes (for a score, the classes it is conditioned on; 0:
+    /// an unconditional model).
     pub fn n_classes(&self) -> usize {
         self.net.config().classes
     }
@@ -131,7 +178,8 @@ impl FrozenNet {
         Ok(Tensor::f_full([batch], t, (Kind::Float, self.device()))?)
     }
 
-    /// The raw network output at `x` and `t`, without gradients.
+    /// The raw network output at `x` and `t` (noise or score, or logits),
+    /// without gradients.
     ///
     /// # Errors
     /// A time outside the SDE's range, a wrong input shape, libtorch errors.
@@ -142,43 +190,7 @@ impl FrozenNet {
     }
 }
 
-/// A score network with fixed weights: `s(x, t)` for `[batch, dim]` f32
-/// tensors on the network's device, evaluated without gradients.
-///
-/// Also a [`Score`] for `Array2<f64>` (copied to the device and back), for
-/// host-side evaluation against closed forms.
-pub struct NeuralScore(FrozenNet);
-
-impl std::fmt::Debug for NeuralScore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NeuralScore").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
-    }
-}
-
-impl std::ops::Deref for NeuralScore {
-    type Target = FrozenNet;
-
-    fn deref(&self) -> &FrozenNet {
-        &self.0
-    }
-}
-
 impl NeuralScore {
-    /// Wraps a network and its (typically EMA) parameters, for the SDE `sde`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when `params` does not fit the network or
-    /// the network is a classifier.
-    pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
-        FrozenNet::with_head(net, params, sde, Head::Score).map(Self)
-    }
-
-    /// Number of classes the score is conditioned on (0: an unconditional
-    /// model). Inherent, so it wins over the same-named trait methods.
-    pub fn n_classes(&self) -> usize {
-        self.0.n_classes()
-    }
-
     /// The score at `class` (`None`: unconditional; for a conditional
     /// network, its null label).
     fn score_tensor(&self, x: &Tensor, t: f64, class: Option<usize>) -> Result<Tensor> {
@@ -226,7 +238,7 @@ impl ConditionalScore<Tensor> for NeuralScore {
     }
 
     fn n_classes(&self) -> usize {
-        FrozenNet::n_classes(self)
+        NeuralScore::n_classes(self)
     }
 }
 
@@ -238,45 +250,11 @@ impl ConditionalScore<Array2<f64>> for NeuralScore {
     }
 
     fn n_classes(&self) -> usize {
-        FrozenNet::n_classes(self)
-    }
-}
-
-/// A noise-conditional classifier `p_phi(y | x_t, t)` with fixed weights (a
-/// [`Head::Classifier`] network): class probabilities, predictions, and the
-/// input gradient `grad_x log p_phi(y | x_t, t)` by autograd for classifier
-/// guidance (a [`ClassifierGradient`] on tensors and on `Array2<f64>`).
-pub struct NeuralClassifier(FrozenNet);
-
-impl std::fmt::Debug for NeuralClassifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NeuralClassifier").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
-    }
-}
-
-impl std::ops::Deref for NeuralClassifier {
-    type Target = FrozenNet;
-
-    fn deref(&self) -> &FrozenNet {
-        &self.0
+        NeuralScore::n_classes(self)
     }
 }
 
 impl NeuralClassifier {
-    /// Wraps a classifier network and its (typically EMA) parameters, for the SDE `sde`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when the network is not a classifier or
-    /// `params` does not fit it.
-    pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
-        FrozenNet::with_head(net, params, sde, Head::Classifier).map(Self)
-    }
-
-    /// Number of classes. Inherent, so it wins over the same-named trait method.
-    pub fn n_classes(&self) -> usize {
-        self.0.n_classes()
-    }
-
     /// `ln p_phi(y | x, t)`, shape `[batch, classes]`, without gradients.
     ///
     /// # Errors
@@ -332,7 +310,7 @@ impl ClassifierGradient<Tensor> for NeuralClassifier {
     }
 
     fn n_classes(&self) -> usize {
-        FrozenNet::n_classes(self)
+        NeuralClassifier::n_classes(self)
     }
 }
 
@@ -344,7 +322,7 @@ impl ClassifierGradient<Array2<f64>> for NeuralClassifier {
     }
 
     fn n_classes(&self) -> usize {
-        FrozenNet::n_classes(self)
+        NeuralClassifier::n_classes(self)
     }
 }
 

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::{NeuralClassifier, NeuralScore, SdeSpec};
+use crate::model::{FrozenHead, FrozenNet, NeuralClassifier, NeuralScore, SdeSpec};
 use crate::net::{Head, NetConfig, Parameterization, ScoreNet};
 use crate::solvers::Sde;
 
@@ -529,9 +529,7 @@ impl Trainer {
     /// # Errors
     /// [`Error::InvalidArgument`] when the network is a classifier; libtorch errors.
     pub fn ema_score(&self) -> Result<NeuralScore> {
-        let mut net = ScoreNet::new(self.net.config().clone(), self.net.device(), self.config.seed)?;
-        net.set_freqs(self.net.freqs())?;
-        NeuralScore::new(net, self.state.ema.copy(), self.sde_spec.build()?)
+        self.ema()
     }
 
     /// The EMA weights as a classifier (a copy; training can go on).
@@ -539,9 +537,14 @@ impl Trainer {
     /// # Errors
     /// [`Error::InvalidArgument`] when the network is not a classifier; libtorch errors.
     pub fn ema_classifier(&self) -> Result<NeuralClassifier> {
+        self.ema()
+    }
+
+    /// The EMA weights in a copy of the network, frozen.
+    fn ema<H: FrozenHead>(&self) -> Result<FrozenNet<H>> {
         let mut net = ScoreNet::new(self.net.config().clone(), self.net.device(), self.config.seed)?;
         net.set_freqs(self.net.freqs())?;
-        NeuralClassifier::new(net, self.state.ema.copy(), self.sde_spec.build()?)
+        FrozenNet::new(net, self.state.ema.copy(), self.sde_spec.build()?)
     }
 
     /// Sets the total step count (to train a resumed run further).
