@@ -111,7 +111,7 @@ fn sample_once(score: &NeuralScore, args: &Args, batch: usize, steps: usize, see
 
 fn sample(args: &Args, device: Device) -> anyhow::Result<()> {
     let net = ScoreNet::new(NetConfig::mlp(2), device, args.seed)?;
-    let params = net.init_params(args.seed);
+    let params = net.init_params(args.seed)?;
     let score = NeuralScore::new(net, params, SdeSpec::default().build()?)?;
     for &batch in &args.sample_batch {
         // A short untimed run first (allocator, thread pool, kernels).

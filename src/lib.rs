@@ -3,7 +3,6 @@
 //! Score-based generative modelling with SDEs. The numerical core lives in
 //! [`solvers`] (crate `scoresde-solvers`); this crate adds neural scores with
 //! `tch`, data sets, metrics, plotting and the command-line program.
-#![warn(missing_docs)]
 pub use scoresde_solvers as solvers;
 pub mod checkpoint;
 pub mod data;
@@ -16,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod plot;
+mod rng;
 pub mod train;
 
 /// The README's code blocks, compiled and run as doc tests so they stay true.

@@ -5,6 +5,8 @@
 //! [`NeuralClassifier`] is a noise-conditional classifier whose input
 //! gradient, by autograd, is a [`ClassifierGradient`] (classifier guidance).
 
+use std::marker::PhantomData;
+
 use ndarray::{Array2, Ix2};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -44,45 +46,105 @@ impl SdeSpec {
     }
 }
 
-/// A score network with fixed weights: `s(x, t)` for `[batch, dim]` f32
-/// tensors on the network's device, evaluated without gradients.
-///
-/// Also a [`Score`] for `Array2<f64>` (copied to the device and back), for
-/// host-side evaluation against closed forms.
-pub struct NeuralScore {
+/// Which output a [`FrozenNet`] reads: [`ScoreHead`] or [`ClassifierHead`].
+pub trait FrozenHead: sealed::Sealed {
+    /// The network head this reading needs.
+    const HEAD: Head;
+    /// The name of the frozen type (for `Debug`).
+    const NAME: &'static str;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ScoreHead {}
+    impl Sealed for super::ClassifierHead {}
+}
+
+/// A [`FrozenNet`] read as a score: [`NeuralScore`].
+#[derive(Debug)]
+pub enum ScoreHead {}
+
+/// A [`FrozenNet`] read as a classifier: [`NeuralClassifier`].
+#[derive(Debug)]
+pub enum ClassifierHead {}
+
+impl FrozenHead for ScoreHead {
+    const HEAD: Head = Head::Score;
+    const NAME: &'static str = "NeuralScore";
+}
+
+impl FrozenHead for ClassifierHead {
+    const HEAD: Head = Head::Classifier;
+    const NAME: &'static str = "NeuralClassifier";
+}
+
+/// A network with fixed weights, for inference: the parameters detached, f32
+/// and on the network's device, the SDE it was trained for, and a forward
+/// pass without gradients. `H` says how the output is read:
+/// [`NeuralScore`] and [`NeuralClassifier`] are this one type.
+pub struct FrozenNet<H: FrozenHead> {
     net: ScoreNet,
     params: Tensor,
     sde: Box<dyn Sde>,
+    head: PhantomData<fn() -> H>,
 }
 
-impl std::fmt::Debug for NeuralScore {
+/// A score network with fixed weights: `s(x, t)` for `[batch, dim]` f32
+/// tensors on the network's device, evaluated without gradients; for a
+/// conditional network also a [`ConditionalScore`].
+///
+/// Also a [`Score`] for `Array2<f64>` (copied to the device and back), for
+/// host-side evaluation against closed forms.
+pub type NeuralScore = FrozenNet<ScoreHead>;
+
+/// A noise-conditional classifier `p_phi(y | x_t, t)` with fixed weights (a
+/// [`Head::Classifier`] network): class probabilities, predictions, and the
+/// input gradient `grad_x log p_phi(y | x_t, t)` by autograd for classifier
+/// guidance (a [`ClassifierGradient`] on tensors and on `Array2<f64>`).
+pub type NeuralClassifier = FrozenNet<ClassifierHead>;
+
+impl<H: FrozenHead> std::fmt::Debug for FrozenNet<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NeuralScore").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
+        f.debug_struct(H::NAME).field("net", self.net.config()).field("sde", &self.sde.name()).finish()
     }
 }
 
-impl NeuralScore {
+impl<H: FrozenHead> FrozenNet<H> {
     /// Wraps a network and its (typically EMA) parameters, for the SDE `sde`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `params` does not fit the network or
-    /// the network is a classifier.
+    /// [`Error::InvalidArgument`] when `params` does not fit the network, or
+    /// the network's head is not `H`'s (a classifier is not a score model and
+    /// the other way round).
     pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
-        if net.config().head != Head::Score {
-            return Err(Error::invalid("network", "classifier", "a classifier is not a score model"));
+        match (net.config().head, H::HEAD) {
+            (Head::Classifier, Head::Score) => {
+                return Err(Error::invalid("network", "classifier", "a classifier is not a score model"))
+            }
+            (Head::Score, Head::Classifier) => {
+                return Err(Error::invalid("network", "score", "not a classifier (NetConfig::head is Score)"))
+            }
+            _ => {}
         }
-        let params = fitted_params(&net, &params)?;
-        Ok(Self { net, params, sde })
-    }
-
-    /// Number of classes the score is conditioned on (0: an unconditional model).
-    pub fn n_classes(&self) -> usize {
-        self.net.config().classes
+        if params.size() != [net.num_params()] {
+            return Err(Error::invalid(
+                "parameters",
+                format!("shape {:?}", params.size()),
+                format!("the network has {} parameters", net.num_params()),
+            ));
+        }
+        let params = params.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(net.device())?;
+        Ok(Self { net, params, sde, head: PhantomData })
     }
 
     /// The network.
     pub fn net(&self) -> &ScoreNet {
         &self.net
+    }
+
+    /// The fixed parameters (f32, on the network's device).
+    pub fn params(&self) -> &Tensor {
+        &self.params
     }
 
     /// The SDE the network was trained for.
@@ -95,15 +157,47 @@ impl NeuralScore {
         self.net.device()
     }
 
+    /// Number of classes (for a score, the classes it is conditioned on; 0:
+    /// an unconditional model).
+    pub fn n_classes(&self) -> usize {
+        self.net.config().classes
+    }
+
+    /// Checks `t`, and returns `x` as f32 on the network's device (no copy
+    /// when it already is).
+    fn input(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+        self.sde.check_time(t)?;
+        let device = self.device();
+        let x = if x.device() == device { x.shallow_clone() } else { x.f_to_device(device)? };
+        Ok(if x.kind() == Kind::Float { x } else { x.f_to_kind(Kind::Float)? })
+    }
+
+    /// A `[batch]` tensor of the time `t` on the network's device, for the batch `x`.
+    fn times(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+        let batch = x.size().first().copied().unwrap_or(0);
+        Ok(Tensor::f_full([batch], t, (Kind::Float, self.device()))?)
+    }
+
+    /// The raw network output at `x` and `t` (noise or score, or logits),
+    /// without gradients.
+    ///
+    /// # Errors
+    /// A time outside the SDE's range, a wrong input shape, libtorch errors.
+    pub fn forward(&self, x: &Tensor, t: f64) -> Result<Tensor> {
+        let x = self.input(x, t)?;
+        let times = self.times(&x, t)?;
+        tch::no_grad(|| self.net.forward(&self.params, &x, &times))
+    }
+}
+
+impl NeuralScore {
     /// The score at `class` (`None`: unconditional; for a conditional
     /// network, its null label).
     fn score_tensor(&self, x: &Tensor, t: f64, class: Option<usize>) -> Result<Tensor> {
-        self.sde.check_time(t)?;
+        let x = self.input(x, t)?;
         if let Some(c) = class {
             check_class(c, self.n_classes())?;
         }
-        let x = if x.device() == self.device() { x.shallow_clone() } else { x.to_device(self.device()) };
-        let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Float) };
         // A fresh output tensor outside any graph: scale it in place.
         let mut out = tch::no_grad(|| self.net.forward_at_class(&self.params, &x, t, class))?;
         if self.net.config().parameterization == Parameterization::Eps {
@@ -113,27 +207,6 @@ impl NeuralScore {
     }
 }
 
-/// Checks that `params` fits `net` and moves a detached f32 copy to its device.
-fn fitted_params(net: &ScoreNet, params: &Tensor) -> Result<Tensor> {
-    if params.size() != [net.num_params()] {
-        return Err(Error::invalid(
-            "parameters",
-            format!("shape {:?}", params.size()),
-            format!("the network has {} parameters", net.num_params()),
-        ));
-    }
-    Ok(params.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(net.device())?)
-}
-
-/// `x` as f32 on `device`, and a `[batch]` tensor of the time `t` there.
-fn device_input(x: &Tensor, t: f64, device: Device) -> (Tensor, Tensor) {
-    let x = if x.device() == device { x.shallow_clone() } else { x.to_device(device) };
-    let x = if x.kind() == Kind::Float { x } else { x.to_kind(Kind::Float) };
-    let batch = x.size().first().copied().unwrap_or(0);
-    (x, Tensor::full([batch], t, (Kind::Float, device)))
-}
-
-/// Any failure inside a score or classifier evaluation at time `t`, as a solver error.
 fn score_failure(t: f64, e: impl std::fmt::Display) -> crate::solvers::Error {
     crate::solvers::Error::Score { t, reason: e.to_string() }
 }
@@ -181,65 +254,13 @@ impl ConditionalScore<Array2<f64>> for NeuralScore {
     }
 }
 
-/// A noise-conditional classifier `p_phi(y | x_t, t)` with fixed weights (a
-/// [`Head::Classifier`] network): class probabilities, predictions, and the
-/// input gradient `grad_x log p_phi(y | x_t, t)` by autograd for classifier
-/// guidance (a [`ClassifierGradient`] on tensors and on `Array2<f64>`).
-pub struct NeuralClassifier {
-    net: ScoreNet,
-    params: Tensor,
-    sde: Box<dyn Sde>,
-}
-
-impl std::fmt::Debug for NeuralClassifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NeuralClassifier").field("net", self.net.config()).field("sde", &self.sde.name()).finish()
-    }
-}
-
 impl NeuralClassifier {
-    /// Wraps a classifier network and its (typically EMA) parameters, for the SDE `sde`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when the network is not a classifier or
-    /// `params` does not fit it.
-    pub fn new(net: ScoreNet, params: Tensor, sde: Box<dyn Sde>) -> Result<Self> {
-        if net.config().head != Head::Classifier {
-            return Err(Error::invalid("network", "score", "not a classifier (NetConfig::head is Score)"));
-        }
-        let params = fitted_params(&net, &params)?;
-        Ok(Self { net, params, sde })
-    }
-
-    /// The network.
-    pub fn net(&self) -> &ScoreNet {
-        &self.net
-    }
-
-    /// The SDE the classifier was trained for.
-    pub fn sde(&self) -> &dyn Sde {
-        self.sde.as_ref()
-    }
-
-    /// The device it computes on.
-    pub fn device(&self) -> Device {
-        self.net.device()
-    }
-
-    /// Number of classes.
-    pub fn n_classes(&self) -> usize {
-        self.net.config().classes
-    }
-
     /// `ln p_phi(y | x, t)`, shape `[batch, classes]`, without gradients.
     ///
     /// # Errors
     /// A time outside the SDE's range, a wrong input shape, libtorch errors.
     pub fn log_probs(&self, x: &Tensor, t: f64) -> Result<Tensor> {
-        self.sde.check_time(t)?;
-        let (x, times) = device_input(x, t, self.device());
-        let logits = tch::no_grad(|| self.net.forward(&self.params, &x, &times))?;
-        Ok(logits.f_log_softmax(-1, Kind::Float)?)
+        Ok(self.forward(x, t)?.f_log_softmax(-1, Kind::Float)?)
     }
 
     /// The most probable class of each row of `x` at time `t`.
@@ -269,9 +290,8 @@ impl NeuralClassifier {
     /// inside `tch::no_grad`; the weights get none), shaped and typed like `x`.
     fn grad_tensor(&self, x: &Tensor, t: f64, class: usize) -> Result<Tensor> {
         check_class(class, self.n_classes())?;
-        self.sde.check_time(t)?;
-        let (xd, times) = device_input(x, t, self.device());
-        let xd = xd.f_detach()?.set_requires_grad(true);
+        let xd = self.input(x, t)?.f_detach()?.set_requires_grad(true);
+        let times = self.times(&xd, t)?;
         let grad = tch::with_grad(|| -> Result<Tensor> {
             let logits = self.net.forward(&self.params, &xd, &times)?;
             // The samples are independent, so the gradient of the sum is
@@ -337,7 +357,7 @@ mod tests {
     #[test]
     fn eps_network_score_is_minus_eps_over_sigma() {
         let net = ScoreNet::new(NetConfig { width: 8, depth: 1, ..NetConfig::mlp(2) }, Device::Cpu, 0).unwrap();
-        let params = net.init_params(3);
+        let params = net.init_params(3).unwrap();
         let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
         let t = 0.3;
         let raw = net.forward(&params, &x, &Tensor::full([4], t, (Kind::Float, Device::Cpu))).unwrap();

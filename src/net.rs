@@ -8,13 +8,16 @@
 //! then cost a handful of kernels per step whatever the depth (no per-layer
 //! loop, no foreach kernels needed), and checkpoints still name every layer.
 
+use rand::Rng as _;
+use rand_distr::{StandardNormal, Uniform};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
 /// The hidden-layer non-linearity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Activation {
     /// `x * sigmoid(x)` (the usual choice for score networks).
@@ -88,7 +91,8 @@ impl TimeEmbedding {
 }
 
 /// What the network's output means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Parameterization {
     /// The network predicts the noise `eps` in `x_t = a x_0 + sigma eps`; the
@@ -288,8 +292,9 @@ impl ScoreNet {
                 (k * (-(10_000f64.ln()) / half as f64)).exp() * 1000.0
             }
             TimeEmbedding::Fourier { scale, .. } => {
-                tch::manual_seed(seed_i64(seed ^ 0xF0F0_1234));
-                Tensor::randn([half], (Kind::Double, Device::Cpu)) * (2.0 * std::f64::consts::PI * scale)
+                let mut rng = crate::rng::rng(seed, crate::rng::FOURIER, 0);
+                let w: Vec<f64> = (0..half).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
+                Tensor::f_from_slice(&w)? * (2.0 * std::f64::consts::PI * scale)
             }
         };
         let freqs = freqs.to_kind(Kind::Float);
@@ -333,18 +338,20 @@ impl ScoreNet {
 
     /// A freshly initialised flat parameter vector on the network's device:
     /// every weight and bias `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (PyTorch's
-    /// `nn.Linear` default), deterministic in `seed`.
-    pub fn init_params(&self, seed: u64) -> Tensor {
-        tch::manual_seed(seed_i64(seed));
-        let parts: Vec<Tensor> = self
-            .slots
-            .iter()
-            .map(|s| {
-                let bound = 1.0 / (s.fan_in as f64).sqrt();
-                Tensor::empty([s.fan_out * (s.fan_in + 1)], (Kind::Float, Device::Cpu)).uniform_(-bound, bound)
-            })
-            .collect();
-        Tensor::cat(&parts, 0).to_device(self.device)
+    /// `nn.Linear` default), drawn on the host from `seed` alone (libtorch's
+    /// generator is not used), so the same on every device.
+    ///
+    /// # Errors
+    /// libtorch errors (out of device memory).
+    pub fn init_params(&self, seed: u64) -> Result<Tensor> {
+        let mut rng = crate::rng::rng(seed, crate::rng::INIT, 0);
+        let mut values = Vec::with_capacity(self.num_params() as usize);
+        for s in &self.slots {
+            let bound = 1.0 / (s.fan_in as f32).sqrt();
+            let uniform = Uniform::new(-bound, bound);
+            values.extend((0..s.fan_out * (s.fan_in + 1)).map(|_| rng.sample(uniform)));
+        }
+        crate::rng::to_device(&values, &[self.num_params()], Kind::Float, self.device)
     }
 
     /// Number of trainable parameters.
@@ -560,11 +567,6 @@ impl ScoreNet {
     }
 }
 
-/// libtorch seeds are signed; keep 63 bits.
-pub(crate) fn seed_i64(seed: u64) -> i64 {
-    (seed >> 1) as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,7 +582,7 @@ mod tests {
         // (3 + 32) * 16 + 16, 16 * 16 + 16, 16 * 3 + 3
         assert_eq!(n.num_params(), 35 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3);
         assert_eq!(n.num_params() as usize, config.num_params());
-        let p = n.init_params(1);
+        let p = n.init_params(1).unwrap();
         let named = n.named(&p);
         assert_eq!(named.len(), 6);
         assert_eq!(named[0].0, "layers.0.weight");
@@ -588,8 +590,8 @@ mod tests {
         let back = n.flatten_named(|name| named.iter().find(|(k, _)| k == name).map(|(_, t)| t.copy())).unwrap();
         assert!(back.equal(&p));
         // Deterministic initialisation within PyTorch's bounds.
-        assert!(n.init_params(1).equal(&p));
-        assert!(!n.init_params(2).equal(&p));
+        assert!(n.init_params(1).unwrap().equal(&p));
+        assert!(!n.init_params(2).unwrap().equal(&p));
         let w0 = &named[0].1;
         assert!(w0.abs().max().double_value(&[]) <= 1.0 / 35f64.sqrt());
         // A wrong shape is named.
@@ -603,7 +605,7 @@ mod tests {
         for embedding in [TimeEmbedding::Sinusoidal { dim: 8 }, TimeEmbedding::Fourier { dim: 8, scale: 16.0 }] {
             for activation in [Activation::Silu, Activation::Relu, Activation::Gelu, Activation::Tanh] {
                 let n = net(NetConfig { width: 8, depth: 2, activation, embedding, ..NetConfig::mlp(2) });
-                let p = n.init_params(0);
+                let p = n.init_params(0).unwrap();
                 let x = Tensor::randn([5, 2], (Kind::Float, Device::Cpu));
                 let t = Tensor::full([5], 0.5, (Kind::Float, Device::Cpu));
                 let y = n.forward(&p, &x, &t).unwrap();
@@ -621,7 +623,7 @@ mod tests {
         for embedding in [TimeEmbedding::Sinusoidal { dim: 32 }, TimeEmbedding::Fourier { dim: 8, scale: 16.0 }] {
             for (depth, activation) in [(1, Activation::Silu), (3, Activation::Silu), (2, Activation::Gelu)] {
                 let n = net(NetConfig { width: 16, depth, activation, embedding, ..NetConfig::mlp(3) });
-                let p = n.init_params(4);
+                let p = n.init_params(4).unwrap();
                 let x = Tensor::randn([7, 3], (Kind::Float, Device::Cpu));
                 for t in [1e-3, 0.37, 1.0] {
                     let want = n.forward(&p, &x, &Tensor::full([7], t, (Kind::Float, Device::Cpu))).unwrap();
@@ -642,7 +644,7 @@ mod tests {
     #[test]
     fn forward_at_class_equals_forward_labelled() {
         let n = net(NetConfig { width: 8, depth: 2, ..NetConfig::conditional(2, 3) });
-        let p = n.init_params(5);
+        let p = n.init_params(5).unwrap();
         let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
         let t = 0.37;
         let times = Tensor::full([4], t, (Kind::Float, Device::Cpu));
@@ -654,13 +656,13 @@ mod tests {
         }
         assert!(n.forward_at_class(&p, &x, t, Some(3)).is_err(), "class 3 is the null label's slot");
         let plain = net(NetConfig { width: 8, depth: 2, ..NetConfig::mlp(2) });
-        assert!(plain.forward_at_class(&plain.init_params(0), &x, t, Some(0)).is_err());
+        assert!(plain.forward_at_class(&plain.init_params(0).unwrap(), &x, t, Some(0)).is_err());
     }
 
     #[test]
     fn embedding_depends_on_time() {
         let n = net(NetConfig { width: 8, depth: 1, ..NetConfig::mlp(2) });
-        let p = n.init_params(0);
+        let p = n.init_params(0).unwrap();
         let x = Tensor::zeros([2, 2], (Kind::Float, Device::Cpu));
         let t = Tensor::from_slice(&[0.1f32, 0.9]);
         let y = n.forward(&p, &x, &t).unwrap();
@@ -674,7 +676,7 @@ mod tests {
         // (2 + 32 + 4) * 8 + 8, 8 * 2 + 2
         assert_eq!(c.num_params(), 38 * 8 + 8 + 8 * 2 + 2);
         let n = net(c);
-        let p = n.init_params(0);
+        let p = n.init_params(0).unwrap();
         let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
         let t = Tensor::full([4], 0.5, (Kind::Float, Device::Cpu));
         let null = n.forward(&p, &x, &t).unwrap();
@@ -689,7 +691,7 @@ mod tests {
         let k = NetConfig { width: 8, depth: 1, ..NetConfig::classifier(2, 5) };
         assert_eq!((k.label_width(), k.out_width()), (0, 5));
         let n = net(k);
-        let p = n.init_params(0);
+        let p = n.init_params(0).unwrap();
         assert_eq!(n.forward(&p, &x, &t).unwrap().size(), [4, 5]);
         assert!(n.forward_labelled(&p, &x, &t, Some(&labels)).is_err(), "a classifier takes no labels");
     }

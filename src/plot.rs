@@ -23,9 +23,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-/// What can go wrong while drawing a figure.
-// A local error type until the root crate's `scoresde::Error` exists; it is
-// small on purpose so it can become one variant of that enum.
+/// What can go wrong while drawing a figure (one variant of [`crate::Error`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlotError {
@@ -86,8 +84,9 @@ fn draw_err(e: impl std::fmt::Display) -> PlotError {
     PlotError::Draw { path: PathBuf::new(), reason: e.to_string() }
 }
 
-/// Draws into a bitmap of `size` pixels and writes it to `path` (which must end
-/// in `.png`) atomically: a temporary file in the same folder, then a rename.
+/// Draws into a bitmap of `size` pixels in memory, encodes it as a PNG and
+/// writes it to `path` (which must end in `.png`) with
+/// [`crate::fsutil::write_atomic`]: a temporary file beside it, then a rename.
 fn render(
     path: &Path,
     size: (u32, u32),
@@ -99,7 +98,6 @@ fn render(
     if !is_png {
         return Err(dest("only PNG output is supported (the file name must end in .png)"));
     }
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| dest("not a valid file name"))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -107,26 +105,24 @@ fn render(
     if !dir.is_dir() {
         return Err(dest(&format!("folder {} does not exist", dir.display())));
     }
-    // Unique per process and call, so concurrent renders never share a temporary file.
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}-{k}.tmp.png", std::process::id()));
-    let drawn = (|| {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        draw(&root)?;
-        root.present().map_err(draw_err)
-    })();
-    let result = drawn.and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|source| PlotError::Io { path: path.to_path_buf(), source })
-    });
-    if result.is_err() {
-        // The backend may have written a partial temporary file (or none): remove it, ignore failures.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| match e {
+    let with_path = |e: PlotError| match e {
         PlotError::Draw { reason, .. } => PlotError::Draw { path: path.to_path_buf(), reason },
         other => other,
+    };
+    let mut rgb = vec![0u8; 3 * size.0 as usize * size.1 as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err).map_err(with_path)?;
+        draw(&root).map_err(with_path)?;
+        root.present().map_err(draw_err).map_err(with_path)?;
+    }
+    let image = image::RgbImage::from_raw(size.0, size.1, rgb)
+        .ok_or_else(|| with_path(draw_err("the bitmap does not match its size")))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut png, image::ImageFormat::Png).map_err(|e| with_path(draw_err(e)))?;
+    crate::fsutil::write_atomic(path, png.get_ref()).map_err(|e| match e {
+        crate::Error::Io { path, source } => PlotError::Io { path, source },
+        other => PlotError::Draw { path: path.to_path_buf(), reason: other.to_string() },
     })
 }
 

@@ -27,17 +27,19 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rand::{Rng as _, SeedableRng};
+use rand::Rng as _;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::{NeuralClassifier, NeuralScore, SdeSpec};
-use crate::net::{seed_i64, Head, NetConfig, Parameterization, ScoreNet};
-use crate::solvers::{Rng, Sde};
+use crate::model::{FrozenHead, FrozenNet, NeuralClassifier, NeuralScore, SdeSpec};
+use crate::net::{Head, NetConfig, Parameterization, ScoreNet};
+use crate::solvers::Sde;
 
 /// The weighting `w(t)` of the eps-form loss; see the [module docs](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Weighting {
     /// `lambda(t) = sigma(t)^2`: the eps loss.
@@ -196,12 +198,15 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
-/// Mixes a seed and a step into a new seed (splitmix64 finaliser).
-fn mix(seed: u64, step: u64, stream: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// The random draws of one training step, on the device.
+struct Draws {
+    /// `[5, batch]`: rows `t`, `a(t)`, `sigma(t)`, `w(t)` and a `U(0, 1)` draw
+    /// per sample (for label dropout).
+    coef: Tensor,
+    /// `[batch, dim]` standard normals.
+    eps: Tensor,
+    /// `[batch]` data row indices (int64).
+    idx: Tensor,
 }
 
 impl Trainer {
@@ -218,7 +223,7 @@ impl Trainer {
         device: Device,
     ) -> Result<Self> {
         let net = ScoreNet::new(net, device, config.seed)?;
-        let params = net.init_params(config.seed);
+        let params = net.init_params(config.seed)?;
         let zeros = params.zeros_like();
         let state =
             TrainState { ema: params.copy(), adam_m: zeros.copy(), adam_v: zeros, params, step: 0, losses: Vec::new() };
@@ -331,12 +336,17 @@ impl Trainer {
         &self.state
     }
 
-    /// The per-sample times, kernel coefficients and loss weights of step `step`,
-    /// from the host RNG: `[4, batch]` rows `t, a(t), sigma(t), w(t)`.
-    fn coefficients(&self, step: u64) -> Result<Tensor> {
+    /// The random draws of step `step`, made on the host from `(seed, step)`
+    /// alone (see [`crate::rng`]) and copied to the device: the times and
+    /// their coefficients from one stream, the batch rows, noise and label
+    /// dropout from another. Two copies per step (f32 and int64).
+    fn draws(&self, step: u64) -> Result<Draws> {
         let b = self.config.batch_size;
-        let mut rng = Rng::seed_from_u64(mix(self.config.seed, step, 1));
-        let mut rows = vec![0f32; 4 * b];
+        let dim = self.net.config().dim;
+        let rows = self.data.size()[0];
+        let device = self.net.device();
+        let mut rng = crate::rng::rng(self.config.seed, crate::rng::TIMES, step);
+        let mut values = vec![0f32; (5 + dim) * b];
         for i in 0..b {
             let t = rng.gen_range(self.config.t_min..1.0);
             let sigma = self.sde.sigma(t);
@@ -344,12 +354,26 @@ impl Trainer {
                 Weighting::Eps => 1.0,
                 Weighting::Likelihood => self.sde.diffusion(t).powi(2) / (sigma * sigma),
             };
-            rows[i] = t as f32;
-            rows[b + i] = self.sde.alpha(t) as f32;
-            rows[2 * b + i] = sigma as f32;
-            rows[3 * b + i] = w as f32;
+            values[i] = t as f32;
+            values[b + i] = self.sde.alpha(t) as f32;
+            values[2 * b + i] = sigma as f32;
+            values[3 * b + i] = w as f32;
         }
-        Ok(Tensor::f_from_slice(&rows)?.f_view([4, b as i64])?.f_to_device(self.net.device())?)
+        let mut rng = crate::rng::rng(self.config.seed, crate::rng::BATCH, step);
+        let idx: Vec<i64> = (0..b).map(|_| rng.gen_range(0..rows)).collect();
+        for v in &mut values[4 * b..5 * b] {
+            *v = rng.gen();
+        }
+        for v in &mut values[5 * b..] {
+            *v = rng.sample(StandardNormal);
+        }
+        let flat = crate::rng::to_device(&values, &[values.len() as i64], Kind::Float, device)?;
+        let (b, dim) = (b as i64, dim as i64);
+        Ok(Draws {
+            coef: flat.f_narrow(0, 0, 5 * b)?.f_view([5, b])?,
+            eps: flat.f_narrow(0, 5 * b, b * dim)?.f_view([b, dim])?,
+            idx: crate::rng::to_device(&idx, &[b], Kind::Int64, device)?,
+        })
     }
 
     /// The loss of step `step` at the current parameters (a scalar tensor with
@@ -367,13 +391,10 @@ impl Trainer {
                 ))
             }
         };
-        let coef = self.coefficients(step)?;
+        let Draws { coef, eps, idx } = self.draws(step)?;
         let b = self.config.batch_size as i64;
-        tch::manual_seed(seed_i64(mix(self.config.seed, step, 2)));
         let device = self.net.device();
-        let idx = Tensor::f_randint(self.data.size()[0], [b], (Kind::Int64, device))?;
         let x0 = self.data.f_index_select(0, &idx)?;
-        let eps = x0.f_randn_like()?;
         let (t, a, sigma, w) = (coef.get(0), coef.get(1).unsqueeze(1), coef.get(2).unsqueeze(1), coef.get(3));
         let xt = &x0 * &a + &eps * &sigma;
         let y = labels.map(|l| l.f_index_select(0, &idx)).transpose()?;
@@ -390,7 +411,7 @@ impl Trainer {
         let y = match y {
             // Label dropout: the null label (index `classes`) with probability p.
             Some(y) => {
-                let drop = Tensor::f_rand([b], (Kind::Float, device))?.f_lt(self.config.label_dropout)?;
+                let drop = coef.get(4).f_lt(self.config.label_dropout)?;
                 let null = Tensor::f_full([b], config.classes as i64, (Kind::Int64, device))?;
                 Some(null.f_where_self(&drop, &y)?)
             }
@@ -508,9 +529,7 @@ impl Trainer {
     /// # Errors
     /// [`Error::InvalidArgument`] when the network is a classifier; libtorch errors.
     pub fn ema_score(&self) -> Result<NeuralScore> {
-        let mut net = ScoreNet::new(self.net.config().clone(), self.net.device(), self.config.seed)?;
-        net.set_freqs(self.net.freqs())?;
-        NeuralScore::new(net, self.state.ema.copy(), self.sde_spec.build()?)
+        self.ema()
     }
 
     /// The EMA weights as a classifier (a copy; training can go on).
@@ -518,9 +537,14 @@ impl Trainer {
     /// # Errors
     /// [`Error::InvalidArgument`] when the network is not a classifier; libtorch errors.
     pub fn ema_classifier(&self) -> Result<NeuralClassifier> {
+        self.ema()
+    }
+
+    /// The EMA weights in a copy of the network, frozen.
+    fn ema<H: FrozenHead>(&self) -> Result<FrozenNet<H>> {
         let mut net = ScoreNet::new(self.net.config().clone(), self.net.device(), self.config.seed)?;
         net.set_freqs(self.net.freqs())?;
-        NeuralClassifier::new(net, self.state.ema.copy(), self.sde_spec.build()?)
+        FrozenNet::new(net, self.state.ema.copy(), self.sde_spec.build()?)
     }
 
     /// Sets the total step count (to train a resumed run further).

@@ -17,16 +17,9 @@ use tch::{Device, Kind, Tensor};
 /// Width of every statistical acceptance band, in standard errors.
 const K_SIGMA: f64 = 5.0;
 
-/// libtorch's generator is process-wide and training and tensor sampling
-/// reseed it per step: tests that draw from it run one at a time, so every
-/// number is a function of the seeds alone.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
-    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    // Tiny tensors: one intra-op thread is fastest, and stays fast on a busy machine.
+/// Tiny tensors: one intra-op thread is fastest, and stays fast on a busy machine.
+fn one_thread() {
     tch::set_num_threads(1);
-    guard
 }
 
 fn tmp(tag: &str) -> PathBuf {
@@ -64,7 +57,7 @@ fn train(net: NetConfig, steps: u64) -> Trainer {
 
 #[test]
 fn classifier_beats_chance_and_its_gradient_is_the_derivative_of_its_log_probability() {
-    let _rng = torch_rng();
+    one_thread();
     let tr = train(small(NetConfig::classifier(2, 8)), 400);
     let clf = tr.ema_classifier().unwrap();
     assert_eq!(clf.n_classes(), 8);
@@ -147,7 +140,7 @@ fn assert_greater(what: &str, a: (f64, f64), b: (f64, f64), n: usize) {
 
 #[test]
 fn guided_sampling_with_trained_networks_puts_more_mass_on_the_class() {
-    let _rng = torch_rng();
+    one_thread();
     let n = 4000;
     let class = 2;
     let cond = train(small(NetConfig::conditional(2, 8)), 600);
@@ -182,7 +175,7 @@ fn guided_sampling_with_trained_networks_puts_more_mass_on_the_class() {
 
 #[test]
 fn conditional_and_classifier_checkpoints_round_trip() {
-    let _rng = torch_rng();
+    one_thread();
     let dir = tmp("roundtrip");
     let (x, _) = Toy::EightGaussians.sample_labelled(4000, 1).unwrap();
     let probe = ndarray::array![[0.3, -1.2], [2.0, 0.1]];
@@ -228,7 +221,7 @@ fn conditional_and_classifier_checkpoints_round_trip() {
 
 #[test]
 fn a_model_without_labels_asked_for_a_class_is_an_error() {
-    let _rng = torch_rng();
+    one_thread();
     let (x, y) = Toy::EightGaussians.sample_labelled(500, 1).unwrap();
     let tr = Trainer::new(small(NetConfig::mlp(2)), SdeSpec::default(), train_config(5), &x, Device::Cpu).unwrap();
     let uncond: NeuralScore = tr.ema_score().unwrap();
@@ -293,7 +286,7 @@ fn labelled_toy_samples_are_the_unlabelled_ones() {
 
 #[test]
 fn conditional_training_resumes_bit_for_bit() {
-    let _rng = torch_rng();
+    one_thread();
     let dir = tmp("resume");
     let (x, y) = Toy::EightGaussians.sample_labelled(1000, 4).unwrap();
     let net = small(NetConfig::conditional(2, 8));

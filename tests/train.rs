@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard};
 
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -14,13 +13,11 @@ use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
 use scoresde::Error;
 use tch::Device;
 
-/// libtorch's random generators are process-wide, and a training step seeds
-/// them and draws (`manual_seed`, then `randint`/`randn`): two tests training
-/// at once in this test binary's threads interleave their draws, which breaks
-/// the bit-for-bit resume check. Every test here holds this lock.
-fn torch_rng() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Tiny tensors: one intra-op thread is fastest, and stays fast on a busy
+/// machine. (No lock: a trainer draws from its own generators, so tests
+/// training at once in this binary's threads do not disturb each other.)
+fn one_thread() {
+    tch::set_num_threads(1);
 }
 
 fn tmp(tag: &str) -> PathBuf {
@@ -76,7 +73,7 @@ fn train(steps: u64, cfg: TrainConfig, net: NetConfig) -> Trainer {
 
 #[test]
 fn training_learns_the_exact_score() {
-    let _rng = torch_rng();
+    one_thread();
     for parameterization in [Parameterization::Eps, Parameterization::Score] {
         let net = NetConfig { parameterization, ..small_net() };
         let untrained = train(1, config(1), net.clone());
@@ -95,14 +92,14 @@ fn training_learns_the_exact_score() {
 
 #[test]
 fn likelihood_weighting_trains_without_diverging() {
-    let _rng = torch_rng();
+    one_thread();
     let tr = train(200, TrainConfig { weighting: Weighting::Likelihood, ..config(200) }, small_net());
     assert!(tr.state().losses.iter().all(|(_, l)| l.is_finite()));
 }
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
-    let _rng = torch_rng();
+    one_thread();
     let dir = tmp("resume");
     let d = data(4000, 1);
     let full = train(40, config(40), small_net());
@@ -139,9 +136,40 @@ fn resumed_run_equals_uninterrupted_run() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A trainer owns its randomness: stepping two trainers in turn, with
+/// libtorch's global generator reseeded in between, gives each the same
+/// weights as training it alone.
+#[test]
+fn interleaved_trainers_equal_lone_ones() {
+    one_thread();
+    let d = data(1000, 4);
+    let new = |seed| {
+        let cfg = TrainConfig { seed, ..config(12) };
+        let net = NetConfig { embedding: scoresde::net::TimeEmbedding::Fourier { dim: 8, scale: 2.0 }, ..small_net() };
+        Trainer::new(net, SdeSpec::default(), cfg, &d, Device::Cpu).unwrap()
+    };
+    let alone = |seed| {
+        let mut t = new(seed);
+        t.run(50, 0, &AtomicBool::new(false), |_| {}, |_| Ok(())).unwrap();
+        t
+    };
+    let (mut a, mut b) = (new(1), new(2));
+    for k in 0..12 {
+        tch::manual_seed(k);
+        let _ = a.step().unwrap();
+        tch::manual_seed(-k);
+        let _ = b.step().unwrap();
+    }
+    for (mixed, lone) in [(&a, alone(1)), (&b, alone(2))] {
+        assert!(mixed.state().params.equal(&lone.state().params), "interleaving changed the weights");
+        assert!(mixed.net().freqs().equal(lone.net().freqs()), "interleaving changed the Fourier frequencies");
+    }
+    assert!(!a.state().params.equal(&b.state().params), "different seeds, different runs");
+}
+
 #[test]
 fn checkpoint_round_trip_keeps_the_score() {
-    let _rng = torch_rng();
+    one_thread();
     let dir = tmp("roundtrip");
     let d = data(1000, 2);
     for net in [
@@ -163,7 +191,7 @@ fn checkpoint_round_trip_keeps_the_score() {
 
 #[test]
 fn bad_checkpoints_give_clear_errors() {
-    let _rng = torch_rng();
+    one_thread();
     let dir = tmp("bad");
     let d = data(500, 2);
     let tr = train(5, config(5), small_net());
@@ -198,7 +226,7 @@ fn bad_checkpoints_give_clear_errors() {
 
 #[test]
 fn bad_training_input_is_rejected() {
-    let _rng = torch_rng();
+    one_thread();
     let d = data(100, 0);
     let new = |cfg: TrainConfig, d: &Array2<f64>| Trainer::new(small_net(), SdeSpec::default(), cfg, d, Device::Cpu);
     let mut nan = d.clone();

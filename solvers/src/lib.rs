@@ -26,7 +26,6 @@
 //! [`by_name`] builds one from a string. [`SOLVERS`] is the one table of named solvers:
 //! each row declares its order, kind, score evaluations per step, default grid and
 //! citation, and tests, docs and studies read it from there.
-#![warn(missing_docs)]
 
 mod counting;
 mod error;

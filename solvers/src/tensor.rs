@@ -6,15 +6,13 @@
 //! and [`State::all_finite`] return. Coefficients arrive as `f64` and are
 //! applied as scalars, so a `Float` (f32) tensor stays f32.
 //!
-//! Randomness: [`State::randn_like`] draws a 63-bit seed from the caller's
-//! [`Rng`], reseeds libtorch's default generators with it
-//! (`torch::manual_seed`, CPU and every CUDA device) and draws on the device.
-//! Runs are therefore reproducible from the noise source's seed, as on the
-//! ndarray backend; the draws differ from the ndarray backend's (use a custom
-//! [`crate::Noise`] to feed both the same numbers). libtorch's generators are
-//! process-wide, so two threads drawing tensor noise at once interleave.
+//! Randomness: [`State::randn_like`] draws on the host from the caller's
+//! [`Rng`], exactly as the ndarray backend does for an array of the same shape
+//! and precision (`f64` for `Double` tensors, `f32` otherwise), and copies the
+//! result to the tensor's device once. libtorch's process-wide generators are
+//! never used or reseeded, so the noise depends only on the noise source's
+//! seed: the same on CPU and CUDA, and independent of other threads.
 
-use rand::RngCore;
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -149,12 +147,33 @@ impl State for Tensor {
     }
 
     fn randn_like(&self, rng: &mut Rng) -> Self {
-        tch::manual_seed((rng.next_u64() >> 1) as i64);
-        match self.f_randn_like() {
-            Ok(z) => z,
+        let shape = self.size();
+        let host = if !self.is_floating_point() {
             // Non-floating tensors have no normal draws; NaNs make the run's
             // finiteness check report it instead of a panic here.
-            Err(_) => Tensor::full(self.size(), f64::NAN, (Kind::Float, self.device())),
-        }
+            return Tensor::full(shape, f64::NAN, (Kind::Float, self.device()));
+        } else if self.kind() == Kind::Double {
+            host_normals::<f64>(&dims(self), rng)
+        } else {
+            host_normals::<f32>(&dims(self), rng)
+        };
+        host.f_view(shape.as_slice())
+            .and_then(|z| z.f_to_kind(self.kind()))
+            .and_then(|z| z.f_to_device(self.device()))
+            .unwrap_or_else(|_| Tensor::full(shape, f64::NAN, (Kind::Float, self.device())))
+    }
+}
+
+/// Standard normals of `shape` drawn on the host as the ndarray backend draws
+/// them, as a flat CPU tensor.
+fn host_normals<F>(shape: &[usize], rng: &mut Rng) -> Tensor
+where
+    F: crate::state::Element + tch::kind::Element,
+    rand_distr::StandardNormal: rand_distr::Distribution<F>,
+{
+    let z = ndarray::ArrayD::<F>::zeros(shape).randn_like(rng);
+    match z.as_slice() {
+        Some(flat) => Tensor::from_slice(flat),
+        None => Tensor::from_slice(&z.iter().copied().collect::<Vec<F>>()),
     }
 }

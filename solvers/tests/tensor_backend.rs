@@ -141,3 +141,32 @@ fn bad_tensors_give_errors_not_panics() {
     let err = Sampler::new(&sde, &host).run(solver.as_mut(), nan, &grid, &mut GaussianNoise::new(0));
     assert!(matches!(err, Err(Error::NonFiniteInput { .. })), "{err:?}");
 }
+
+/// Tensor noise is drawn on the host from the noise source alone: the same
+/// numbers as the ndarray backend's for the same seed and precision, whatever
+/// libtorch's own generator holds.
+#[test]
+fn tensor_noise_is_the_ndarray_noise_and_ignores_libtorchs_generator() {
+    use rand::SeedableRng;
+    // 9000 f32 elements take the ndarray backend's parallel block path; 10 f64 the direct one.
+    for (rows, kind) in [(3000i64, Kind::Float), (5, Kind::Double)] {
+        let like = Tensor::zeros([rows, 3], (kind, Device::Cpu));
+        let mut rng = scoresde_solvers::Rng::seed_from_u64(11);
+        tch::manual_seed(1);
+        let z = State::randn_like(&like, &mut rng);
+        assert_eq!((z.size(), z.kind()), (like.size(), kind));
+        let mut rng = scoresde_solvers::Rng::seed_from_u64(11);
+        tch::manual_seed(2);
+        let again = State::randn_like(&like, &mut rng);
+        assert!(z.equal(&again), "{kind:?}: libtorch's generator must not matter");
+        let mut rng = scoresde_solvers::Rng::seed_from_u64(11);
+        let diff = match kind {
+            Kind::Double => to_array(&z) - State::randn_like(&Array2::<f64>::zeros((rows as usize, 3)), &mut rng),
+            _ => {
+                let a: Array2<f32> = State::randn_like(&Array2::<f32>::zeros((rows as usize, 3)), &mut rng);
+                to_array(&z) - a.mapv(f64::from)
+            }
+        };
+        assert!(diff.iter().all(|d| *d == 0.0), "{kind:?}: tensor and ndarray draws differ");
+    }
+}

@@ -1,12 +1,25 @@
-//! Helpers shared by the subcommands: device choice, Ctrl-C, progress bars, tables.
+//! Helpers shared by the subcommands: device choice, Ctrl-C, progress bars,
+//! run folders (model loading, sample files) and tables.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use scoresde::checkpoint;
+use scoresde::data::Scaling;
+use scoresde::model::NeuralScore;
 use tch::Device;
+
+/// How a subcommand ended when it did not fail; `main` turns it into the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Ran to the end.
+    Done,
+    /// Stopped early by Ctrl-C, after saving what there was to save.
+    Interrupted,
+}
 
 /// The device from `--device`, printed with how CUDA was found.
 pub fn device(spec: &str) -> anyhow::Result<Device> {
@@ -15,24 +28,89 @@ pub fn device(spec: &str) -> anyhow::Result<Device> {
     Ok(device)
 }
 
-/// Raised by the first Ctrl-C; a second Ctrl-C exits at once (every file this
-/// program writes is written atomically, so nothing is left torn).
-pub fn interrupted() -> &'static AtomicBool {
-    static FLAG: OnceLock<&'static AtomicBool> = OnceLock::new();
-    FLAG.get_or_init(|| {
-        let flag: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-        let handler = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting now");
-                std::process::exit(130);
-            }
-            eprintln!("\nCtrl-C: finishing the current step and saving (press again to quit at once)");
-        });
-        if let Err(e) = handler {
-            eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will not save");
-        }
-        flag
-    })
+/// Ctrl-C as a stop flag for the library's loops. The handler is installed
+/// on the first call of [`CtrlC::flag`], so commands that never ask keep the
+/// default Ctrl-C, which ends them at once. The first Ctrl-C raises the flag;
+/// a second one calls `on_second` (every file this program writes is written
+/// atomically, so quitting then leaves nothing torn).
+pub struct CtrlC {
+    flag: OnceLock<Arc<AtomicBool>>,
+    on_second: fn(),
+}
+
+impl CtrlC {
+    /// Ctrl-C handling that calls `on_second` at the second Ctrl-C.
+    pub const fn new(on_second: fn()) -> Self {
+        Self { flag: OnceLock::new(), on_second }
+    }
+
+    /// The flag the first Ctrl-C raises (installing the handler if needed).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag
+            .get_or_init(|| {
+                let flag = Arc::new(AtomicBool::new(false));
+                let (raised, on_second) = (Arc::clone(&flag), self.on_second);
+                let handler = ctrlc::set_handler(move || {
+                    if raised.swap(true, Ordering::SeqCst) {
+                        eprintln!("\nsecond Ctrl-C: exiting now");
+                        on_second();
+                    } else {
+                        eprintln!("\nCtrl-C: finishing the current step and saving (press again to quit at once)");
+                    }
+                });
+                if let Err(e) = handler {
+                    eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will not save");
+                }
+                flag
+            })
+            .clone()
+    }
+}
+
+/// The folder a checkpoint spec (a run folder or a checkpoint path) lives in.
+pub fn run_folder(model: &Path) -> PathBuf {
+    if model.is_dir() {
+        model.to_path_buf()
+    } else {
+        model.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    }
+}
+
+/// The model checkpoint stem inside a run folder.
+pub fn model_path(out: &Path) -> PathBuf {
+    out.join("model")
+}
+
+/// The classifier checkpoint stem inside a run folder.
+pub fn classifier_path(out: &Path) -> PathBuf {
+    out.join("classifier")
+}
+
+/// The held-out data of a run folder.
+pub fn heldout_path(folder: &Path) -> PathBuf {
+    folder.join("heldout.npy")
+}
+
+/// Loads a run folder's model: the EMA score and the data scaling.
+pub fn load_model(model: &Path, device: Device) -> anyhow::Result<(NeuralScore, Scaling, checkpoint::Meta)> {
+    let ckpt = checkpoint::load(model, device)?;
+    let meta = ckpt.meta.clone();
+    let scaling = Scaling { mean: meta.data.mean.clone(), std: meta.data.std.clone() };
+    Ok((ckpt.ema_score()?, scaling, meta))
+}
+
+/// The `samples-*.npy` files of a run folder, sorted by name.
+pub fn sample_files(folder: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(folder).with_context(|| format!("reading {}", folder.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("samples-") && name.ends_with(".npy")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// A progress bar with rate and ETA; hidden when stderr is not a terminal.
@@ -49,19 +127,24 @@ pub fn bar(total: u64, prefix: &str) -> ProgressBar {
 /// A table printed as markdown and saved as markdown and CSV.
 #[derive(Debug, Default)]
 pub struct Table {
+    /// Column names.
     pub header: Vec<String>,
+    /// Cells, row by row.
     pub rows: Vec<Vec<String>>,
 }
 
 impl Table {
+    /// An empty table with these columns.
     pub fn new(header: &[&str]) -> Self {
         Self { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
     }
 
+    /// Appends a row.
     pub fn push(&mut self, row: Vec<String>) {
         self.rows.push(row);
     }
 
+    /// The table in markdown.
     pub fn markdown(&self) -> String {
         let mut s = format!("| {} |\n|{}\n", self.header.join(" | "), "---|".repeat(self.header.len()));
         for r in &self.rows {
@@ -70,6 +153,7 @@ impl Table {
         s
     }
 
+    /// The table as CSV (cells with commas quoted).
     pub fn csv(&self) -> String {
         let quote = |c: &String| if c.contains(',') { format!("\"{c}\"") } else { c.clone() };
         let line = |r: &Vec<String>| r.iter().map(quote).collect::<Vec<_>>().join(",");

@@ -2,15 +2,18 @@
 //! with every integrator at a few step counts, measure, plot.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 use clap::Parser as _;
+use ndarray::{Array2, ArrayView2};
 use scoresde::data::DataSource;
 use scoresde::solvers::SAMPLERS;
+use scoresde::train::Outcome;
 
-use crate::common::{fmt, Table};
+use crate::common::{fmt, CtrlC, Status, Table};
 use crate::eval::{exact_loglik, quality};
 use crate::sample::{sample, Spec, SNAPSHOT_TIMES};
-use crate::train::{train, TrainArgs};
+use crate::train::{train, TrainArgs, Trained};
 
 /// Options of `scoresde demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -51,19 +54,59 @@ struct Defaults {
     args: TrainArgs,
 }
 
-pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
+/// `scoresde demo`: train, sample with every solver at every step count,
+/// measure against held-out data, plot.
+pub fn run(a: &DemoArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
+    let solvers = check_args(a)?;
+    let trained = train_model(a, ctrl_c)?;
+    if trained.outcome == Outcome::Interrupted {
+        return Ok(Status::Interrupted);
+    }
+    let reference = &trained.held_out;
+    let source = DataSource::parse(&a.data)?;
+    let mut table =
+        Table::new(&["solver", "steps", "score evals", "seconds", "samples/s", "sliced W2", "MMD^2", "exact log-lik"]);
+    noise_floor(a, &source, reference, &mut table)?;
+    let runs = sample_every_solver(a, &solvers, &trained, &source, &mut table, &ctrl_c.flag())?;
+    println!(
+        "trained {} steps in {:.1} s ({:.0} steps/s); {} samples per solver, scored against {} held-out points",
+        trained.steps_run,
+        trained.seconds,
+        trained.steps_run as f64 / trained.seconds.max(1e-9),
+        a.n,
+        reference.nrows()
+    );
+    print!("{}", table.markdown());
+    let (md, csv) = table.save(&a.out.join("metrics"))?;
+    let mut wrote = vec![md, csv];
+    wrote.extend(sample_figures(a, &runs, reference)?);
+    wrote.extend(score_error_figure(a, &trained)?);
+    wrote.push(a.out.join("loss.png"));
+    for w in wrote {
+        println!("wrote {}", w.display());
+    }
+    Ok(Status::Done)
+}
+
+/// Checks the step counts, every solver name and the grid before training;
+/// returns the solvers to run.
+fn check_args(a: &DemoArgs) -> anyhow::Result<Vec<String>> {
     if a.steps.is_empty() || a.steps.contains(&0) {
         anyhow::bail!("--steps needs positive step counts, e.g. 20,200");
     }
     let solvers: Vec<String> =
         if a.solvers.is_empty() { SAMPLERS.iter().map(|s| s.to_string()).collect() } else { a.solvers.clone() };
-    // Check every name before training.
     for s in &solvers {
         scoresde::solvers::by_name::<tch::Tensor>(s)?;
     }
     let vp = scoresde::solvers::VpSde::default();
     scoresde::solvers::TimeGrid::by_name(&a.grid, &vp, 1.0, 1e-3, a.steps[0])?;
-    // 1. Train (the train subcommand's defaults, with the demo's data, steps, seed and folder).
+    Ok(solvers)
+}
+
+/// Step 1: train with the train subcommand's defaults, and the demo's data,
+/// steps, seed, device and folder.
+fn train_model(a: &DemoArgs, ctrl_c: &CtrlC) -> anyhow::Result<Trained> {
     let mut targs = Defaults::parse_from(["train"]).args;
     targs.data = a.data.clone();
     targs.steps = Some(a.train_steps);
@@ -71,40 +114,58 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     targs.device = a.device.clone();
     targs.out = a.out.clone();
     targs.force = true;
-    let trained = train(&targs)?;
-    if trained.outcome == scoresde::train::Outcome::Interrupted {
-        std::process::exit(130);
-    }
-    let score = trained.trainer.ema_score()?;
-    let reference = &trained.held_out;
+    train(&targs, ctrl_c)
+}
 
-    // 2. Sample with every solver at every step count; measure against held-out data.
-    let mut table =
-        Table::new(&["solver", "steps", "score evals", "seconds", "samples/s", "sliced W2", "MMD^2", "exact log-lik"]);
-    let source = DataSource::parse(&a.data)?;
-    let loglik = |x: &ndarray::Array2<f64>| -> anyhow::Result<String> {
-        Ok(exact_loglik(&source, x)?.map_or("-".into(), |v| fmt(v, 3)))
-    };
-    // The metrics' noise floor: fresh data of the same size against the held-out set.
-    if let DataSource::Toy(toy) = &source {
-        let fresh = toy.sample(a.n, a.seed.wrapping_add(12_345))?;
-        let (sw2, mmd) = quality(&fresh, reference, a.seed)?;
-        let dash = || "-".to_string();
-        table.push(vec![
-            "(fresh data)".into(),
-            dash(),
-            dash(),
-            dash(),
-            dash(),
-            fmt(sw2, 4),
-            fmt(mmd, 5),
-            loglik(&fresh)?,
-        ]);
-    }
+/// Mean exact log-density of `x` as a table cell ("-" when the data have no exact law).
+fn loglik(source: &DataSource, x: &Array2<f64>) -> anyhow::Result<String> {
+    Ok(exact_loglik(source, x)?.map_or("-".into(), |v| fmt(v, 3)))
+}
+
+/// The metrics' noise floor: fresh data of the same size against the
+/// held-out set, as the table's first row (toy data only).
+fn noise_floor(a: &DemoArgs, source: &DataSource, reference: &Array2<f64>, table: &mut Table) -> anyhow::Result<()> {
+    let DataSource::Toy(toy) = source else { return Ok(()) };
+    let fresh = toy.sample(a.n, a.seed.wrapping_add(12_345))?;
+    let (sw2, mmd) = quality(&fresh, reference, a.seed)?;
+    let dash = || "-".to_string();
+    table.push(vec![
+        "(fresh data)".into(),
+        dash(),
+        dash(),
+        dash(),
+        dash(),
+        fmt(sw2, 4),
+        fmt(mmd, 5),
+        loglik(source, &fresh)?,
+    ]);
+    Ok(())
+}
+
+/// What the sampling runs leave for the figures.
+#[derive(Default)]
+struct Runs {
+    /// `(title, samples)` of each solver at the largest step count.
+    panels: Vec<(String, Array2<f64>)>,
+    /// Progressive denoising of the ancestral sampler at the largest step count.
+    snapshots: Vec<(f64, Array2<f64>)>,
+}
+
+/// Step 2: samples with every solver at every step count, measured against
+/// the held-out data (one table row each); the largest step count's samples
+/// are saved as `samples-SOLVER-STEPS.npy`.
+fn sample_every_solver(
+    a: &DemoArgs,
+    solvers: &[String],
+    trained: &Trained,
+    source: &DataSource,
+    table: &mut Table,
+    stop: &AtomicBool,
+) -> anyhow::Result<Runs> {
+    let score = trained.trainer.ema_score()?;
     let max_steps = *a.steps.iter().max().unwrap_or(&200);
-    let mut panels: Vec<(String, ndarray::Array2<f64>)> = Vec::new();
-    let mut snapshots = Vec::new();
-    for name in &solvers {
+    let mut runs = Runs::default();
+    for name in solvers {
         for &steps in &a.steps {
             let spec = Spec {
                 solver: name,
@@ -115,8 +176,8 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
                 denoise: true,
                 snapshot_times: if name == "ancestral" && steps == max_steps { &SNAPSHOT_TIMES } else { &[] },
             };
-            let s = sample(&score, &trained.scaling, &spec, true)?;
-            let (sw2, mmd) = quality(&s.x, reference, a.seed)?;
+            let s = sample(&score, &trained.scaling, &spec, stop)?;
+            let (sw2, mmd) = quality(&s.x, &trained.held_out, a.seed)?;
             eprintln!(
                 "{name:>18} {steps:>5} steps: {:>5} score evals, {:.2} s, sliced W2 {sw2:.4}",
                 s.score_evals, s.seconds
@@ -129,56 +190,52 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
                 fmt(a.n as f64 / s.seconds, 0),
                 fmt(sw2, 4),
                 fmt(mmd, 5),
-                loglik(&s.x)?,
+                loglik(source, &s.x)?,
             ]);
             if steps == max_steps {
-                panels.push((format!("{name}: SW2 {sw2:.3}"), s.x.clone()));
                 let npy = a.out.join(format!("samples-{name}-{steps}.npy"));
                 scoresde::data::save_npy(&npy, &s.x)?;
+                runs.panels.push((format!("{name}: SW2 {sw2:.3}"), s.x));
             }
             if !s.snapshots.is_empty() {
-                snapshots = s.snapshots;
+                runs.snapshots = s.snapshots;
             }
         }
     }
+    Ok(runs)
+}
 
-    // 3. Figures and tables.
-    println!(
-        "trained {} steps in {:.1} s ({:.0} steps/s); {} samples per solver, scored against {} held-out points",
-        trained.steps_run,
-        trained.seconds,
-        trained.steps_run as f64 / trained.seconds.max(1e-9),
-        a.n,
-        reference.nrows()
-    );
-    print!("{}", table.markdown());
-    let (md, csv) = table.save(&a.out.join("metrics"))?;
-    let mut wrote = vec![md, csv];
-    if reference.ncols() == 2 {
-        let png = a.out.join("samples.png");
-        let views: Vec<(String, ndarray::ArrayView2<'_, f64>)> =
-            panels.iter().map(|(t, x)| (t.clone(), x.view())).collect();
+/// Step 3: every solver's samples beside the data, and the progressive
+/// denoising (2-D data only); returns the files written.
+fn sample_figures(a: &DemoArgs, runs: &Runs, reference: &Array2<f64>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut wrote = Vec::new();
+    if reference.ncols() != 2 {
+        return Ok(wrote);
+    }
+    let png = a.out.join("samples.png");
+    let views: Vec<(String, ArrayView2<'_, f64>)> = runs.panels.iter().map(|(t, x)| (t.clone(), x.view())).collect();
+    crate::plot::samples_vs_data(&png, &views, Some(reference))?;
+    wrote.push(png);
+    if !runs.snapshots.is_empty() {
+        let png = a.out.join("denoising.png");
+        let views: Vec<(String, ArrayView2<'_, f64>)> =
+            runs.snapshots.iter().map(|(t, x)| (format!("ancestral, t = {t:.3}"), x.view())).collect();
         crate::plot::samples_vs_data(&png, &views, Some(reference))?;
         wrote.push(png);
-        if !snapshots.is_empty() {
-            let png = a.out.join("denoising.png");
-            let views: Vec<(String, ndarray::ArrayView2<'_, f64>)> =
-                snapshots.iter().map(|(t, x)| (format!("ancestral, t = {t:.3}"), x.view())).collect();
-            crate::plot::samples_vs_data(&png, &views, Some(reference))?;
-            wrote.push(png);
-        }
     }
+    Ok(wrote)
+}
+
+/// Step 4: the learned score's error against the exact one over t, for
+/// Gaussian-mixture data; returns the figure written, if any.
+fn score_error_figure(a: &DemoArgs, trained: &Trained) -> anyhow::Result<Option<PathBuf>> {
     let device = scoresde::device::select(&a.device)?;
-    if let Some(errors) = crate::eval::model_score_error_by_time(&trained.checkpoint, device, a.seed)? {
-        let png = a.out.join("score_error.png");
-        crate::plot::plot_score_error_by_time(&png, &errors)?;
-        wrote.push(png);
-        let mean = errors.iter().map(|e| e.1).sum::<f64>() / errors.len() as f64;
-        println!("learned vs exact score, sigma^2-weighted error averaged over t: {mean:.4}");
-    }
-    wrote.push(a.out.join("loss.png"));
-    for w in wrote {
-        println!("wrote {}", w.display());
-    }
-    Ok(())
+    let Some(errors) = crate::eval::model_score_error_by_time(&trained.checkpoint, device, a.seed)? else {
+        return Ok(None);
+    };
+    let png = a.out.join("score_error.png");
+    crate::plot::plot_score_error_by_time(&png, &errors)?;
+    let mean = errors.iter().map(|e| e.1).sum::<f64>() / errors.len() as f64;
+    println!("learned vs exact score, sigma^2-weighted error averaged over t: {mean:.4}");
+    Ok(Some(png))
 }

@@ -8,8 +8,7 @@ use ndarray::Array2;
 use scoresde::data::{load_npy, DataSource};
 use scoresde::metrics::{median_bandwidth, mmd2, sliced_wasserstein2};
 
-use crate::common::{self, fmt, Table};
-use crate::sample::{load_model, run_folder};
+use crate::common::{self, fmt, load_model, run_folder, Status, Table};
 
 /// Options of `scoresde eval`.
 #[derive(clap::Args, Debug, Clone)]
@@ -66,22 +65,12 @@ pub fn model_score_error_by_time(
     Ok(Some(scoresde::eval::score_mse_by_time(&score, &law, score.sde(), &ERROR_TIMES, 2000, seed)?))
 }
 
-pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
+/// `scoresde eval`: a quality table of the sample files, and the score error over t.
+pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
     let folder = run_folder(&a.model);
-    let against = a.against.clone().unwrap_or_else(|| folder.join("heldout.npy"));
+    let against = a.against.clone().unwrap_or_else(|| common::heldout_path(&folder));
     let reference = load_npy(&against).with_context(|| "reference data (--against)")?;
-    let mut files = a.samples.clone();
-    if files.is_empty() {
-        let entries = std::fs::read_dir(&folder).with_context(|| format!("reading {}", folder.display()))?;
-        files = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.starts_with("samples-") && name.ends_with(".npy")
-            })
-            .collect();
-        files.sort();
-    }
+    let files = if a.samples.is_empty() { common::sample_files(&folder)? } else { a.samples.clone() };
     let (_, _, meta) = load_model(&a.model, tch::Device::Cpu)?;
     let source = DataSource::parse(&meta.data.source).ok();
     let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2", "exact log-lik"]);
@@ -112,5 +101,5 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         crate::plot::plot_score_error_by_time(&folder.join("score_error.png"), &errors)?;
         println!("wrote {} and {}", md.display(), folder.join("score_error.png").display());
     }
-    Ok(())
+    Ok(Status::Done)
 }

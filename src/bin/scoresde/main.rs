@@ -13,6 +13,10 @@
 //! scoresde plot --model out/moons
 //! scoresde solvers                   # every integrator and time grid by name
 //! ```
+//!
+//! Modules: `common` (helpers every subcommand shares: device, Ctrl-C, run
+//! folders, tables), `plot` (the figures of a run, and `scoresde plot`), then
+//! one module per subcommand. Only this file decides exit codes.
 
 mod common;
 mod demo;
@@ -21,7 +25,17 @@ mod plot;
 mod sample;
 mod train;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+use common::{CtrlC, Status};
+
+/// Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code of a failed run.
+const EXIT_FAILED: u8 = 1;
+/// Exit code of a command line that asks for something contradictory.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser, Debug)]
 #[command(name = "scoresde", version, about = "Score-based generative modelling with SDEs")]
@@ -50,41 +64,49 @@ enum Command {
     Solvers,
 }
 
-fn main() {
-    let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Train(a) => train::train(a).map(|t| {
-            if t.outcome == scoresde::train::Outcome::Interrupted {
-                std::process::exit(130);
-            }
-        }),
+/// The second Ctrl-C: quit at once.
+fn exit_interrupted() {
+    std::process::exit(EXIT_INTERRUPTED.into());
+}
+
+static CTRL_C: CtrlC = CtrlC::new(exit_interrupted);
+
+fn run(command: &Command) -> anyhow::Result<Status> {
+    match command {
+        Command::Train(a) => train::train(a, &CTRL_C).map(|t| t.status()),
         Command::TrainClassifier(a) => {
-            if a.conditional {
-                eprintln!("error: --conditional is for `scoresde train`; a classifier takes no labels as input");
-                std::process::exit(2);
-            }
             let a = train::TrainArgs { classifier: true, ..a.clone() };
-            train::train(&a).map(|t| {
-                if t.outcome == scoresde::train::Outcome::Interrupted {
-                    std::process::exit(130);
-                }
-            })
+            train::train(&a, &CTRL_C).map(|t| t.status())
         }
-        Command::Sample(a) => sample::run(a),
+        Command::Sample(a) => sample::run(a, &CTRL_C),
         Command::Eval(a) => eval::run(a),
         Command::Plot(a) => plot::run(a),
-        Command::Demo(a) => demo::run(a),
+        Command::Demo(a) => demo::run(a, &CTRL_C),
         Command::Solvers => {
             list_solvers();
-            Ok(())
+            Ok(Status::Done)
         }
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        let interrupted = e.chain().any(|c| {
-            matches!(c.downcast_ref::<scoresde::solvers::Error>(), Some(scoresde::solvers::Error::Stopped { .. }))
-        });
-        std::process::exit(if interrupted { 130 } else { 1 });
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::TrainClassifier(a) = &cli.command {
+        if a.conditional {
+            eprintln!("error: --conditional is for `scoresde train`; a classifier takes no labels as input");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    match run(&cli.command) {
+        Ok(Status::Done) => ExitCode::SUCCESS,
+        Ok(Status::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let stopped = e.chain().any(|c| {
+                matches!(c.downcast_ref::<scoresde::solvers::Error>(), Some(scoresde::solvers::Error::Stopped { .. }))
+            });
+            ExitCode::from(if stopped { EXIT_INTERRUPTED } else { EXIT_FAILED })
+        }
     }
 }
 

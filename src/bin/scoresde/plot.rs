@@ -6,6 +6,8 @@ use ndarray::{Array2, ArrayView2};
 use scoresde::data::load_npy;
 use scoresde::plot::{line_chart, scatter_panels, Bounds, LineChartOptions, ScatterOptions, Series};
 
+use crate::common::{self, Status};
+
 /// Options of `scoresde plot`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlotArgs {
@@ -79,22 +81,15 @@ pub fn plot_score_error_by_time(path: &Path, errors: &[(f64, f64)]) -> anyhow::R
     Ok(())
 }
 
-pub fn run(a: &PlotArgs) -> anyhow::Result<()> {
-    let folder = crate::sample::run_folder(&a.model);
-    let (_, _, meta) = crate::sample::load_model(&a.model, tch::Device::Cpu)?;
+/// `scoresde plot`: the loss curve, and each 2-D sample file beside the held-out data.
+pub fn run(a: &PlotArgs) -> anyhow::Result<Status> {
+    let folder = common::run_folder(&a.model);
+    let (_, _, meta) = common::load_model(&a.model, tch::Device::Cpu)?;
     let loss = folder.join("loss.png");
     loss_curve(&loss, &meta.losses)?;
     println!("wrote {}", loss.display());
-    let reference = load_npy(folder.join("heldout.npy")).ok();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&folder)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with("samples-") && name.ends_with(".npy")
-        })
-        .collect();
-    entries.sort();
-    for f in entries {
+    let reference = load_npy(common::heldout_path(&folder)).ok();
+    for f in common::sample_files(&folder)? {
         let x = load_npy(&f)?;
         if x.ncols() != 2 {
             continue;
@@ -104,5 +99,5 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<()> {
         samples_vs_data(&png, &[(name, x.view())], reference.as_ref())?;
         println!("wrote {}", png.display());
     }
-    Ok(())
+    Ok(Status::Done)
 }

@@ -2,8 +2,8 @@
 //! `--class K`, guided towards a class (classifier-free with a conditional
 //! network, or by a classifier checkpoint).
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
@@ -17,7 +17,7 @@ use scoresde::solvers::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::common;
+use crate::common::{self, load_model, run_folder, CtrlC, Status};
 
 /// Options of `scoresde sample`.
 #[derive(clap::Args, Debug, Clone)]
@@ -78,33 +78,46 @@ pub struct Sampled {
     pub x: Array2<f64>,
     /// `(t, states)` snapshots in data coordinates, when asked for.
     pub snapshots: Vec<(f64, Array2<f64>)>,
+    /// Score evaluations of the run.
     pub score_evals: usize,
+    /// Wall-clock seconds of the run (with the final host copy).
     pub seconds: f64,
 }
 
 /// What to sample.
 pub struct Spec<'a> {
+    /// Integrator name.
     pub solver: &'a str,
+    /// Steps from t = 1 down to t = eps.
     pub steps: usize,
+    /// Time grid name.
     pub grid: &'a str,
+    /// Number of samples.
     pub n: usize,
+    /// Seed of the prior sample and the sampler noise.
     pub seed: u64,
+    /// End with the noise-free Tweedie denoising step.
     pub denoise: bool,
     /// Keep the state at the first grid time at or below each of these times.
     pub snapshot_times: &'a [f64],
 }
 
 /// Samples `spec.n` points with a neural score; the whole run stays on the
-/// model's device (`tch::Tensor` state), one host copy at the end.
-pub fn sample(score: &NeuralScore, scaling: &Scaling, spec: &Spec<'_>, show_bar: bool) -> anyhow::Result<Sampled> {
+/// model's device (`tch::Tensor` state), one host copy at the end. A progress
+/// bar shows on a terminal; raising `stop` ends the run with
+/// [`SolverError::Stopped`].
+pub fn sample(score: &NeuralScore, scaling: &Scaling, spec: &Spec<'_>, stop: &AtomicBool) -> anyhow::Result<Sampled> {
     let on = Target { sde: score.sde(), dim: score.net().config().dim, device: score.device() };
-    sample_with(score, &on, scaling, spec, show_bar)
+    sample_with(score, &on, scaling, spec, stop)
 }
 
 /// Where a score model samples: its SDE, data dimension and device.
 pub struct Target<'a> {
+    /// The forward SDE the score was trained for.
     pub sde: &'a dyn Sde,
+    /// Data dimension.
     pub dim: usize,
+    /// Where the state lives.
     pub device: Device,
 }
 
@@ -114,7 +127,7 @@ pub fn sample_with(
     on: &Target<'_>,
     scaling: &Scaling,
     spec: &Spec<'_>,
-    show_bar: bool,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Sampled> {
     if spec.n == 0 {
         bail!("-n must be at least 1");
@@ -128,11 +141,10 @@ pub fn sample_with(
     let mut noise = GaussianNoise::new(spec.seed);
     let like = Tensor::zeros([spec.n as i64, on.dim as i64], (Kind::Float, on.device));
     let x = prior_sample(sde, &like, &mut noise);
-    let pb = if show_bar { common::bar(grid.steps() as u64, spec.solver) } else { indicatif::ProgressBar::hidden() };
+    let pb = common::bar(grid.steps() as u64, spec.solver);
     let mut pending: Vec<f64> = spec.snapshot_times.to_vec();
     pending.sort_by(|a, b| b.total_cmp(a));
     let mut snapshots: Vec<(f64, Tensor)> = Vec::new();
-    let stop = common::interrupted();
     let mut observer = |e: &StepEvent<'_, Tensor>| -> scoresde::solvers::Result<()> {
         pb.set_position(e.step as u64);
         if pending.first().is_some_and(|&target| e.t <= target || e.step == e.n_steps) {
@@ -159,23 +171,6 @@ pub fn sample_with(
         .map(|(t, s)| Ok((t, scaling.invert(tensor_to_array(&s)?.view())?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Sampled { x, snapshots, score_evals: run.score_evals, seconds })
-}
-
-/// Loads a run folder's model: the EMA score and the data scaling.
-pub fn load_model(model: &Path, device: tch::Device) -> anyhow::Result<(NeuralScore, Scaling, checkpoint::Meta)> {
-    let ckpt = checkpoint::load(model, device)?;
-    let meta = ckpt.meta.clone();
-    let scaling = Scaling { mean: meta.data.mean.clone(), std: meta.data.std.clone() };
-    Ok((ckpt.ema_score()?, scaling, meta))
-}
-
-/// The folder a checkpoint spec lives in.
-pub fn run_folder(model: &Path) -> PathBuf {
-    if model.is_dir() {
-        model.to_path_buf()
-    } else {
-        model.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
-    }
 }
 
 /// The score to sample with: the model itself, or guided towards `--class`;
@@ -226,7 +221,8 @@ pub fn class_report(source: &str, x: &Array2<f64>, class: usize) -> Option<(f64,
     Some((mean, hits as f64 / n))
 }
 
-pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
+/// `scoresde sample`: samples, their figure, and the class report with `--class`.
+pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     let device = common::device(&a.device)?;
     let (model, scaling, meta) = load_model(&a.model, device)?;
     let sde = meta.sde.build()?;
@@ -241,7 +237,7 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
         denoise: !a.no_denoise,
         snapshot_times: if a.trajectory { &SNAPSHOT_TIMES } else { &[] },
     };
-    let s = sample_with(score.as_ref(), &on, &scaling, &spec, true)?;
+    let s = sample_with(score.as_ref(), &on, &scaling, &spec, &ctrl_c.flag())?;
     eprintln!(
         "{} samples, {} score evaluations, {:.2} s ({:.0} samples/s, {:.0} steps/s)",
         a.n,
@@ -265,7 +261,7 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
     println!("wrote {}", path.display());
     if s.x.ncols() == 2 {
         let png = path.with_extension("png");
-        let held = scoresde::data::load_npy(run_folder(&a.model).join("heldout.npy")).ok();
+        let held = scoresde::data::load_npy(common::heldout_path(&run_folder(&a.model))).ok();
         crate::plot::samples_vs_data(
             &png,
             &[(format!("{} ({} steps){}", a.solver, a.steps, tag.replace('-', " ")), s.x.view())],
@@ -280,5 +276,5 @@ pub fn run(a: &SampleArgs) -> anyhow::Result<()> {
             println!("wrote {}", png.display());
         }
     }
-    Ok(())
+    Ok(Status::Done)
 }

@@ -4,6 +4,7 @@
 //! (classifier guidance), both on the toy sets with classes.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{bail, Context as _};
 use ndarray::Array2;
@@ -13,8 +14,9 @@ use scoresde::model::SdeSpec;
 use scoresde::net::{Activation, Head, NetConfig, Parameterization, TimeEmbedding};
 use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
 
-use crate::common;
+use crate::common::{self, CtrlC, Status};
 
+/// `--embedding`: which time embedding.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbeddingKind {
     Sinusoidal,
@@ -116,15 +118,33 @@ pub struct TrainArgs {
 
 /// What a training run produced.
 pub struct Trained {
+    /// The trainer at the end of the run (weights, EMA, loss log).
     pub trainer: Trainer,
+    /// The data scaling the network sees.
     pub scaling: Scaling,
+    /// The held-out rows, in data coordinates.
     pub held_out: Array2<f64>,
+    /// The checkpoint stem written.
     pub checkpoint: PathBuf,
+    /// Wall-clock seconds of the optimisation.
     pub seconds: f64,
+    /// Steps taken by this call (fewer than the total when resumed).
     pub steps_run: u64,
+    /// Whether the run finished or was stopped by Ctrl-C.
     pub outcome: Outcome,
 }
 
+impl Trained {
+    /// How the command ended.
+    pub fn status(&self) -> Status {
+        match self.outcome {
+            Outcome::Finished => Status::Done,
+            Outcome::Interrupted => Status::Interrupted,
+        }
+    }
+}
+
+/// The network of `train`'s options for `dim`-dimensional data and `classes` classes.
 pub fn net_config(a: &TrainArgs, dim: usize, classes: usize) -> NetConfig {
     let embedding = match a.embedding {
         EmbeddingKind::Sinusoidal => TimeEmbedding::Sinusoidal { dim: a.embed_dim },
@@ -142,144 +162,183 @@ pub fn net_config(a: &TrainArgs, dim: usize, classes: usize) -> NetConfig {
     }
 }
 
-/// The model checkpoint stem inside a run folder.
-pub fn model_path(out: &Path) -> PathBuf {
-    out.join("model")
+/// The optimisation settings of `train`'s options.
+fn train_config(a: &TrainArgs) -> TrainConfig {
+    TrainConfig {
+        steps: a.steps.unwrap_or(4000),
+        batch_size: a.batch,
+        lr: a.lr,
+        warmup: a.warmup,
+        grad_clip: a.grad_clip,
+        ema_decay: a.ema,
+        weighting: a.weighting,
+        t_min: 1e-5,
+        seed: a.seed,
+        label_dropout: a.label_dropout,
+    }
 }
 
-/// The classifier checkpoint stem inside a run folder.
-pub fn classifier_path(out: &Path) -> PathBuf {
-    out.join("classifier")
+/// The training data, split, scaled and described.
+struct Prepared {
+    source: DataSource,
+    /// Training rows in data coordinates.
+    train: Array2<f64>,
+    /// Training rows scaled to zero mean and unit variance.
+    scaled: Array2<f64>,
+    held_out: Array2<f64>,
+    /// The training rows' labels, for a conditional score or a classifier.
+    labels: Option<Vec<usize>>,
+    /// Number of classes of the network (0: unconditional).
+    classes: usize,
+    scaling: Scaling,
+    /// What the checkpoint records about the data.
+    info: DataInfo,
 }
-
-/// Samples, held-out rows, and the training rows' labels when the run needs them.
-type Loaded = (Array2<f64>, Array2<f64>, Option<Vec<usize>>);
 
 /// Loads the data and splits it; with labels for a conditional score or a classifier.
-fn load_data(a: &TrainArgs, source: &DataSource) -> anyhow::Result<Loaded> {
-    if !(a.conditional || a.classifier) {
+fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
+    let source = DataSource::parse(&a.data)?;
+    let (train, held_out, labels) = if a.conditional || a.classifier {
+        let what = if a.classifier { "a classifier" } else { "--conditional" };
+        let toy = match &source {
+            DataSource::Toy(t) if t.n_classes() > 0 => *t,
+            _ => bail!("{what} needs data with classes: eight-gaussians or mixture (got {source})"),
+        };
+        // The same rows as the unlabelled draw, so runs share their held-out data.
+        let (raw, labels) = toy.sample_labelled(a.n, a.seed)?;
+        let (t, h) = split_indices(raw.nrows(), a.holdout, a.seed ^ 0x5eed)?;
+        let labels = t.iter().map(|&i| labels[i]).collect();
+        (raw.select(ndarray::Axis(0), &t), raw.select(ndarray::Axis(0), &h), Some(labels))
+    } else {
         let raw = source.load(a.n, a.seed)?;
         let (train, held_out) = split(raw.view(), a.holdout, a.seed ^ 0x5eed)?;
-        return Ok((train, held_out, None));
-    }
-    let what = if a.classifier { "a classifier" } else { "--conditional" };
-    let toy = match source {
-        DataSource::Toy(t) if t.n_classes() > 0 => *t,
-        _ => bail!("{what} needs data with classes: eight-gaussians or mixture (got {source})"),
+        (train, held_out, None)
     };
-    // The same rows as the unlabelled draw, so runs share their held-out data.
-    let (raw, labels) = toy.sample_labelled(a.n, a.seed)?;
-    let (t, h) = split_indices(raw.nrows(), a.holdout, a.seed ^ 0x5eed)?;
-    let labels = t.iter().map(|&i| labels[i]).collect();
-    Ok((raw.select(ndarray::Axis(0), &t), raw.select(ndarray::Axis(0), &h), Some(labels)))
-}
-
-pub fn train(a: &TrainArgs) -> anyhow::Result<Trained> {
-    let device = common::device(&a.device)?;
-    let source = DataSource::parse(&a.data)?;
-    let (train, held_out, labels) = load_data(a, &source)?;
     let classes = if labels.is_some() { source.mixture().map_or(0, |m| m.n_components()) } else { 0 };
     let scaling = Scaling::fit(train.view())?;
-    let z = scaling.apply(train.view())?;
+    let scaled = scaling.apply(train.view())?;
     let info = DataInfo {
         source: source.to_string(),
         rows: train.nrows(),
         mean: scaling.mean.clone(),
         std: scaling.std.clone(),
     };
-    let ckpt = if a.classifier { classifier_path(&a.out) } else { model_path(&a.out) };
-    let (weights, _) = checkpoint::paths(&ckpt);
-    let mut trainer = if a.resume {
-        let loaded = checkpoint::load(&ckpt, device).with_context(|| "--resume needs a checkpoint in --out")?;
-        if loaded.meta.data != info {
-            bail!(
-                "the data differ from the checkpoint's ({} rows of {}): pass the same --data, --n, --holdout and --seed as the first run",
-                loaded.meta.data.rows,
-                loaded.meta.data.source
-            );
-        }
-        let net = &loaded.meta.net;
-        if (net.classes, net.head == Head::Classifier) != (classes, a.classifier) {
-            bail!(
-                "the checkpoint is {} but this run asks for {}: resume with the same command (train / train --conditional / train-classifier)",
-                describe(net.classes, net.head == Head::Classifier),
-                describe(classes, a.classifier)
-            );
-        }
-        let mut config = loaded.meta.train.clone();
-        config.steps = a.steps.unwrap_or(config.steps);
-        eprintln!("resuming from {} at step {} of {}", weights.display(), loaded.state.step, config.steps);
-        Trainer::with_state(loaded.net, loaded.meta.sde, config, &z, loaded.state)?
-    } else {
-        if weights.exists() && !a.force {
-            bail!("{} exists: pass --resume to continue it or --force to start over", weights.display());
-        }
-        let config = TrainConfig {
-            steps: a.steps.unwrap_or(4000),
-            batch_size: a.batch,
-            lr: a.lr,
-            warmup: a.warmup,
-            grad_clip: a.grad_clip,
-            ema_decay: a.ema,
-            weighting: a.weighting,
-            t_min: 1e-5,
-            seed: a.seed,
-            label_dropout: a.label_dropout,
-        };
-        let sde = SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max };
-        Trainer::new(net_config(a, train.ncols(), classes), sde, config, &z, device)?
-    };
-    if let Some(y) = &labels {
-        trainer = trainer.with_labels(y)?;
+    Ok(Prepared { source, train, scaled, held_out, labels, classes, scaling, info })
+}
+
+/// A trainer continuing the checkpoint `ckpt`, which must be of the same data and kind.
+fn resume(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> anyhow::Result<Trainer> {
+    let loaded = checkpoint::load(ckpt, device).with_context(|| "--resume needs a checkpoint in --out")?;
+    if loaded.meta.data != data.info {
+        bail!(
+            "the data differ from the checkpoint's ({} rows of {}): pass the same --data, --n, --holdout and --seed as the first run",
+            loaded.meta.data.rows,
+            loaded.meta.data.source
+        );
     }
-    save_npy(a.out.join("heldout.npy"), &held_out)?;
-    eprintln!(
-        "training {} parameters on {} rows of {} (seed {}) for {} steps",
-        trainer.net().num_params(),
-        train.nrows(),
-        source,
-        a.seed,
-        trainer.config().steps
-    );
+    let net = &loaded.meta.net;
+    if (net.classes, net.head == Head::Classifier) != (data.classes, a.classifier) {
+        bail!(
+            "the checkpoint is {} but this run asks for {}: resume with the same command (train / train --conditional / train-classifier)",
+            describe(net.classes, net.head == Head::Classifier),
+            describe(data.classes, a.classifier)
+        );
+    }
+    let mut config = loaded.meta.train.clone();
+    config.steps = a.steps.unwrap_or(config.steps);
+    let (weights, _) = checkpoint::paths(ckpt);
+    eprintln!("resuming from {} at step {} of {}", weights.display(), loaded.state.step, config.steps);
+    Ok(Trainer::with_state(loaded.net, loaded.meta.sde, config, &data.scaled, loaded.state)?)
+}
+
+/// A fresh trainer, unless a checkpoint is in the way (and no `--force`).
+fn start(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> anyhow::Result<Trainer> {
+    let (weights, _) = checkpoint::paths(ckpt);
+    if weights.exists() && !a.force {
+        bail!("{} exists: pass --resume to continue it or --force to start over", weights.display());
+    }
+    let sde = SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max };
+    let net = net_config(a, data.train.ncols(), data.classes);
+    Ok(Trainer::new(net, sde, train_config(a), &data.scaled, device)?)
+}
+
+/// Trains with a progress bar until the end or Ctrl-C, saving to `ckpt`;
+/// returns how it ended and the seconds it took.
+fn optimise(
+    a: &TrainArgs,
+    trainer: &mut Trainer,
+    ckpt: &Path,
+    info: &DataInfo,
+    stop: &AtomicBool,
+) -> anyhow::Result<(Outcome, f64)> {
     let pb = common::bar(trainer.config().steps, "training");
-    let start_step = trainer.state().step;
-    pb.set_position(start_step);
+    pb.set_position(trainer.state().step);
     pb.reset_eta();
     let started = std::time::Instant::now();
     let outcome = trainer.run(
         a.log_every,
         a.save_every,
-        common::interrupted(),
+        stop,
         |p| {
             pb.set_position(p.step);
             if let Some(loss) = p.loss {
                 pb.set_message(format!("loss {loss:.4}"));
             }
         },
-        |t| checkpoint::save(&ckpt, t, &info).map(|_| ()),
+        |t| checkpoint::save(ckpt, t, info).map(|_| ()),
     )?;
-    let seconds = started.elapsed().as_secs_f64();
     pb.finish();
+    Ok((outcome, started.elapsed().as_secs_f64()))
+}
+
+/// `scoresde train` and `train-classifier`: data, trainer (fresh or resumed),
+/// optimisation with checkpoints, loss log and curve.
+pub fn train(a: &TrainArgs, ctrl_c: &CtrlC) -> anyhow::Result<Trained> {
+    let device = common::device(&a.device)?;
+    let data = prepare_data(a)?;
+    let ckpt = if a.classifier { common::classifier_path(&a.out) } else { common::model_path(&a.out) };
+    let mut trainer = if a.resume { resume(a, &ckpt, &data, device)? } else { start(a, &ckpt, &data, device)? };
+    if let Some(y) = &data.labels {
+        trainer = trainer.with_labels(y)?;
+    }
+    let heldout = common::heldout_path(&a.out);
+    save_npy(&heldout, &data.held_out)?;
+    eprintln!(
+        "training {} parameters on {} rows of {} (seed {}) for {} steps",
+        trainer.net().num_params(),
+        data.train.nrows(),
+        data.source,
+        a.seed,
+        trainer.config().steps
+    );
+    let start_step = trainer.state().step;
+    let (outcome, seconds) = optimise(a, &mut trainer, &ckpt, &data.info, &ctrl_c.flag())?;
     let steps_run = trainer.state().step - start_step;
     eprintln!("{} steps in {seconds:.1} s ({:.0} steps/s)", steps_run, steps_run as f64 / seconds.max(1e-9));
     write_loss(&a.out, if a.classifier { "classifier-loss" } else { "loss" }, &trainer)?;
-    println!("wrote {} (+ .json sidecar)", weights.display());
-    println!("wrote {}", a.out.join("heldout.npy").display());
+    println!("wrote {} (+ .json sidecar)", checkpoint::paths(&ckpt).0.display());
+    println!("wrote {}", heldout.display());
     if outcome == Outcome::Interrupted {
         eprintln!(
             "interrupted at step {}; continue with: scoresde {} --resume --out {}",
             trainer.state().step,
-            if a.classifier {
-                "train-classifier"
-            } else if a.conditional {
-                "train --conditional"
-            } else {
-                "train"
-            },
+            command_name(a),
             a.out.display()
         );
     }
+    let Prepared { scaling, held_out, .. } = data;
     Ok(Trained { trainer, scaling, held_out, checkpoint: ckpt, seconds, steps_run, outcome })
+}
+
+/// The command that trains what `a` asks for.
+fn command_name(a: &TrainArgs) -> &'static str {
+    if a.classifier {
+        "train-classifier"
+    } else if a.conditional {
+        "train --conditional"
+    } else {
+        "train"
+    }
 }
 
 fn describe(classes: usize, classifier: bool) -> String {
