@@ -114,10 +114,11 @@ pub enum Error {
         h: f64,
     },
     /// An adaptive integrator took its whole budget of internal steps (accepted
-    /// and rejected) without reaching the end of the interval.
-    #[error("adaptive integrator gave up after its cap of {max_steps} internal steps at t = {t} (h = {h}); loosen rtol/atol, raise the cap or check the score")]
+    /// and rejected) without reaching the end: of one integration, or of a
+    /// whole sampling run ([`crate::OdeDopri5`] as a solver).
+    #[error("adaptive integrator gave up after its cap of {max_steps} internal steps at t = {t} (h = {h:e}): the tolerance needs more; loosen rtol/atol (the default is 1e-5), raise the cap or check the score")]
     TooManySteps {
-        /// The cap on internal steps per integration.
+        /// The cap on internal steps per integration (per run for a solver).
         max_steps: usize,
         /// Time reached when it gave up.
         t: f64,

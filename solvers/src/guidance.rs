@@ -15,6 +15,20 @@
 //!   `s(x, t, y) - s(x, t, ∅) = grad_x log p_t(y | x)`, this is classifier guidance
 //!   with scale `1 + w`: `w = 0` is plain conditional sampling.
 //!
+//! Every finite scale has a meaning, so none is rejected but NaN and ±inf: both
+//! wrappers give the score of `p_t(x) p_t(y | x)^γ`, with exponent
+//! ([`ClassifierGuided::exponent`], [`ClassifierFreeGuided::exponent`])
+//! `γ = w` for classifier guidance and `γ = 1 + w` for classifier-free guidance.
+//! `γ > 1` sharpens towards the class, `γ = 1` is the class-conditional score,
+//! `0 < γ < 1` weakens the class, `γ = 0` ignores it (the unconditional score:
+//! classifier guidance at `w = 0`, classifier-free at `w = -1`), and `γ < 0`
+//! steers away from it: concept negation (Liu et al. 2022, "Compositional
+//! visual generation with composable diffusion models", arXiv 2206.01714) and
+//! negative prompts weight `s(x, t, y) - s(x, t, ∅)` negatively, though the
+//! tilted density can lie far from the data (Chang et al. 2024, arXiv
+//! 2411.17077). diffusers' and k-diffusion's `guidance_scale` is `γ`, i.e.
+//! `1 + w` here.
+//!
 //! Models are borrowed (`&model`, for `Sync` models such as the closed forms)
 //! or moved in (tensor networks, which are not `Sync`); `set_class` and
 //! `set_scale` re-aim a wrapper without rebuilding it.
@@ -141,7 +155,8 @@ fn check_scale(scale: f64) -> Result<f64> {
 ///
 /// `w` (the guidance scale) is an inverse temperature on the classifier:
 /// `w = 0` is the unguided score, `w = 1` the class-conditional score when
-/// score and classifier are exact, `w > 1` sharpens towards the class.
+/// score and classifier are exact, `w > 1` sharpens towards the class and
+/// `w < 0` steers away from it (the score of `p_t(x) / p_t(y | x)^|w|`).
 pub struct ClassifierGuided<'a, S: State> {
     score: Box<dyn Score<S> + 'a>,
     classifier: Box<dyn ClassifierGradient<S> + 'a>,
@@ -155,7 +170,8 @@ impl<'a, S: State> ClassifierGuided<'a, S> {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] when `class >= classifier.n_classes()` or `w`
-    /// is not finite.
+    /// is not finite (any finite `w` has a meaning, negative ones included; see
+    /// the [module docs](self)).
     pub fn new(
         score: impl Score<S> + 'a,
         classifier: impl ClassifierGradient<S> + 'a,
@@ -174,6 +190,13 @@ impl<'a, S: State> ClassifierGuided<'a, S> {
 
     /// The guidance scale `w`.
     pub fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// The exponent `γ = w` of `p_t(y | x)` in the guided density
+    /// `p_t(x) p_t(y | x)^γ`: `γ <= 0` does not steer towards the class (see the
+    /// [module docs](self)).
+    pub fn exponent(&self) -> f64 {
         self.scale
     }
 
@@ -221,7 +244,9 @@ impl<S: State> Score<S> for ClassifierGuided<'_, S> {
 }
 
 /// Classifier-free guidance: `(1 + w) s(x, t, y) - w s(x, t, ∅)`; see the
-/// [module docs](self). `w = 0` is the conditional score.
+/// [module docs](self). `w = 0` is the conditional score, `w > 0` sharpens
+/// towards the class, `-1 < w < 0` weakens it, `w = -1` is the unconditional
+/// score and `w < -1` steers away from the class.
 pub struct ClassifierFreeGuided<'a, S: State> {
     model: Box<dyn ConditionalScore<S> + 'a>,
     class: usize,
@@ -234,7 +259,8 @@ impl<'a, S: State> ClassifierFreeGuided<'a, S> {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] when `class >= model.n_classes()` or `w` is
-    /// not finite.
+    /// not finite (any finite `w` has a meaning, `w <= -1` included; see the
+    /// [module docs](self)).
     pub fn new(model: impl ConditionalScore<S> + 'a, class: usize, w: f64) -> Result<Self> {
         check_class(class, model.n_classes())?;
         let scale = check_scale(w)?;
@@ -249,6 +275,13 @@ impl<'a, S: State> ClassifierFreeGuided<'a, S> {
     /// The guidance scale `w`.
     pub fn scale(&self) -> f64 {
         self.scale
+    }
+
+    /// The exponent `γ = 1 + w` of `p_t(y | x)` in the guided density
+    /// `p_t(x) p_t(y | x)^γ` (diffusers' `guidance_scale`): `γ <= 0`, i.e.
+    /// `w <= -1`, does not steer towards the class (see the [module docs](self)).
+    pub fn exponent(&self) -> f64 {
+        1.0 + self.scale
     }
 
     /// Guides towards `class` from now on.

@@ -59,7 +59,7 @@ pub use integrators::{
 };
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
-pub use observe::{FiniteCheck, Observer, StepEvent, Trajectory};
+pub use observe::{EvalEvent, FiniteCheck, Observer, OnEval, StepEvent, Trajectory};
 pub use oracle::law;
 pub use oracle::{ExactConditional, GaussianMixture, LabelledMixture};
 pub use registry::{

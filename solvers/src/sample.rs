@@ -1,11 +1,13 @@
 //! The driver: runs any integrator over a time grid, with observers.
 
+use std::cell::{Cell, RefCell};
+
 use crate::counting::CountingScore;
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
 use crate::integrators::tweedie_denoise;
 use crate::noise::Noise;
-use crate::observe::{FiniteCheck, Observer, StepEvent};
+use crate::observe::{EvalEvent, FiniteCheck, Observer, StepEvent};
 use crate::score::Score;
 use crate::sde::Sde;
 use crate::solver::{Ctx, Direction, Solver};
@@ -68,14 +70,9 @@ impl<'a, S: State> Sampler<'a, S> {
         self
     }
 
-    fn notify(&mut self, event: &StepEvent<'_, S>) -> Result<()> {
-        if self.check_finite {
-            FiniteCheck.observe(event)?;
-        }
-        self.observers.iter_mut().try_for_each(|o| o.observe(event))
-    }
-
-    /// Integrates `x` over `grid` with `solver`.
+    /// Integrates `x` over `grid` with `solver`. Observers see the initial
+    /// state, each step's result ([`Observer::observe`]) and each score
+    /// evaluation ([`Observer::observe_eval`]).
     ///
     /// # Errors
     /// * [`Error::TimeOutOfRange`] if the grid leaves the SDE's range;
@@ -83,11 +80,11 @@ impl<'a, S: State> Sampler<'a, S> {
     /// * [`Error::NonFiniteInput`] / [`Error::NonFinite`] when the state is or
     ///   becomes NaN/inf (the grid step and the time it reached, also when the
     ///   solver itself reports a non-finite stage);
-    /// * whatever the score, noise source or an observer returns.
+    /// * whatever the solver's [`Solver::init`], the score, noise source or an observer returns.
     pub fn run(
         &mut self,
         solver: &mut dyn Solver<S>,
-        mut x: S,
+        x: S,
         grid: &TimeGrid,
         noise: &mut dyn Noise<S>,
     ) -> Result<Run<S>> {
@@ -100,28 +97,88 @@ impl<'a, S: State> Sampler<'a, S> {
             });
         }
         solver.init(grid)?;
+        // The observers move into the score the integrator sees, which reports each
+        // evaluation to them, and come back whatever happens.
+        let watched = Watched {
+            counting: CountingScore::new(self.score),
+            observers: RefCell::new(std::mem::take(&mut self.observers)),
+            check_finite: self.check_finite,
+            step: Cell::new(0),
+            n_steps: grid.steps(),
+        };
+        let result = self.integrate(&watched, solver, x, grid, noise);
+        self.observers = watched.observers.into_inner();
+        result
+    }
+
+    fn integrate(
+        &self,
+        score: &Watched<'_, 'a, S>,
+        solver: &mut dyn Solver<S>,
+        mut x: S,
+        grid: &TimeGrid,
+        noise: &mut dyn Noise<S>,
+    ) -> Result<Run<S>> {
         let n_steps = grid.steps();
-        self.notify(&StepEvent { step: 0, n_steps, t: grid.start(), x: &x, score_evals: 0 })?;
+        score.notify(&StepEvent { step: 0, n_steps, t: grid.start(), x: &x, score_evals: 0 })?;
         // The integrators see the score through a counter: exact counts for any
         // solver, adaptive ones included, without them keeping books.
-        let score = CountingScore::new(self.score);
-        let mut ctx = Ctx { sde: self.sde, score: &score, noise };
+        let mut ctx = Ctx { sde: self.sde, score, noise };
         for (i, w) in grid.times().windows(2).enumerate() {
+            score.step.set(i + 1);
             x = solver.step(x, w[0], w[1], &mut ctx).map_err(|e| match e {
                 // An adaptive solver's internal step count means nothing here: name the grid step.
                 Error::NonFinite { .. } => Error::NonFinite { step: i + 1, t: w[1] },
                 e => e,
             })?;
-            self.notify(&StepEvent { step: i + 1, n_steps, t: w[1], x: &x, score_evals: score.count() })?;
+            score.notify(&StepEvent { step: i + 1, n_steps, t: w[1], x: &x, score_evals: score.counting.count() })?;
         }
-        if self.denoise && want_reverse {
-            x = tweedie_denoise(x, grid.end(), self.sde, &score)?;
+        if self.denoise && solver.direction() == Direction::Reverse {
+            score.step.set(n_steps + 1);
+            x = tweedie_denoise(x, grid.end(), self.sde, score)?;
             if self.check_finite && !x.all_finite() {
                 return Err(Error::NonFinite { step: n_steps + 1, t: grid.end() });
             }
         }
-        let score_evals = score.count();
+        let score_evals = score.counting.count();
         Ok(Run { x, score_evals, steps: n_steps })
+    }
+}
+
+/// The score a run's integrator sees: counts evaluations and reports each to
+/// the observers, which it holds for the run.
+struct Watched<'s, 'a, S: State> {
+    counting: CountingScore<'s, S>,
+    observers: RefCell<Vec<&'a mut dyn Observer<S>>>,
+    check_finite: bool,
+    /// The grid step under way.
+    step: Cell<usize>,
+    n_steps: usize,
+}
+
+impl<S: State> Watched<'_, '_, S> {
+    /// Reports a step's result: the finiteness check, then every observer.
+    fn notify(&self, event: &StepEvent<'_, S>) -> Result<()> {
+        if self.check_finite {
+            FiniteCheck.observe(event)?;
+        }
+        // No score evaluation runs while a step is reported, so the cell is free.
+        match self.observers.try_borrow_mut() {
+            Ok(mut observers) => observers.iter_mut().try_for_each(|o| o.observe(event)),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl<S: State> Score<S> for Watched<'_, '_, S> {
+    fn score(&self, x: &S, t: f64) -> Result<S> {
+        let s = self.counting.score(x, t)?;
+        let event = EvalEvent { step: self.step.get(), n_steps: self.n_steps, t, score_evals: self.counting.count() };
+        // Busy only if an observer's own work evaluated this score: skip the nested report.
+        if let Ok(mut observers) = self.observers.try_borrow_mut() {
+            observers.iter_mut().try_for_each(|o| o.observe_eval(&event))?;
+        }
+        Ok(s)
     }
 }
 

@@ -61,6 +61,12 @@ pub trait State: Send + 'static {
     /// True when every element is finite.
     fn all_finite(&self) -> bool;
 
+    /// The machine epsilon of the element type: the gap between 1 and the next
+    /// representable number (`f64`: 2.2e-16, `f32`: 1.2e-7). Results are
+    /// rounded to half of it, relatively, so no relative tolerance below it
+    /// can be met ([`crate::OdeDopri5`] rejects one).
+    fn epsilon(&self) -> f64;
+
     /// The scaled root-mean-square norm of an error estimate `self` used by
     /// adaptive step-size control (Hairer, Nørsett & Wanner, *Solving ODEs I*,
     /// eq. II.4.11): `sqrt(mean_i (e_i / (atol + rtol max(|y0_i|, |y1_i|)))^2)`,
@@ -231,6 +237,10 @@ where
 
     fn all_finite(&self) -> bool {
         self.iter().all(|v| v.is_finite())
+    }
+
+    fn epsilon(&self) -> f64 {
+        F::epsilon().to_f64().unwrap_or(f64::EPSILON)
     }
 
     fn error_norm(&self, y0: &Self, y1: &Self, rtol: f64, atol: f64) -> Result<f64> {

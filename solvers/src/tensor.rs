@@ -146,6 +146,21 @@ impl State for Tensor {
             .map_err(op)
     }
 
+    /// By the tensor's kind: `f64`'s and `f32`'s epsilon, 2^-10 for half and
+    /// 2^-7 for bfloat16, 2^-3 and 2^-2 for the 8-bit kinds (by their mantissa
+    /// bits); 1 for integer kinds.
+    fn epsilon(&self) -> f64 {
+        match self.kind() {
+            Kind::Double | Kind::ComplexDouble => f64::EPSILON,
+            Kind::Float | Kind::ComplexFloat => f64::from(f32::EPSILON),
+            Kind::Half | Kind::ComplexHalf => 2f64.powi(-10),
+            Kind::BFloat16 => 2f64.powi(-7),
+            Kind::Float8e4m3fn | Kind::Float8e4m3fnuz => 2f64.powi(-3),
+            Kind::Float8e5m2 | Kind::Float8e5m2fnuz => 2f64.powi(-2),
+            _ => 1.0,
+        }
+    }
+
     fn randn_like(&self, rng: &mut Rng) -> Self {
         let shape = self.size();
         let host = if !self.is_floating_point() {

@@ -1,7 +1,7 @@
 //! Annealed Langevin dynamics (NCSN).
 
 use crate::error::Result;
-use crate::integrators::langevin::{check_moves, langevin_move};
+use crate::integrators::langevin::{check_moves, check_snr, langevin_move};
 use crate::solver::{Corrector, Ctx};
 use crate::state::State;
 
@@ -9,6 +9,11 @@ use crate::state::State;
 /// Algorithm 5): `n_steps` moves `x <- x + e s + sqrt(2 e) z` with the step
 /// size tied to the noise level, `e = 2 alpha (r sigma(t))^2`, `alpha = a_ts^2`.
 /// Run as a sampler over a decreasing grid with [`crate::Pc::corrector_only`].
+///
+/// `r` must lie in `(0, 1)`, as for [`crate::Langevin`]: on a target of variance
+/// `v >= sigma(t)^2` the move is stable only for `e < 2v`, which `r >= 1` breaks
+/// wherever `sigma(t)^2` dominates the data's variance (NCSN's `e = 0.2 sigma^2`
+/// is `r = 0.32`).
 #[derive(Debug, Clone, Copy)]
 pub struct AnnealedLangevin {
     snr: f64,
@@ -25,9 +30,10 @@ impl AnnealedLangevin {
     /// Annealed Langevin with signal-to-noise ratio `snr` and `n_steps` moves per level.
     ///
     /// # Errors
-    /// Non-positive `snr` or zero `n_steps`.
+    /// [`Error::InvalidParameter`] for `snr` outside `(0, 1)` (NaN included);
+    /// [`Error::InvalidSteps`] for zero `n_steps`.
     pub fn new(snr: f64, n_steps: usize) -> Result<Self> {
-        crate::error::positive("snr", snr)?;
+        check_snr(snr)?;
         check_moves(n_steps)?;
         Ok(Self { snr, n_steps })
     }

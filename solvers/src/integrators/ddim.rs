@@ -30,13 +30,25 @@ impl Ddim {
         Self { eta: 0.0 }
     }
 
-    /// DDIM with noise scale `eta` (0: deterministic, 1: ancestral).
+    /// DDIM with noise scale `eta` in `[0, 1]` (0: deterministic, 1: ancestral).
+    ///
+    /// Song et al. define the family for `eta` in `[0, 1]`: it interpolates
+    /// between the deterministic sampler and DDPM's posterior. Above 1,
+    /// `sigma_eta^2` exceeds `sigma_s^2` once a step's `sigma_ts^2 / sigma_t^2`
+    /// passes `1 / eta^2`, so the kept part `sqrt(sigma_s^2 - sigma_eta^2)` has
+    /// no real value (clamping it at 0 would sample a law with the wrong
+    /// variance); DDPM's larger variance is `ancestral-large`.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] unless `eta` is finite and `>= 0`.
+    /// [`Error::InvalidParameter`] naming `eta` unless it lies in `[0, 1]` (NaN included).
     pub fn with_eta(eta: f64) -> Result<Self> {
-        if !(eta >= 0.0 && eta.is_finite()) {
-            return Err(Error::param("eta", eta, "must be finite and >= 0"));
+        if !(0.0..=1.0).contains(&eta) {
+            return Err(Error::param(
+                "eta",
+                eta,
+                "must be in [0, 1] (0: deterministic DDIM, 1: DDPM's posterior variance, as `ancestral`; \
+                 for DDPM's larger variance use `ancestral-large`)",
+            ));
         }
         Ok(Self { eta })
     }

@@ -57,6 +57,9 @@ impl EdmHeun {
         if !(s_churn >= 0.0 && s_churn.is_finite()) {
             return Err(Error::param("s_churn", s_churn, "must be finite and >= 0"));
         }
+        if s_tmax.is_nan() {
+            return Err(Error::param("s_tmax", s_tmax, "must be a number (infinity: no upper limit)"));
+        }
         if !(s_tmin >= 0.0 && s_tmax >= s_tmin) {
             return Err(Error::param("s_tmin", s_tmin, format!("need 0 <= s_tmin <= s_tmax (= {s_tmax})")));
         }

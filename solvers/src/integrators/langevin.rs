@@ -13,6 +13,13 @@ use crate::state::State;
 /// just taken (`1 - beta_i` for VP, sub-VP and cosine VP, whose `a(t)` is VP's; exactly 1
 /// for VE, as in Song et al.'s Algorithm 4). Unadjusted Langevin converges
 /// to `p_t` as `e -> 0`; at finite `e` its bias is O(e).
+///
+/// `r` must lie in `(0, 1)`: on a Gaussian target of variance `v` (per
+/// coordinate) the rule gives `|s| = |z| / sqrt(v)`, so `e = 2 alpha r^2 v`, and
+/// the move `x <- (1 - e/v) x + sqrt(2e) z` is stable, with stationary variance
+/// `v / (1 - e/(2v))`, only for `e < 2v`: `alpha r^2 < 1`, i.e. `r < 1` as
+/// `alpha -> 1`. From `r = 1` on the corrector diverges. Song et al. use
+/// 0.16 (VP) and 0.075–0.17 elsewhere.
 #[derive(Debug, Clone, Copy)]
 pub struct Langevin {
     snr: f64,
@@ -29,9 +36,9 @@ impl Langevin {
     /// One Langevin move per call with target signal-to-noise ratio `snr`.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] unless `snr` is finite and > 0.
+    /// [`Error::InvalidParameter`] naming `snr` unless `0 < snr < 1` (NaN included).
     pub fn snr(snr: f64) -> Result<Self> {
-        crate::error::positive("snr", snr)?;
+        check_snr(snr)?;
         Ok(Self { snr, n_steps: 1 })
     }
 
@@ -43,6 +50,20 @@ impl Langevin {
         check_moves(n_steps)?;
         self.n_steps = n_steps;
         Ok(self)
+    }
+}
+
+/// Checks a Langevin signal-to-noise ratio: `0 < r < 1` (see [`Langevin`]).
+pub(crate) fn check_snr(snr: f64) -> Result<f64> {
+    if snr > 0.0 && snr < 1.0 {
+        Ok(snr)
+    } else {
+        Err(Error::param(
+            "snr",
+            snr,
+            "must be in (0, 1): the Langevin step 2 snr^2 v on a target of variance v is unstable from snr = 1 \
+             (Song et al. use 0.16)",
+        ))
     }
 }
 

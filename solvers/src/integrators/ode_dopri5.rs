@@ -31,8 +31,7 @@ const E: [f64; 7] =
 /// to accept. The next step is `h * min(5, max(0.2, 0.9 err^(-1/5)))`; the last
 /// stage is the first of the next internal step (FSAL). The first step size
 /// comes from Hairer et al.'s starting rule (§II.4), then carries over between
-/// calls until [`Solver::init`]. At most [`OdeDopri5::max_steps`] internal
-/// steps per call.
+/// calls until [`Solver::init`].
 ///
 /// As a [`Solver`] it integrates the probability-flow ODE
 /// `dx/dt = f(t) x - 1/2 g(t)^2 s(x, t)` (Song et al. 2021, eq. 13, who sample
@@ -40,7 +39,32 @@ const E: [f64; 7] =
 /// each grid step; it is usually run over a one-step grid `[T, eps]` so the
 /// controller places every step. Deterministic; order 5 (error per unit time
 /// ~ tolerance). Score evaluations vary (at least seven per grid step); the
-/// sampler counts them into `Run::score_evals`.
+/// sampler counts them into `Run::score_evals`, and its observers see each one
+/// ([`crate::Observer::observe_eval`]), so a progress display moves while the
+/// controller works inside a long grid step.
+///
+/// # Tolerances
+/// An internal step is accepted when every component's error estimate is
+/// about `atol + rtol |x|` or less (RMS over the batch). The step's result is
+/// itself rounded to half an ulp, `eps/2 |x|` relatively, where `eps` is the
+/// machine epsilon of the state's numbers ([`State::epsilon`]); an `rtol`
+/// below `eps` asks for less error than that rounding, which no step size
+/// gives: the estimate (blind to the rounding) drives the steps down, their
+/// number grows like `eps / rtol` and rounding errors pile up instead of
+/// shrinking. So `rtol` must be at least `eps`: [`OdeDopri5::new`] checks
+/// f64's ([`OdeDopri5::MIN_RTOL`], the finest any state has) and
+/// [`OdeDopri5::integrate`] the state's own (1.2e-7 for f32). (SciPy's
+/// `solve_ivp` and MATLAB's `ode45` raise `rtol` to `100 eps` of f64; here the
+/// bound is the hard one, as `100 eps` of f32 would exclude the usual 1e-5.)
+/// `rtol` must also be below 1 (a 100 % relative error controls nothing) and
+/// `atol` finite and > 0.
+///
+/// # Step budget
+/// At most [`OdeDopri5::max_steps`] internal steps (accepted and rejected):
+/// per call of [`OdeDopri5::integrate`], and, as a [`Solver`], over the whole
+/// run from [`Solver::init`] (all grid steps together, so a tolerance the score
+/// cannot meet fails in bounded time instead of creeping over the grid). The
+/// default, 100 000, is the `NMAX` of Hairer's DOPRI5 code.
 ///
 /// Every failure is an error, never a state: a non-finite stage or state is
 /// [`Error::NonFinite`], a step size below the resolution of `t` is
@@ -52,6 +76,8 @@ pub struct OdeDopri5 {
     max_steps: usize,
     /// The step size carried to the next call.
     h: Option<f64>,
+    /// Internal steps taken since [`Solver::init`] (the run's share of the budget).
+    used: usize,
 }
 
 /// The result of [`OdeDopri5::integrate`].
@@ -68,26 +94,34 @@ pub struct Dopri5Solution<S> {
 impl Default for OdeDopri5 {
     /// `rtol = atol = 1e-5` (Song et al. 2021's choice).
     fn default() -> Self {
-        Self { rtol: 1e-5, atol: 1e-5, max_steps: Self::DEFAULT_MAX_STEPS, h: None }
+        Self { rtol: 1e-5, atol: 1e-5, max_steps: Self::DEFAULT_MAX_STEPS, h: None, used: 0 }
     }
 }
 
 impl OdeDopri5 {
-    /// The default cap on internal steps (accepted and rejected) per call.
+    /// The default cap on internal steps (accepted and rejected) per call, or
+    /// per run as a [`Solver`] (Hairer's `NMAX`).
     pub const DEFAULT_MAX_STEPS: usize = 100_000;
+
+    /// The smallest relative tolerance of any state: f64's machine epsilon,
+    /// 2.2e-16 (see "Tolerances" above; f32 states need 1.2e-7).
+    pub const MIN_RTOL: f64 = f64::EPSILON;
 
     /// Dormand–Prince with relative and absolute tolerances.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] unless both are finite and > 0.
+    /// [`Error::InvalidParameter`] naming `rtol` unless `MIN_RTOL <= rtol < 1`
+    /// (NaN included), or `atol` unless it is finite and > 0.
     pub fn new(rtol: f64, atol: f64) -> Result<Self> {
-        crate::error::positive("rtol", rtol)?;
-        crate::error::positive("atol", atol)?;
+        check_rtol(rtol, Self::MIN_RTOL)?;
+        if !(atol.is_finite() && atol > 0.0) {
+            return Err(Error::param("atol", format!("{atol:e}"), "must be finite and > 0"));
+        }
         Ok(Self { rtol, atol, ..Self::default() })
     }
 
     /// Sets the cap on internal steps (accepted and rejected) per call of
-    /// [`OdeDopri5::integrate`] (per grid step as a [`Solver`]).
+    /// [`OdeDopri5::integrate`], or over a whole run as a [`Solver`].
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for zero.
@@ -109,7 +143,7 @@ impl OdeDopri5 {
         self.atol
     }
 
-    /// The cap on internal steps per call.
+    /// The cap on internal steps per call (per run as a [`Solver`]).
     pub fn max_steps(&self) -> usize {
         self.max_steps
     }
@@ -119,7 +153,8 @@ impl OdeDopri5 {
     /// left (capped at `|t1 - t0|`), or from Hairer et al.'s starting rule.
     ///
     /// # Errors
-    /// * [`Error::InvalidParameter`] for a non-finite `t0` or `t1`;
+    /// * [`Error::InvalidParameter`] for a non-finite `t0` or `t1`, or an
+    ///   `rtol` below the machine epsilon of `x`'s numbers ([`State::epsilon`]);
     /// * [`Error::NonFinite`] when a stage or the accepted state is NaN/inf
     ///   (`step`: accepted steps + 1, `t`: the time that step aimed at);
     /// * [`Error::StepSizeTooSmall`] when the controller's step falls below
@@ -129,10 +164,23 @@ impl OdeDopri5 {
     pub fn integrate<S: State, V: VectorField<S> + ?Sized>(
         &mut self,
         field: &V,
-        mut x: S,
+        x: S,
         t0: f64,
         t1: f64,
     ) -> Result<Dopri5Solution<S>> {
+        self.integrate_within(field, x, t0, t1, self.max_steps)
+    }
+
+    /// [`OdeDopri5::integrate`] with at most `budget` internal steps.
+    fn integrate_within<S: State, V: VectorField<S> + ?Sized>(
+        &mut self,
+        field: &V,
+        mut x: S,
+        t0: f64,
+        t1: f64,
+        budget: usize,
+    ) -> Result<Dopri5Solution<S>> {
+        check_rtol(self.rtol, x.epsilon())?;
         for (name, t) in [("t0", t0), ("t1", t1)] {
             if !t.is_finite() {
                 return Err(Error::param(name, t, "must be finite"));
@@ -152,7 +200,7 @@ impl OdeDopri5 {
         };
         let mut now = t0;
         let mut proposed = h;
-        for _ in 0..self.max_steps {
+        for _ in 0..budget {
             let remaining = (t1 - now) * dir;
             if remaining <= 0.0 {
                 // Rounding of `now` reached t1 a step early.
@@ -234,6 +282,30 @@ impl OdeDopri5 {
     }
 }
 
+/// Checks `eps <= rtol < 1`, with `eps` the machine epsilon of the numbers
+/// the integration runs in (see "Tolerances" on [`OdeDopri5`]).
+fn check_rtol(rtol: f64, eps: f64) -> Result<()> {
+    let value = format!("{rtol:e}");
+    if !(rtol.is_finite() && rtol > 0.0) {
+        return Err(Error::param("rtol", value, "must be finite and > 0"));
+    }
+    if rtol < eps {
+        let more = if eps > f64::EPSILON { "; f64 states resolve down to 2.2e-16" } else { "" };
+        return Err(Error::param(
+            "rtol",
+            value,
+            format!(
+                "must be >= {eps:.2e}, the machine epsilon of the state's numbers: a step's result is rounded to about that \
+                 relative error, so a smaller one cannot be met (the step size would shrink until the run stalls){more}"
+            ),
+        ));
+    }
+    if rtol >= 1.0 {
+        return Err(Error::param("rtol", value, "must be < 1 (a relative error of 100% controls nothing)"));
+    }
+    Ok(())
+}
+
 /// `x + h sum_j a_j k_j` as a fresh state.
 fn stage<S: State>(x: &S, h: f64, a: &[f64], k: &[S]) -> Result<S> {
     let mut y = x.duplicate();
@@ -253,12 +325,33 @@ impl<S: State> Solver<S> for OdeDopri5 {
         "ode-dopri5"
     }
 
-    fn init(&mut self, _grid: &TimeGrid) -> Result<()> {
+    /// Forgets the carried step size and starts the run's step budget.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming `max_steps` when the grid has more
+    /// steps than the budget (each grid step takes at least one internal step).
+    fn init(&mut self, grid: &TimeGrid) -> Result<()> {
+        if grid.steps() > self.max_steps {
+            return Err(Error::param(
+                "max_steps",
+                self.max_steps,
+                format!(
+                    "below the grid's {} steps, each of which takes at least one internal step: use fewer grid steps \
+                     (the controller places its own; one grid step is usual) or raise the cap",
+                    grid.steps()
+                ),
+            ));
+        }
         self.h = None;
+        self.used = 0;
         Ok(())
     }
 
+    /// Integrates over `[t, t_next]` within what is left of the run's step budget.
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
-        Ok(self.integrate(&ProbabilityFlow::new(ctx.sde, ctx.score), x, t, t_next)?.x)
+        let budget = self.max_steps.saturating_sub(self.used);
+        let solution = self.integrate_within(&ProbabilityFlow::new(ctx.sde, ctx.score), x, t, t_next, budget)?;
+        self.used += solution.steps + solution.rejected;
+        Ok(solution.x)
     }
 }

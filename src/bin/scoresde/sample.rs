@@ -12,8 +12,8 @@ use scoresde::checkpoint;
 use scoresde::data::{save_npy, Scaling};
 use scoresde::model::{tensor_to_array, NeuralScore};
 use scoresde::solvers::{
-    by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, GaussianNoise,
-    Sampler, Score, Sde, StepEvent, TimeGrid,
+    by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, EvalEvent,
+    GaussianNoise, OnEval, Sampler, Score, Sde, StepEvent, TimeGrid,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -58,7 +58,8 @@ pub struct SampleArgs {
     #[arg(long, value_name = "K")]
     pub class: Option<usize>,
     /// Guidance scale w [default: 0 with classifier-free guidance, the
-    /// conditional score; 1 with --classifier, p(x | y)]. Larger w: purer classes, less diversity.
+    /// conditional score; 1 with --classifier, p(x | y)]. Larger w: purer classes, less diversity;
+    /// below 0 (--classifier) or -1 (classifier-free; -1 is unconditional): away from the class.
     #[arg(long, value_name = "W", requires = "class")]
     pub guidance: Option<f64>,
     /// Classifier guidance with this classifier (a checkpoint from `train-classifier`).
@@ -156,10 +157,19 @@ pub fn sample_with(
         }
         Ok(())
     };
+    // Work inside a step (an adaptive solver's many evaluations): where it is, and Ctrl-C.
+    let mut within = OnEval(|e: &EvalEvent| {
+        pb.set_message(format!("t = {:.4}, {} score evals", e.t, e.score_evals));
+        if stop.load(Ordering::Relaxed) {
+            return Err(SolverError::Stopped { step: e.step, reason: "Ctrl-C".into() });
+        }
+        Ok(())
+    });
     let started = Instant::now();
     let run = Sampler::new(sde, score)
         .denoise(spec.denoise)
         .observe(&mut observer)
+        .observe(&mut within)
         .run(solver.as_mut(), x, &grid, &mut noise)
         .with_context(|| format!("sampling with {}", spec.solver))?;
     let z = tensor_to_array(&run.x)?; // the host copy waits for the device
@@ -197,6 +207,7 @@ fn guided(
         let classifier = ckpt.ema_classifier().with_context(|| format!("--classifier {}", path.display()))?;
         let w = a.guidance.unwrap_or(1.0);
         let guided = ClassifierGuided::new(model, classifier, class, w).context("--class")?;
+        note_direction(class, w, guided.exponent());
         return Ok((Box::new(guided), format!("-class{class}-classifier-w{w}")));
     }
     if model.n_classes() == 0 {
@@ -207,7 +218,18 @@ fn guided(
     }
     let w = a.guidance.unwrap_or(0.0);
     let guided = ClassifierFreeGuided::new(model, class, w).context("--class")?;
+    note_direction(class, w, guided.exponent());
     Ok((Box::new(guided), format!("-class{class}-cfg-w{w}")))
+}
+
+/// Says so when `--guidance` does not steer towards the class: the guided
+/// density is `p(x) p(y | x)^exponent` (see `scoresde_solvers::guidance`).
+fn note_direction(class: usize, w: f64, exponent: f64) {
+    if exponent == 0.0 {
+        eprintln!("note: --guidance {w} ignores class {class}: this samples the unconditional model");
+    } else if exponent < 0.0 {
+        eprintln!("note: --guidance {w} steers away from class {class} (p(x) / p(y | x)^{})", -exponent);
+    }
 }
 
 /// The exact class posterior of toy data with classes, as `(mean p_0(class | x),
