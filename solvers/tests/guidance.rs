@@ -2,7 +2,8 @@
 //! gradient is the derivative of `ln p_t(y | x)`; classifier guidance at `w = 1`
 //! is the class-conditional score; classifier-free guidance at `w` is classifier
 //! guidance at `1 + w`; guided sampling puts the predicted mass on the class
-//! (exactly `E_{p(x|y)} p(y | x)` at `w = 1`) and more as `w` grows.
+//! (exactly `E_{p(x|y)} p(y | x)` at `w = 1`) and more as `w` grows; negative
+//! scales ignore the class (CFG at `w = -1`) or steer away from it.
 
 mod common;
 
@@ -92,7 +93,7 @@ fn cfg_at_w0_is_the_conditional_score_and_at_w_is_classifier_guidance_at_1_plus_
             assert_eq!(cfg0.score(&x, t).unwrap(), cond);
             let fixed = Conditioned::new(&exact, Some(y)).unwrap();
             assert_eq!(fixed.score(&x, t).unwrap(), cond);
-            for w in [0.5, 1.0, 3.0, 10.0] {
+            for w in [-3.0, -0.5, 0.5, 1.0, 3.0, 10.0] {
                 // (1 + w) s(x|y) - w s(x) = s(x) + (1 + w) grad log p(y|x).
                 let cfg = ClassifierFreeGuided::new(&exact, y, w).unwrap().score(&x, t).unwrap();
                 let cg = ClassifierGuided::new(&exact, &exact, y, 1.0 + w).unwrap().score(&x, t).unwrap();
@@ -204,6 +205,39 @@ fn guided_sampling_puts_more_mass_on_the_class() {
     let se = (cfg0.1.powi(2) / N as f64 + target.1.powi(2) / N as f64).sqrt();
     assert!((cfg0.0 - target.0).abs() < K_SIGMA * se, "CFG w = 0: {} vs exact {}", cfg0.0, target.0);
     assert_greater("CFG w = 3 over w = 0", cfg3, cfg0, N);
+}
+
+/// Negative scales are accepted and mean what the docs say: classifier-free guidance
+/// at `w = -1` is the unconditional score exactly (exponent `1 + w = 0`), and
+/// classifier guidance at `w = -2` steers away from the class: less mass on it than
+/// unguided sampling (`w = 0`, which puts `p(y)` there), by more than `K_SIGMA`
+/// standard errors.
+#[test]
+fn negative_scales_ignore_or_avoid_the_class() {
+    let sde = VpSde::default();
+    let data = two_classes();
+    let exact = ExactConditional::new(data.clone(), sde);
+    for (i, &t) in TIMES.iter().enumerate() {
+        let x = points(&data, &sde, t, 60 + i as u64);
+        for y in 0..2 {
+            let cfg = ClassifierFreeGuided::new(&exact, y, -1.0).unwrap();
+            assert_eq!(cfg.exponent(), 0.0);
+            assert_eq!(cfg.score(&x, t).unwrap(), exact.score_cond(&x, t, None).unwrap(), "t={t} y={y}");
+        }
+    }
+    let (n, steps) = (4000, 200);
+    let grid = TimeGrid::reverse(&sde, steps).unwrap();
+    let mass = |w: f64| {
+        let guided = ClassifierGuided::new(&exact, &exact, 0, w).unwrap();
+        assert_eq!(guided.exponent(), w);
+        let mut noise = GaussianNoise::new(70);
+        let x_t = prior_sample(&sde, &Array2::<f64>::zeros((n, 2)), &mut noise);
+        let run = Sampler::new(&sde, &guided).denoise(true).run(&mut Ancestral::new(), x_t, &grid, &mut noise);
+        mean_sd(&posterior(&data, &run.unwrap().x, 0))
+    };
+    let (away, plain) = (mass(-2.0), mass(0.0));
+    eprintln!("classifier guidance: mean p_0(y|x) w = -2: {:.4}, w = 0: {:.4}, n = {n}", away.0, plain.0);
+    assert_greater("w = 0 over w = -2", plain, away, n);
 }
 
 #[test]

@@ -115,7 +115,7 @@ impl OdeDopri5 {
     pub fn new(rtol: f64, atol: f64) -> Result<Self> {
         check_rtol(rtol, Self::MIN_RTOL)?;
         if !(atol.is_finite() && atol > 0.0) {
-            return Err(Error::param("atol", format!("{atol:e}"), "must be finite and > 0"));
+            return Err(Error::param("atol", show(atol), "must be finite and > 0"));
         }
         Ok(Self { rtol, atol, ..Self::default() })
     }
@@ -285,18 +285,24 @@ impl OdeDopri5 {
 /// Checks `eps <= rtol < 1`, with `eps` the machine epsilon of the numbers
 /// the integration runs in (see "Tolerances" on [`OdeDopri5`]).
 fn check_rtol(rtol: f64, eps: f64) -> Result<()> {
-    let value = format!("{rtol:e}");
+    let value = show(rtol);
     if !(rtol.is_finite() && rtol > 0.0) {
         return Err(Error::param("rtol", value, "must be finite and > 0"));
     }
     if rtol < eps {
-        let more = if eps > f64::EPSILON { "; f64 states resolve down to 2.2e-16" } else { "" };
+        let (of, more) = match eps {
+            e if e == f64::EPSILON => ("f64's machine epsilon, the finest of any state", ""),
+            e if e == f64::from(f32::EPSILON) => {
+                ("the machine epsilon of f32, the state's numbers", "; f64 states resolve down to 2.2e-16")
+            }
+            _ => ("the machine epsilon of the state's numbers", "; f64 states resolve down to 2.2e-16"),
+        };
         return Err(Error::param(
             "rtol",
             value,
             format!(
-                "must be >= {eps:.2e}, the machine epsilon of the state's numbers: a step's result is rounded to about that \
-                 relative error, so a smaller one cannot be met (the step size would shrink until the run stalls){more}"
+                "must be >= {eps:.2e}, {of}: a step's result is rounded to about that relative error, so a smaller \
+                 one cannot be met (the step size would shrink until the run stalls){more}"
             ),
         ));
     }
@@ -304,6 +310,15 @@ fn check_rtol(rtol: f64, eps: f64) -> Result<()> {
         return Err(Error::param("rtol", value, "must be < 1 (a relative error of 100% controls nothing)"));
     }
     Ok(())
+}
+
+/// A tolerance as the user would write it: `1e-14`, not 14 zeros and a 1.
+fn show(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
 }
 
 /// `x + h sum_j a_j k_j` as a fresh state.

@@ -60,7 +60,7 @@ pub struct SampleArgs {
     /// Guidance scale w [default: 0 with classifier-free guidance, the
     /// conditional score; 1 with --classifier, p(x | y)]. Larger w: purer classes, less diversity;
     /// below 0 (--classifier) or -1 (classifier-free; -1 is unconditional): away from the class.
-    #[arg(long, value_name = "W", requires = "class")]
+    #[arg(long, value_name = "W", requires = "class", allow_negative_numbers = true)]
     pub guidance: Option<f64>,
     /// Classifier guidance with this classifier (a checkpoint from `train-classifier`).
     #[arg(long, value_name = "CKPT", requires = "class", conflicts_with = "cfg")]
