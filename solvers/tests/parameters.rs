@@ -42,7 +42,7 @@ where
 
 /// Tolerances below f64's machine epsilon (1e-200 made every f32 run fail with a
 /// misleading NaN error and tensor runs return garbage), non-finite, non-positive and
-/// >= 1 ones are rejected at construction and by name, naming the parameter; the
+/// `>= 1` ones are rejected at construction and by name, naming the parameter; the
 /// smallest accepted rtol is f64::EPSILON.
 #[test]
 fn dopri5_rejects_tolerances_it_cannot_meet() {

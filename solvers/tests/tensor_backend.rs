@@ -170,3 +170,25 @@ fn tensor_noise_is_the_ndarray_noise_and_ignores_libtorchs_generator() {
         assert!(diff.iter().all(|d| *d == 0.0), "{kind:?}: tensor and ndarray draws differ");
     }
 }
+
+/// A tensor's machine epsilon follows its kind, and Dormand–Prince on f32 tensors (the
+/// program's sampling state) rejects an rtol below f32's before any score evaluation.
+#[test]
+fn tensor_epsilon_follows_the_kind() {
+    let eps = |kind| Tensor::zeros([2, 2], (kind, Device::Cpu)).epsilon();
+    assert_eq!(eps(Kind::Double), f64::EPSILON);
+    assert_eq!(eps(Kind::Float), f64::from(f32::EPSILON));
+    assert_eq!(eps(Kind::Half), 2f64.powi(-10));
+    assert_eq!(eps(Kind::BFloat16), 2f64.powi(-7));
+    assert_eq!(eps(Kind::Int64), 1.0);
+    let sde = VpSde::default();
+    let exact = ExactScore::new(mixture(), sde);
+    let host = HostScore(&exact);
+    let score = CountingScore::new(&host);
+    let grid = TimeGrid::uniform(1.0, 1e-3, 1).unwrap();
+    let mut noise = GaussianNoise::new(0);
+    let x = Tensor::zeros([4, 2], (Kind::Float, Device::Cpu));
+    let err = Sampler::new(&sde, &score).run(&mut OdeDopri5::new(1e-9, 1e-9).unwrap(), x, &grid, &mut noise);
+    assert!(matches!(err, Err(Error::InvalidParameter { name: "rtol", .. })), "{err:?}");
+    assert_eq!(score.count(), 0);
+}

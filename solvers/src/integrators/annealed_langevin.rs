@@ -30,8 +30,8 @@ impl AnnealedLangevin {
     /// Annealed Langevin with signal-to-noise ratio `snr` and `n_steps` moves per level.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for `snr` outside `(0, 1)` (NaN included);
-    /// [`Error::InvalidSteps`] for zero `n_steps`.
+    /// [`crate::Error::InvalidParameter`] for `snr` outside `(0, 1)` (NaN included);
+    /// [`crate::Error::InvalidSteps`] for zero `n_steps`.
     pub fn new(snr: f64, n_steps: usize) -> Result<Self> {
         check_snr(snr)?;
         check_moves(n_steps)?;
