@@ -72,9 +72,7 @@ impl DataInfo {
             (Some(a), Some(b)) => a == b,
             _ => {
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                self.rows == other.rows
-                    && bits(&self.mean) == bits(&other.mean)
-                    && bits(&self.std) == bits(&other.std)
+                self.rows == other.rows && bits(&self.mean) == bits(&other.mean) && bits(&self.std) == bits(&other.std)
             }
         }
     }
@@ -308,10 +306,8 @@ mod tests {
         y[[0, 0]] += 1e-9;
         assert!(!a.same_data(&DataInfo::new("a.npy", y.view(), &scaling)), "other rows, same scaling");
         // A checkpoint written before the hash: the row count and scaling decide.
-        let old: DataInfo = serde_json::from_str(
-            &serde_json::to_string(&DataInfo { sha256: None, ..a.clone() }).unwrap(),
-        )
-        .unwrap();
+        let old: DataInfo =
+            serde_json::from_str(&serde_json::to_string(&DataInfo { sha256: None, ..a.clone() }).unwrap()).unwrap();
         assert_eq!(old.sha256, None);
         assert!(old.same_data(&a) && a.same_data(&old));
         let mut shifted = old.clone();

@@ -29,7 +29,12 @@ fn ok(args: &[&str]) -> String {
 fn fails(args: &[&str]) -> String {
     let out = run(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "scoresde {args:?} should fail cleanly (exit 1), got {:?}\n{err}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "scoresde {args:?} should fail cleanly (exit 1), got {:?}\n{err}",
+        out.status
+    );
     assert!(!err.contains("panicked"), "{err}");
     err
 }
@@ -144,18 +149,24 @@ fn sigterm_saves_and_the_printed_command_resumes_while_the_folder_is_held() {
     let data = dir.join("data.npy");
     scoresde::data::save_npy(&data, &awkward_data(200, 3)).unwrap();
     let out = dir.join("run");
-    let args =
-        with_small(&["train", "--data", s(&data), "--steps", "1000000", "--save-every", "20", "--out", s(&out)]);
+    let args = with_small(&["train", "--data", s(&data), "--steps", "1000000", "--save-every", "20", "--out", s(&out)]);
     let (child, rx) = spawn(&args);
     wait_for(&out.join("model.safetensors"));
 
     let err = fails(&with_small(&["train", "--steps", "5", "--force", "--out", s(&out)]));
-    assert!(err.contains(&format!("{} is in use by another scoresde process (pid {})", out.display(), child.id())), "{err}");
+    assert!(
+        err.contains(&format!("{} is in use by another scoresde process (pid {})", out.display(), child.id())),
+        "{err}"
+    );
     let err = fails(&["sample", "--model", s(&out), "-n", "10", "--steps", "2", "--device", "cpu"]);
     assert!(err.contains("is in use by another scoresde process"), "{err}");
-    assert_eq!(std::fs::read_dir(&out).unwrap().filter(|e| {
-        e.as_ref().unwrap().file_name().to_string_lossy().starts_with("samples-")
-    }).count(), 0);
+    assert_eq!(
+        std::fs::read_dir(&out)
+            .unwrap()
+            .filter(|e| { e.as_ref().unwrap().file_name().to_string_lossy().starts_with("samples-") })
+            .count(),
+        0
+    );
 
     signal(&child, libc::SIGTERM);
     let status = child.wait_with_output().unwrap().status;

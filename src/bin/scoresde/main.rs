@@ -95,7 +95,8 @@ fn run(command: &Command) -> anyhow::Result<Status> {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let (Command::Train(a) | Command::TrainClassifier(a), Some((_, sub))) = (&mut cli.command, matches.subcommand()) {
+    if let (Command::Train(a) | Command::TrainClassifier(a), Some((_, sub))) = (&mut cli.command, matches.subcommand())
+    {
         a.given = given(sub);
     }
     if let Command::TrainClassifier(a) = &cli.command {

@@ -386,7 +386,8 @@ pub fn train(a: &TrainArgs, ctrl_c: &CtrlC) -> anyhow::Result<Trained> {
 /// the same data, and how to run, save and log; the network and training
 /// settings come from the checkpoint.
 fn resume_command(a: &TrainArgs, source: &DataSource) -> String {
-    let mut args: Vec<String> = std::iter::once("scoresde").chain(command_name(a).split(' ')).map(String::from).collect();
+    let mut args: Vec<String> =
+        std::iter::once("scoresde").chain(command_name(a).split(' ')).map(String::from).collect();
     let mut push = |flag: &str, value: String| args.extend([flag.to_string(), value]);
     push("--data", a.data.clone());
     if matches!(source, DataSource::Toy(_)) {
