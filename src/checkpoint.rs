@@ -18,6 +18,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::data::Scaling;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{NeuralClassifier, NeuralScore, SdeSpec};
@@ -29,8 +30,11 @@ pub const FORMAT_VERSION: u32 = 1;
 
 const META_KEY: &str = "scoresde";
 
-/// Where the training data came from and how it was standardised
-/// (`x_model = (x - mean) / std` per dimension).
+/// Where the training data came from, which rows they are and how they were
+/// standardised (`x_model = (x - mean) / std` per dimension).
+///
+/// The JSON holds every `f64` in its shortest exact form and is parsed back
+/// correctly rounded, so the scaling reads back bit for bit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataInfo {
     /// A data-set name or a file path.
@@ -41,6 +45,37 @@ pub struct DataInfo {
     pub mean: Vec<f64>,
     /// Per-dimension scale divided out before training.
     pub std: Vec<f64>,
+    /// [`crate::data::fingerprint`] of the training rows (absent in
+    /// checkpoints written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl DataInfo {
+    /// The description of training rows `train` from `source`, standardised by `scaling`.
+    pub fn new(source: impl Into<String>, train: ndarray::ArrayView2<f64>, scaling: &Scaling) -> Self {
+        Self {
+            source: source.into(),
+            rows: train.nrows(),
+            mean: scaling.mean.clone(),
+            std: scaling.std.clone(),
+            sha256: Some(crate::data::fingerprint(train)),
+        }
+    }
+
+    /// Whether `self` and `other` describe the same training rows: by their
+    /// hashes when both have one, else (an older checkpoint) by row count and
+    /// exact scaling. The source's name does not matter (a moved file is the
+    /// same data).
+    pub fn same_data(&self, other: &DataInfo) -> bool {
+        match (&self.sha256, &other.sha256) {
+            (Some(a), Some(b)) => a == b,
+            _ => {
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                self.rows == other.rows && bits(&self.mean) == bits(&other.mean) && bits(&self.std) == bits(&other.std)
+            }
+        }
+    }
 }
 
 /// The sidecar: everything needed to rebuild the model and go on training.
@@ -225,5 +260,58 @@ impl Checkpoint {
     /// An SDE that cannot be built; [`Error::InvalidArgument`] for a score checkpoint.
     pub fn ema_classifier(self) -> Result<NeuralClassifier> {
         NeuralClassifier::new(self.net, self.state.ema, self.meta.sde.build()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers with 17 significant digits, as means and scales of real data.
+    fn awkward(n: usize) -> Vec<f64> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (state >> 11) as f64 / (1u64 << 53) as f64 * 7.3 - 1.1
+            })
+            .collect()
+    }
+
+    #[test]
+    fn data_info_reads_back_bit_for_bit() {
+        let info = DataInfo {
+            source: "x.npy".into(),
+            rows: 3,
+            mean: awkward(500),
+            std: awkward(500).iter().map(|v| v.abs() + 1e-3).collect(),
+            sha256: Some("ab".repeat(32)),
+        };
+        for json in [serde_json::to_string(&info).unwrap(), serde_json::to_string_pretty(&info).unwrap()] {
+            let back: DataInfo = serde_json::from_str(&json).unwrap();
+            for (a, b) in info.mean.iter().chain(&info.std).zip(back.mean.iter().chain(&back.std)) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{a:e} read back as {b:e}");
+            }
+            assert!(back.same_data(&info));
+        }
+    }
+
+    #[test]
+    fn same_data_by_hash_else_by_exact_scaling() {
+        let x = ndarray::Array2::from_shape_vec((3, 2), awkward(6)).unwrap();
+        let scaling = Scaling::fit(x.view()).unwrap();
+        let a = DataInfo::new("a.npy", x.view(), &scaling);
+        assert!(a.same_data(&DataInfo::new("moved/a.npy", x.view(), &scaling)));
+        let mut y = x.clone();
+        y[[0, 0]] += 1e-9;
+        assert!(!a.same_data(&DataInfo::new("a.npy", y.view(), &scaling)), "other rows, same scaling");
+        // A checkpoint written before the hash: the row count and scaling decide.
+        let old: DataInfo =
+            serde_json::from_str(&serde_json::to_string(&DataInfo { sha256: None, ..a.clone() }).unwrap()).unwrap();
+        assert_eq!(old.sha256, None);
+        assert!(old.same_data(&a) && a.same_data(&old));
+        let mut shifted = old.clone();
+        shifted.mean[1] = f64::from_bits(shifted.mean[1].to_bits() + 1);
+        assert!(!shifted.same_data(&a));
     }
 }

@@ -363,6 +363,21 @@ pub fn validate(data: ArrayView2<f64>, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The SHA-256 (lower-case hex) of `data`'s shape and values (row-major,
+/// little-endian `f64`): equal for equal data, whatever file or seed they
+/// came from. Checkpoints store it to recognise their data on resume.
+pub fn fingerprint(data: ArrayView2<f64>) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"scoresde-f64-rows-v1");
+    h.update((data.nrows() as u64).to_le_bytes());
+    h.update((data.ncols() as u64).to_le_bytes());
+    for v in data.iter() {
+        h.update(v.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The magic string every `.npy` file starts with.
 const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -620,6 +635,20 @@ mod tests {
     fn serde_names_are_kebab_case() {
         assert_eq!(serde_json::to_string(&Toy::EightGaussians).unwrap(), "\"eight-gaussians\"");
         assert_eq!(serde_json::from_str::<Toy>("\"swiss-roll\"").unwrap(), Toy::SwissRoll);
+    }
+
+    #[test]
+    fn fingerprint_sees_values_shape_and_order() {
+        let x = Array2::from_shape_fn((3, 2), |(i, j)| (2 * i + j) as f64 / 3.0);
+        let f = fingerprint(x.view());
+        assert_eq!(f.len(), 64);
+        assert_eq!(f, fingerprint(x.clone().view()));
+        assert_eq!(f, fingerprint(x.clone().reversed_axes().t()), "the layout does not matter");
+        let mut y = x.clone();
+        y[[2, 1]] = f64::from_bits(y[[2, 1]].to_bits() + 1);
+        assert_ne!(f, fingerprint(y.view()), "one ulp");
+        assert_ne!(f, fingerprint(x.view().into_shape_with_order((2, 3)).unwrap()), "the shape");
+        assert_ne!(f, fingerprint(x.slice(ndarray::s![..;-1, ..])), "the row order");
     }
 
     #[test]

@@ -18,8 +18,10 @@ pub enum Error {
     /// An error raised by libtorch through `tch`.
     #[error("libtorch: {0}")]
     Tch(#[from] tch::TchError),
-    /// Reading or writing a file failed.
-    #[error("I/O error on {}: {source}", path.display())]
+    /// Reading or writing a file failed. The message names the path; the
+    /// operating system's reason is the [`source`](std::error::Error::source)
+    /// (printed once by error reporters that walk the chain, e.g. `{:#}` of anyhow).
+    #[error("I/O error on {}", path.display())]
     Io {
         /// The file or folder involved.
         path: PathBuf,
@@ -56,6 +58,15 @@ pub enum Error {
         /// What is wrong, and where (row/column) when it is about one value.
         reason: String,
     },
+    /// A run folder is held by another process (an advisory lock, released
+    /// when that process ends, however it ends).
+    #[error("{} is in use by another scoresde process{}: wait for it to end, or use another folder", path.display(), pid_text(*pid))]
+    Busy {
+        /// The folder.
+        path: PathBuf,
+        /// The process holding it, when known.
+        pid: Option<u32>,
+    },
     /// A compute device was asked for that this machine or libtorch install cannot provide.
     #[error("device `{spec}` is not available: {reason}")]
     DeviceUnavailable {
@@ -64,6 +75,10 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+}
+
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
 }
 
 /// Result alias of the `scoresde` crate.
@@ -97,8 +112,10 @@ mod tests {
         assert_eq!(e.to_string(), "invalid step count 0: must be > 0");
 
         let e = Error::io("/no/such/file", std::io::Error::from(std::io::ErrorKind::NotFound));
-        assert!(e.to_string().starts_with("I/O error on /no/such/file: "), "{e}");
-        assert!(std::error::Error::source(&e).is_some());
+        // The reason is the source, not repeated in the message.
+        assert_eq!(e.to_string(), "I/O error on /no/such/file");
+        let reason = std::error::Error::source(&e).unwrap().to_string();
+        assert!(!reason.is_empty() && !e.to_string().contains(&reason));
 
         let e = Error::data("x.npy", "value NaN at row 2, column 0");
         assert_eq!(e.to_string(), "invalid data in x.npy: value NaN at row 2, column 0");

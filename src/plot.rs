@@ -36,7 +36,7 @@ pub enum PlotError {
         reason: String,
     },
     /// Writing or renaming the file failed.
-    #[error("cannot write figure to {path}: {source}")]
+    #[error("cannot write figure to {path}")]
     Io {
         /// The file being written.
         path: PathBuf,

@@ -1,14 +1,15 @@
-//! Helpers shared by the subcommands: device choice, Ctrl-C, progress bars,
-//! run folders (model loading, sample files) and tables.
+//! Helpers shared by the subcommands: device choice, Ctrl-C and SIGTERM,
+//! progress bars, run folders (locking, model loading, sample files) and tables.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use scoresde::checkpoint;
 use scoresde::data::Scaling;
+use scoresde::fsutil::FolderLock;
 use scoresde::model::NeuralScore;
 use tch::Device;
 
@@ -17,7 +18,7 @@ use tch::Device;
 pub enum Status {
     /// Ran to the end.
     Done,
-    /// Stopped early by Ctrl-C, after saving what there was to save.
+    /// Stopped early by Ctrl-C or SIGTERM, after saving what there was to save.
     Interrupted,
 }
 
@@ -28,43 +29,92 @@ pub fn device(spec: &str) -> anyhow::Result<Device> {
     Ok(device)
 }
 
-/// Ctrl-C as a stop flag for the library's loops. The handler is installed
-/// on the first call of [`CtrlC::flag`], so commands that never ask keep the
-/// default Ctrl-C, which ends them at once. The first Ctrl-C raises the flag;
-/// a second one calls `on_second` (every file this program writes is written
-/// atomically, so quitting then leaves nothing torn).
+/// SIGINT (Ctrl-C) and SIGTERM as a stop flag for the library's loops. The
+/// handlers are installed on the first call of [`CtrlC::flag`], so commands
+/// that never ask keep the default behaviour, which ends them at once. The
+/// first signal raises the flag (the loop then saves and stops); a second one
+/// ends the process at once with `_exit`, from the handler itself: no
+/// destructor or exit handler runs while another thread is inside libtorch,
+/// and a file being written stays a temporary (every file is written
+/// atomically), so the last complete checkpoint is kept.
 pub struct CtrlC {
-    flag: OnceLock<Arc<AtomicBool>>,
-    on_second: fn(),
+    state: OnceLock<(Arc<AtomicBool>, Arc<AtomicI32>)>,
 }
 
+/// The signals [`CtrlC`] handles.
+const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
 impl CtrlC {
-    /// Ctrl-C handling that calls `on_second` at the second Ctrl-C.
-    pub const fn new(on_second: fn()) -> Self {
-        Self { flag: OnceLock::new(), on_second }
+    /// Signal handling, not yet installed.
+    pub const fn new() -> Self {
+        Self { state: OnceLock::new() }
     }
 
-    /// The flag the first Ctrl-C raises (installing the handler if needed).
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        self.flag
-            .get_or_init(|| {
-                let flag = Arc::new(AtomicBool::new(false));
-                let (raised, on_second) = (Arc::clone(&flag), self.on_second);
-                let handler = ctrlc::set_handler(move || {
-                    if raised.swap(true, Ordering::SeqCst) {
-                        eprintln!("\nsecond Ctrl-C: exiting now");
-                        on_second();
-                    } else {
-                        eprintln!("\nCtrl-C: finishing the current step and saving (press again to quit at once)");
-                    }
-                });
-                if let Err(e) = handler {
-                    eprintln!("warning: cannot install the Ctrl-C handler ({e}); Ctrl-C will not save");
+    fn state(&self) -> &(Arc<AtomicBool>, Arc<AtomicI32>) {
+        self.state.get_or_init(|| {
+            let state = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicI32::new(0)));
+            for sig in STOP_SIGNALS {
+                if let Err(e) = install(sig, &state.0, &state.1) {
+                    eprintln!("warning: cannot handle signal {sig} ({e}); it will stop the program without saving");
                 }
-                flag
-            })
-            .clone()
+            }
+            state
+        })
     }
+
+    /// The flag the first SIGINT or SIGTERM raises (installing the handlers if needed).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.state().0)
+    }
+
+    /// The exit code of a run the signal stopped: 128 + the signal number, as
+    /// shells report it (130 for Ctrl-C, 143 for SIGTERM; 130 when no signal came).
+    pub fn exit_code(&self) -> u8 {
+        let sig = self.state.get().map_or(0, |s| s.1.load(Ordering::SeqCst));
+        u8::try_from(128 + sig).ok().filter(|_| sig > 0).unwrap_or(130)
+    }
+}
+
+/// Writes `msg` to stderr with `write(2)` (async-signal-safe; no lock, no allocation).
+fn write_stderr(msg: &[u8]) {
+    // SAFETY: `msg` is a valid buffer of `msg.len()` bytes for the whole call.
+    let _ = unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+}
+
+/// Handles `sig`: the first stop signal raises `raised` and records itself in
+/// `which`; the next one (of either kind) exits at once with 128 + its number.
+fn install(sig: i32, raised: &Arc<AtomicBool>, which: &Arc<AtomicI32>) -> std::io::Result<()> {
+    let (raised, which) = (Arc::clone(raised), Arc::clone(which));
+    let first: &'static [u8] = if sig == signal_hook::consts::SIGINT {
+        b"\nCtrl-C: finishing the current step and saving (press again to quit at once)\n"
+    } else {
+        b"\nSIGTERM: finishing the current step and saving (a second signal quits at once)\n"
+    };
+    let action = move || {
+        if raised.swap(true, Ordering::SeqCst) {
+            write_stderr(b"\nsecond interrupt: exiting now, without saving; the last checkpoint saved is kept\n");
+            signal_hook::low_level::exit(128 + sig);
+        }
+        which.store(sig, Ordering::SeqCst);
+        write_stderr(first);
+    };
+    // SAFETY: the action is async-signal-safe: lock-free atomics, write(2) and
+    // _exit(2) only; it allocates nothing and takes no lock.
+    unsafe { signal_hook::low_level::register(sig, action) }.map(|_| ())
+}
+
+/// Takes the folder `dir`, given as the option `arg`, for this process's
+/// writes (see [`scoresde::fsutil::lock_folder`]), held until the lock is
+/// dropped or the process ends.
+pub fn lock_folder(arg: &str, dir: &Path) -> anyhow::Result<FolderLock> {
+    let existing = dir.ancestors().filter(|p| !p.as_os_str().is_empty()).find(|p| p.exists());
+    if let Some(file) = existing.filter(|p| !p.is_dir()) {
+        if file == dir {
+            anyhow::bail!("{arg} {} is a file, not a folder", dir.display());
+        }
+        anyhow::bail!("{arg} {}: {} is a file, not a folder", dir.display(), file.display());
+    }
+    Ok(scoresde::fsutil::lock_folder(dir)?)
 }
 
 /// The folder a checkpoint spec (a run folder or a checkpoint path) lives in.

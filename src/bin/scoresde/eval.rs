@@ -72,6 +72,8 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
     let reference = load_npy(&against).with_context(|| "reference data (--against)")?;
     let files = if a.samples.is_empty() { common::sample_files(&folder)? } else { a.samples.clone() };
     let (_, _, meta) = load_model(&a.model, tch::Device::Cpu)?;
+    // Writes eval.* and score_error.* there: one writer per folder.
+    let _lock = common::lock_folder("--model", &folder)?;
     let source = DataSource::parse(&meta.data.source).ok();
     let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2", "exact log-lik"]);
     for f in &files {

@@ -27,11 +27,9 @@ mod train;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use common::{CtrlC, Status};
 
-/// Exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
-const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code of a failed run.
 const EXIT_FAILED: u8 = 1;
 /// Exit code of a command line that asks for something contradictory.
@@ -64,12 +62,17 @@ enum Command {
     Solvers,
 }
 
-/// The second Ctrl-C: quit at once.
-fn exit_interrupted() {
-    std::process::exit(EXIT_INTERRUPTED.into());
-}
+/// SIGINT and SIGTERM: a run stopped by one exits with 128 + its number.
+static CTRL_C: CtrlC = CtrlC::new();
 
-static CTRL_C: CtrlC = CtrlC::new(exit_interrupted);
+/// The ids of the options `matches` got from the command line (not defaults).
+fn given(matches: &clap::ArgMatches) -> Vec<String> {
+    matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect()
+}
 
 fn run(command: &Command) -> anyhow::Result<Status> {
     match command {
@@ -90,7 +93,12 @@ fn run(command: &Command) -> anyhow::Result<Status> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Train(a) | Command::TrainClassifier(a), Some((_, sub))) = (&mut cli.command, matches.subcommand())
+    {
+        a.given = given(sub);
+    }
     if let Command::TrainClassifier(a) = &cli.command {
         if a.conditional {
             eprintln!("error: --conditional is for `scoresde train`; a classifier takes no labels as input");
@@ -99,13 +107,13 @@ fn main() -> ExitCode {
     }
     match run(&cli.command) {
         Ok(Status::Done) => ExitCode::SUCCESS,
-        Ok(Status::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+        Ok(Status::Interrupted) => ExitCode::from(CTRL_C.exit_code()),
         Err(e) => {
             eprintln!("error: {e:#}");
             let stopped = e.chain().any(|c| {
                 matches!(c.downcast_ref::<scoresde::solvers::Error>(), Some(scoresde::solvers::Error::Stopped { .. }))
             });
-            ExitCode::from(if stopped { EXIT_INTERRUPTED } else { EXIT_FAILED })
+            ExitCode::from(if stopped { CTRL_C.exit_code() } else { EXIT_FAILED })
         }
     }
 }

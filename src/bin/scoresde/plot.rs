@@ -85,6 +85,8 @@ pub fn plot_score_error_by_time(path: &Path, errors: &[(f64, f64)]) -> anyhow::R
 pub fn run(a: &PlotArgs) -> anyhow::Result<Status> {
     let folder = common::run_folder(&a.model);
     let (_, _, meta) = common::load_model(&a.model, tch::Device::Cpu)?;
+    // Writes figures there: one writer per folder.
+    let _lock = common::lock_folder("--model", &folder)?;
     let loss = folder.join("loss.png");
     loss_curve(&loss, &meta.losses)?;
     println!("wrote {}", loss.display());

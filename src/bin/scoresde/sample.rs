@@ -247,6 +247,11 @@ pub fn class_report(source: &str, x: &Array2<f64>, class: usize) -> Option<(f64,
 pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     let device = common::device(&a.device)?;
     let (model, scaling, meta) = load_model(&a.model, device)?;
+    // One writer per folder: not while a training writes there.
+    let _lock = match &a.out {
+        Some(out) => common::lock_folder("--out", out)?,
+        None => common::lock_folder("--model", &run_folder(&a.model))?,
+    };
     let sde = meta.sde.build()?;
     let on = Target { sde: sde.as_ref(), dim: meta.net.dim, device };
     let (score, tag) = guided(a, model, &meta)?;

@@ -15,6 +15,8 @@ use scoresde::net::{Activation, Head, NetConfig, Parameterization, TimeEmbedding
 use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
 
 use crate::common::{self, CtrlC, Status};
+use scoresde::checkpoint::Meta;
+use scoresde::fsutil::FolderLock;
 
 /// `--embedding`: which time embedding.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +116,10 @@ pub struct TrainArgs {
     /// Train a noise-conditional classifier instead (set by `train-classifier`).
     #[arg(skip)]
     pub classifier: bool,
+    /// The ids of the options given on the command line (set by `main`), to
+    /// tell them from defaults: with --resume they must agree with the checkpoint.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 /// What a training run produced.
@@ -132,6 +138,8 @@ pub struct Trained {
     pub steps_run: u64,
     /// Whether the run finished or was stopped by Ctrl-C.
     pub outcome: Outcome,
+    /// The run folder, held for as long as this lives (`demo` goes on writing there).
+    _lock: FolderLock,
 }
 
 impl Trained {
@@ -217,19 +225,24 @@ fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
     let classes = if labels.is_some() { source.mixture().map_or(0, |m| m.n_components()) } else { 0 };
     let scaling = Scaling::fit(train.view())?;
     let scaled = scaling.apply(train.view())?;
-    let info = DataInfo {
-        source: source.to_string(),
-        rows: train.nrows(),
-        mean: scaling.mean.clone(),
-        std: scaling.std.clone(),
-    };
+    let info = DataInfo::new(source.to_string(), train.view(), &scaling);
     Ok(Prepared { source, train, scaled, held_out, labels, classes, scaling, info })
 }
 
 /// A trainer continuing the checkpoint `ckpt`, which must be of the same data and kind.
 fn resume(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> anyhow::Result<Trainer> {
     let loaded = checkpoint::load(ckpt, device).with_context(|| "--resume needs a checkpoint in --out")?;
-    if loaded.meta.data != data.info {
+    let (weights, _) = checkpoint::paths(ckpt);
+    let differ = conflicts(a, &loaded.meta);
+    if !differ.is_empty() {
+        bail!(
+            "--resume continues the network and settings of {}, but the command line asks for others: {}; drop {}, or start a new run with --force instead of --resume",
+            weights.display(),
+            differ.join(", "),
+            if differ.len() == 1 { "that option" } else { "those options" }
+        );
+    }
+    if !loaded.meta.data.same_data(&data.info) {
         bail!(
             "the data differ from the checkpoint's ({} rows of {}): pass the same --data, --n, --holdout and --seed as the first run",
             loaded.meta.data.rows,
@@ -246,9 +259,50 @@ fn resume(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> a
     }
     let mut config = loaded.meta.train.clone();
     config.steps = a.steps.unwrap_or(config.steps);
-    let (weights, _) = checkpoint::paths(ckpt);
     eprintln!("resuming from {} at step {} of {}", weights.display(), loaded.state.step, config.steps);
     Ok(Trainer::with_state(loaded.net, loaded.meta.sde, config, &data.scaled, loaded.state)?)
+}
+
+/// The name clap gives `v` on the command line.
+fn cli_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
+/// The options given on the command line whose values differ from the
+/// checkpoint's, as `--width 64 (the checkpoint's: 16)`.
+fn conflicts(a: &TrainArgs, meta: &Meta) -> Vec<String> {
+    let (net, t) = (&meta.net, &meta.train);
+    let (kind, embed_dim, scale) = match net.embedding {
+        TimeEmbedding::Sinusoidal { dim } => (EmbeddingKind::Sinusoidal, dim, None),
+        TimeEmbedding::Fourier { dim, scale } => (EmbeddingKind::Fourier, dim, Some(scale)),
+    };
+    let SdeSpec::Vp { beta_min, beta_max } = meta.sde;
+    let mut pairs: Vec<(&str, &str, String, String)> = vec![
+        ("width", "--width", a.width.to_string(), net.width.to_string()),
+        ("depth", "--depth", a.depth.to_string(), net.depth.to_string()),
+        ("activation", "--activation", cli_name(a.activation), cli_name(net.activation)),
+        ("embedding", "--embedding", cli_name(a.embedding), cli_name(kind)),
+        ("embed_dim", "--embed-dim", a.embed_dim.to_string(), embed_dim.to_string()),
+        ("parameterization", "--param", cli_name(a.parameterization), cli_name(net.parameterization)),
+        ("beta_min", "--beta-min", a.beta_min.to_string(), beta_min.to_string()),
+        ("beta_max", "--beta-max", a.beta_max.to_string(), beta_max.to_string()),
+        ("batch", "--batch", a.batch.to_string(), t.batch_size.to_string()),
+        ("lr", "--lr", a.lr.to_string(), t.lr.to_string()),
+        ("warmup", "--warmup", a.warmup.to_string(), t.warmup.to_string()),
+        ("grad_clip", "--grad-clip", a.grad_clip.to_string(), t.grad_clip.to_string()),
+        ("ema", "--ema", a.ema.to_string(), t.ema_decay.to_string()),
+        ("weighting", "--weighting", cli_name(a.weighting), cli_name(t.weighting)),
+        ("label_dropout", "--label-dropout", a.label_dropout.to_string(), t.label_dropout.to_string()),
+        ("seed", "--seed", a.seed.to_string(), t.seed.to_string()),
+    ];
+    if let Some(scale) = scale {
+        pairs.push(("fourier_scale", "--fourier-scale", a.fourier_scale.to_string(), scale.to_string()));
+    }
+    pairs
+        .into_iter()
+        .filter(|(id, _, ours, theirs)| a.given.iter().any(|g| g == id) && ours != theirs)
+        .map(|(_, flag, ours, theirs)| format!("{flag} {ours} (the checkpoint's: {theirs})"))
+        .collect()
 }
 
 /// A fresh trainer, unless a checkpoint is in the way (and no `--force`).
@@ -294,8 +348,11 @@ fn optimise(
 /// `scoresde train` and `train-classifier`: data, trainer (fresh or resumed),
 /// optimisation with checkpoints, loss log and curve.
 pub fn train(a: &TrainArgs, ctrl_c: &CtrlC) -> anyhow::Result<Trained> {
+    // Handle SIGINT/SIGTERM before anything is written.
+    let stop = ctrl_c.flag();
     let device = common::device(&a.device)?;
     let data = prepare_data(a)?;
+    let lock = common::lock_folder("--out", &a.out)?;
     let ckpt = if a.classifier { common::classifier_path(&a.out) } else { common::model_path(&a.out) };
     let mut trainer = if a.resume { resume(a, &ckpt, &data, device)? } else { start(a, &ckpt, &data, device)? };
     if let Some(y) = &data.labels {
@@ -312,22 +369,48 @@ pub fn train(a: &TrainArgs, ctrl_c: &CtrlC) -> anyhow::Result<Trained> {
         trainer.config().steps
     );
     let start_step = trainer.state().step;
-    let (outcome, seconds) = optimise(a, &mut trainer, &ckpt, &data.info, &ctrl_c.flag())?;
+    let (outcome, seconds) = optimise(a, &mut trainer, &ckpt, &data.info, &stop)?;
     let steps_run = trainer.state().step - start_step;
     eprintln!("{} steps in {seconds:.1} s ({:.0} steps/s)", steps_run, steps_run as f64 / seconds.max(1e-9));
     write_loss(&a.out, if a.classifier { "classifier-loss" } else { "loss" }, &trainer)?;
     println!("wrote {} (+ .json sidecar)", checkpoint::paths(&ckpt).0.display());
     println!("wrote {}", heldout.display());
     if outcome == Outcome::Interrupted {
-        eprintln!(
-            "interrupted at step {}; continue with: scoresde {} --resume --out {}",
-            trainer.state().step,
-            command_name(a),
-            a.out.display()
-        );
+        eprintln!("interrupted at step {}; continue with: {}", trainer.state().step, resume_command(a, &data.source));
     }
     let Prepared { scaling, held_out, .. } = data;
-    Ok(Trained { trainer, scaling, held_out, checkpoint: ckpt, seconds, steps_run, outcome })
+    Ok(Trained { trainer, scaling, held_out, checkpoint: ckpt, seconds, steps_run, outcome, _lock: lock })
+}
+
+/// The command line that continues the run `a` (on `source`): what picks
+/// the same data, and how to run, save and log; the network and training
+/// settings come from the checkpoint.
+fn resume_command(a: &TrainArgs, source: &DataSource) -> String {
+    let mut args: Vec<String> =
+        std::iter::once("scoresde").chain(command_name(a).split(' ')).map(String::from).collect();
+    let mut push = |flag: &str, value: String| args.extend([flag.to_string(), value]);
+    push("--data", a.data.clone());
+    if matches!(source, DataSource::Toy(_)) {
+        push("--n", a.n.to_string());
+    }
+    push("--holdout", a.holdout.to_string());
+    push("--seed", a.seed.to_string());
+    push("--device", a.device.clone());
+    push("--save-every", a.save_every.to_string());
+    push("--log-every", a.log_every.to_string());
+    push("--out", a.out.display().to_string());
+    args.push("--resume".into());
+    args.iter().map(|s| shell_quote(s)).collect::<Vec<_>>().join(" ")
+}
+
+/// `s` as one POSIX shell word: as is when it is plain, else single-quoted.
+fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// The command that trains what `a` asks for.
