@@ -18,6 +18,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::data::DataRange;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{NeuralClassifier, NeuralScore, SdeSpec};
@@ -41,6 +42,27 @@ pub struct DataInfo {
     pub mean: Vec<f64>,
     /// Per-dimension scale divided out before training.
     pub std: Vec<f64>,
+    /// Per-dimension min and max of the training rows, to tell how far
+    /// samples stray from the data (absent from checkpoints written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<DataRange>,
+}
+
+impl DataInfo {
+    /// Whether `other` describes the same training data: the same source,
+    /// rows and scaling, and the same range when both record one (so a
+    /// checkpoint written before ranges were recorded still matches).
+    pub fn same_data(&self, other: &DataInfo) -> bool {
+        let ranges = match (&self.range, &other.range) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.source == other.source
+            && self.rows == other.rows
+            && self.mean == other.mean
+            && self.std == other.std
+            && ranges
+    }
 }
 
 /// The sidecar: everything needed to rebuild the model and go on training.
@@ -174,6 +196,12 @@ pub fn load(spec: &Path, device: Device) -> Result<Checkpoint> {
     meta.net.validate().map_err(|e| corrupt(&path, e))?;
     if meta.data.mean.len() != meta.net.dim || meta.data.std.len() != meta.net.dim {
         return Err(corrupt(&path, "data scaling does not match the network's dimension"));
+    }
+    if let Some(range) = &meta.data.range {
+        range.check().map_err(|e| corrupt(&path, e))?;
+        if range.dim() != meta.net.dim {
+            return Err(corrupt(&path, "data range does not match the network's dimension"));
+        }
     }
     let tensor = |name: &str| -> Option<Tensor> {
         let view = st.tensor(name).ok()?;
