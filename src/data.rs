@@ -386,17 +386,81 @@ pub fn load_npy(path: impl AsRef<Path>) -> Result<Array2<f64>> {
     if !bytes.starts_with(NPY_MAGIC) {
         return Err(Error::data(&what, "not a .npy file (it does not start with the \\x93NUMPY magic string)"));
     }
-    check_npy_size(&bytes, &what)?;
-    let data = match Array2::<f64>::read_npy(&bytes[..]) {
+    if let Some(h) = NpyHeader::parse(&bytes) {
+        h.check_len(bytes.len() as u64, &what)?;
+    }
+    parse_npy(&bytes, &what)
+}
+
+/// The array of a whole `.npy` file in memory, [`validate`]d.
+fn parse_npy(bytes: &[u8], what: &str) -> Result<Array2<f64>> {
+    let data = match Array2::<f64>::read_npy(bytes) {
         Ok(a) => a,
-        Err(ReadNpyError::WrongDescriptor(_)) => match Array2::<f32>::read_npy(&bytes[..]) {
+        Err(ReadNpyError::WrongDescriptor(_)) => match Array2::<f32>::read_npy(bytes) {
             Ok(a) => a.mapv(f64::from),
-            Err(e) => return Err(npy_error(&what, e)),
+            Err(e) => return Err(npy_error(what, e)),
         },
-        Err(e) => return Err(npy_error(&what, e)),
+        Err(e) => return Err(npy_error(what, e)),
     };
-    validate(data.view(), &what)?;
+    validate(data.view(), what)?;
     Ok(data)
+}
+
+/// The first `max_rows` rows of a 2-D `.npy` file and its total number of
+/// rows, reading only those rows from disk when the file is in C order (a
+/// Fortran-order file is read whole). For figures and metrics of sample files
+/// too large to hold.
+///
+/// # Errors
+/// As [`load_npy`] (the finiteness check covers the rows read).
+pub fn load_npy_head(path: impl AsRef<Path>, max_rows: usize) -> Result<(Array2<f64>, usize)> {
+    use std::io::{Read as _, Seek as _};
+    let path = path.as_ref();
+    let what = path.display().to_string();
+    let whole = || -> Result<(Array2<f64>, usize)> {
+        let x = load_npy(path)?;
+        let rows = x.nrows();
+        Ok((x.slice_move(ndarray::s![..rows.min(max_rows), ..]), rows))
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    // The magic, version and length fields, then the header itself.
+    let mut head = vec![0u8; 12];
+    if file.read_exact(&mut head).is_err() || !head.starts_with(NPY_MAGIC) {
+        return whole();
+    }
+    let header_len = match head[6] {
+        1 => 10 + u16::from_le_bytes([head[8], head[9]]) as usize,
+        2 | 3 => 12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+        _ => return whole(),
+    };
+    if header_len as u64 > len {
+        return whole();
+    }
+    head.resize(header_len, 0);
+    file.read_exact(&mut head[12.min(header_len)..]).map_err(|e| Error::io(path, e))?;
+    let Some(h) = NpyHeader::parse(&head) else { return whole() };
+    let (Some(item), Some(descr), [rows, cols]) = (h.item, h.descr.as_deref(), h.shape.as_slice()) else {
+        return whole();
+    };
+    if h.fortran || *rows <= max_rows as u64 {
+        return whole();
+    }
+    h.check_len(len, &what)?;
+    let keep = (max_rows as u64).saturating_mul(*cols).saturating_mul(item);
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({max_rows}, {cols})}}");
+    let total = (10 + dict.len() + 1).div_ceil(64) * 64;
+    let mut bytes = Vec::with_capacity(total + keep as usize);
+    bytes.extend_from_slice(NPY_MAGIC);
+    bytes.extend_from_slice(&[1, 0]);
+    bytes.extend_from_slice(&u16::try_from(total - 10).unwrap_or(u16::MAX).to_le_bytes());
+    bytes.extend_from_slice(dict.as_bytes());
+    bytes.resize(total - 1, b' ');
+    bytes.push(b'\n');
+    file.seek(std::io::SeekFrom::Start(h.data_start as u64)).map_err(|e| Error::io(path, e))?;
+    file.take(keep).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    let x = parse_npy(&bytes, &what)?;
+    Ok((x, usize::try_from(*rows).unwrap_or(usize::MAX)))
 }
 
 /// What a `.npy` header announces, read without allocating anything the
@@ -405,6 +469,9 @@ pub fn load_npy(path: impl AsRef<Path>) -> Result<Array2<f64>> {
 struct NpyHeader {
     shape: Vec<u64>,
     item: Option<u64>,
+    /// The type descriptor when it is a plain string (`<f8`).
+    descr: Option<String>,
+    fortran: bool,
     data_start: usize,
 }
 
@@ -430,36 +497,37 @@ impl NpyHeader {
             .filter(|d| !d.is_empty())
             .map(|d| d.parse::<u64>().ok())
             .collect::<Option<Vec<u64>>>()?;
-        // The size is the descriptor's trailing digits: '<f8', '|u1', ...
-        let item = after("descr").and_then(|d| {
+        let descr = after("descr").and_then(|d| {
             let d = d.trim_start_matches([':', ' ']).strip_prefix('\'')?;
-            let d = &d[..d.find('\'')?];
+            Some(d[..d.find('\'')?].to_string())
+        });
+        // The size is the descriptor's trailing digits: '<f8', '|u1', ...
+        let item = descr.as_deref().and_then(|d| {
             let digits = d.trim_start_matches(|c: char| !c.is_ascii_digit());
             digits.parse::<u64>().ok().filter(|&s| s > 0)
         });
-        Some(Self { shape, item, data_start })
+        let fortran = after("fortran_order").is_some_and(|f| f.trim_start_matches([':', ' ']).starts_with("True"));
+        Some(Self { shape, item, descr, fortran, data_start })
     }
-}
 
-/// Checks a `.npy` header's shape against the bytes that follow it, so that a
-/// header claiming more data than the file holds is an error rather than an
-/// allocation of that size.
-fn check_npy_size(bytes: &[u8], what: &str) -> Result<()> {
-    let Some(h) = NpyHeader::parse(bytes) else { return Ok(()) };
-    let shape = format!("({})", h.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
-    // An unknown element type is at least one byte.
-    let item = h.item.unwrap_or(1);
-    let need = h.shape.iter().try_fold(item, |acc, &d| acc.checked_mul(d));
-    let have = bytes.len().saturating_sub(h.data_start) as u64;
-    match need {
-        None => Err(Error::data(what, format!("corrupt: the header's shape {shape} overflows"))),
-        Some(need) if need > have => Err(Error::data(
-            what,
-            format!(
-                "truncated: the header's shape {shape} needs {need} bytes of data but the file holds {have} after its header"
-            ),
-        )),
-        Some(_) => Ok(()),
+    /// Checks the shape against a file of `file_len` bytes, so that a header
+    /// claiming more data than the file holds is an error rather than an
+    /// allocation of that size.
+    fn check_len(&self, file_len: u64, what: &str) -> Result<()> {
+        let shape = format!("({})", self.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+        // An unknown element type is at least one byte.
+        let need = self.shape.iter().try_fold(self.item.unwrap_or(1), |acc, &d| acc.checked_mul(d));
+        let have = file_len.saturating_sub(self.data_start as u64);
+        match need {
+            None => Err(Error::data(what, format!("corrupt: the header's shape {shape} overflows"))),
+            Some(need) if need > have => Err(Error::data(
+                what,
+                format!(
+                    "truncated: the header's shape {shape} needs {need} bytes of data but the file holds {have} after its header"
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
     }
 }
 

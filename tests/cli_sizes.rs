@@ -82,8 +82,10 @@ fn max_abs_diff(a: &ndarray::Array2<f64>, b: &ndarray::Array2<f64>) -> f64 {
 }
 
 /// `--batch` splits the run; sample i's noise comes from stream (seed, i), so
-/// the samples are the same whatever the batch size (up to f32 rounding of
-/// batched matrix products), for a one-step and a multistep solver. Every batch
+/// the samples are the same whatever the batch size, for a one-step and a
+/// multistep solver: up to the f32 rounding of matrix products, whose kernels
+/// depend on the number of rows (about 1e-4 here; other noise would move
+/// samples by O(1), as another seed shows). Every batch
 /// goes to one file; no temporary file is left.
 #[test]
 fn batched_sampling_gives_the_same_samples_whatever_the_batch() {
@@ -101,17 +103,44 @@ fn batched_sampling_gives_the_same_samples_whatever_the_batch() {
         let (text, whole) = with(&dir.join(format!("{solver}-whole")), &[]);
         assert!(!text.contains("batches of"), "{text}");
         assert_eq!(whole.dim(), (300, 2));
+        let (_, by7) = with(&dir.join(format!("{solver}-7")), &["--batch", "7"]);
+        assert!(max_abs_diff(&whole, &by7) < 1e-3, "{solver}: batch 7 differs by {}", max_abs_diff(&whole, &by7));
+        if solver != "ancestral" {
+            continue;
+        }
         let (text, by64) = with(&dir.join(format!("{solver}-64")), &["--batch", "64"]);
         assert!(text.contains("sampling in 5 batches of 64"), "{text}");
-        let (_, by7) = with(&dir.join(format!("{solver}-7")), &["--batch", "7"]);
-        assert!(max_abs_diff(&whole, &by64) < 1e-4, "{solver}: batch 64 differs by {}", max_abs_diff(&whole, &by64));
-        assert!(max_abs_diff(&whole, &by7) < 1e-4, "{solver}: batch 7 differs by {}", max_abs_diff(&whole, &by7));
+        assert!(max_abs_diff(&whole, &by64) < 1e-3, "{solver}: batch 64 differs by {}", max_abs_diff(&whole, &by64));
         // The seed does matter.
         let (_, other) = with(&dir.join(format!("{solver}-seed1")), &["--batch", "64", "--seed", "1"]);
         assert!(max_abs_diff(&whole, &other) > 0.1);
         let left = names(&dir.join(format!("{solver}-64")));
         assert!(left.iter().all(|n| !n.starts_with('.') && !n.ends_with(".tmp")), "{left:?}");
     }
+    // More samples than figures hold: all go to the file, the figure (here
+    // and in `plot`) draws the first 20,000 and says so.
+    let many = dir.join("many");
+    let text = ok(&[
+        "sample",
+        "--model",
+        s(&dir),
+        "--steps",
+        "2",
+        "-n",
+        "20001",
+        "--batch",
+        "5000",
+        "--out",
+        s(&many),
+        "--device",
+        "cpu",
+    ]);
+    assert!(text.contains("sampling in 5 batches of 5000"), "{text}");
+    assert!(text.contains("figure and class report: the first 20000 of 20001 samples"), "{text}");
+    assert_eq!(samples_in(&many).nrows(), 20001);
+    std::fs::copy(dir.join("model.safetensors"), many.join("model.safetensors")).unwrap();
+    let text = ok(&["plot", "--model", s(&many)]);
+    assert!(text.contains("drawing the first 20000 of 20001 samples"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -197,7 +226,23 @@ fn lying_npy_headers_and_huge_networks_fail_at_once_naming_the_argument() {
 fn batch_is_lowered_to_the_training_rows_and_checked_against_memory() {
     let dir = tmp("batch");
     // 600 rows, 60 held out: --batch 1e8 trains with 540, saying so.
-    let text = train(&dir, "2", &["--batch", "100000000"]);
+    let text = ok(&[
+        "train",
+        "--steps",
+        "2",
+        "--n",
+        "600",
+        "--width",
+        "16",
+        "--depth",
+        "1",
+        "--batch",
+        "100000000",
+        "--out",
+        s(&dir),
+        "--device",
+        "cpu",
+    ]);
     assert!(text.contains("note: --batch 100000000 is more than the 540 training rows; using --batch 540"), "{text}");
     let sidecar: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("model.json")).unwrap()).unwrap();
     assert_eq!(sidecar["train"]["batch_size"], 540);

@@ -10,8 +10,8 @@ use std::time::Instant;
 use ndarray::{array, s, Array2};
 use scoresde::checkpoint::DataInfo;
 use scoresde::data::{
-    load_npy, npy_file_bytes, save_npy, split, split_sizes, DataRange, NpyWriter, RangeReport, MIN_HELDOUT_ROWS,
-    MIN_TRAIN_ROWS,
+    load_npy, load_npy_head, npy_file_bytes, save_npy, split, split_sizes, DataRange, NpyWriter, RangeReport,
+    MIN_HELDOUT_ROWS, MIN_TRAIN_ROWS,
 };
 use scoresde::model::SdeSpec;
 use scoresde::net::{NetConfig, TimeEmbedding};
@@ -67,6 +67,34 @@ fn npy_header_shape_is_checked_against_the_file_length() {
     let values: Vec<u8> = (0..6).flat_map(|i| f64::from(i).to_le_bytes()).collect();
     std::fs::write(&good, npy_with_header("(3, 2)", &values)).unwrap();
     assert_eq!(load_npy(&good).unwrap(), array![[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_head_of_a_large_npy_file_is_read_without_the_rest() {
+    let dir = tmpdir("head");
+    let x = Array2::from_shape_fn((100, 3), |(i, j)| (i * 3 + j) as f64);
+    let p64 = dir.join("x64.npy");
+    save_npy(&p64, &x).unwrap();
+    let (head, rows) = load_npy_head(&p64, 10).unwrap();
+    assert_eq!((head, rows), (x.slice(s![..10, ..]).to_owned(), 100));
+    let p32 = dir.join("x32.npy");
+    save_npy(&p32, &x.mapv(|v| v as f32)).unwrap();
+    assert_eq!(load_npy_head(&p32, 7).unwrap(), (x.slice(s![..7, ..]).to_owned(), 100));
+    // Fortran order and small files are read whole; the count is the file's.
+    let pf = dir.join("fortran.npy");
+    save_npy(&pf, &x.t().as_standard_layout().t()).unwrap();
+    assert_eq!(load_npy_head(&pf, 5).unwrap(), (x.slice(s![..5, ..]).to_owned(), 100));
+    assert_eq!(load_npy_head(&p64, 1000).unwrap(), (x.clone(), 100));
+    // NaN past the head is not read; a lying header is still an error.
+    let mut y = x.clone();
+    y[[50, 1]] = f64::NAN;
+    save_npy(&p64, &y).unwrap();
+    assert_eq!(load_npy_head(&p64, 10).unwrap().0, x.slice(s![..10, ..]));
+    assert!(load_npy_head(&p64, 60).unwrap_err().to_string().contains("row 50"));
+    let huge = dir.join("huge.npy");
+    std::fs::write(&huge, npy_with_header("(100000000000, 64)", &[0u8; 1024])).unwrap();
+    assert!(load_npy_head(&huge, 10).unwrap_err().to_string().contains("truncated"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

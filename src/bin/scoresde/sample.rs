@@ -82,9 +82,10 @@ pub struct SampleArgs {
 /// Times of the progressive-denoising figures (0 stands for the end of the run).
 pub const SNAPSHOT_TIMES: [f64; 7] = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.0];
 
-/// Most samples a run keeps in memory for its figure and class report
-/// ([`Spec::keep`] of `scoresde sample`); the rest only go to the file.
-pub const MAX_KEPT: usize = 50_000;
+/// Most samples held in memory for figures and metrics: what `scoresde
+/// sample` keeps for its figure and class report ([`Spec::keep`]; the rest
+/// only go to the file), and what `eval` and `plot` read of a samples file.
+pub const MAX_KEPT: usize = 20_000;
 /// Most samples of one `scoresde sample` run (2^32).
 pub const MAX_SAMPLES: u64 = 1 << 32;
 /// Largest default batch.
