@@ -161,6 +161,9 @@ fn absurd_sample_counts_and_batches_are_clear_errors() {
     assert!(e.contains("-n 100000000000: at most 4294967296 samples"), "{e}");
     let e = sample(&["-n", "100", "--batch", "0"]);
     assert!(e.contains("--batch 0"), "{e}");
+    // A run that fails once the samples file is started leaves nothing behind.
+    let e = sample(&["-n", "100", "--solver", "forward-em"]);
+    assert!(e.contains("forward"), "{e}");
     assert!(!names(&dir).iter().any(|n| n.contains("samples")), "{:?}", names(&dir));
 
     // A file larger than any disk: 4e9 samples of 1000 columns (32 TB).
