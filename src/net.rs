@@ -233,9 +233,9 @@ impl NetConfig {
     /// Most hidden layers.
     pub const MAX_DEPTH: usize = 1024;
     /// Widest hidden layer.
-    pub const MAX_WIDTH: usize = 1 << 16;
+    pub const MAX_WIDTH: usize = 1 << 20;
     /// Widest time embedding.
-    pub const MAX_EMBED_DIM: usize = 1 << 14;
+    pub const MAX_EMBED_DIM: usize = 1 << 16;
     /// Most trainable parameters (2^31: 8 GiB of f32 weights, and 5 such
     /// copies while training: weights, gradient, EMA, two Adam moments).
     pub const MAX_PARAMS: usize = 1 << 31;
@@ -271,6 +271,7 @@ impl NetConfig {
             Self::MAX_PARAMS
         );
         let size = |g: Option<usize>| g.unwrap_or(usize::MAX);
+        // Under the depth cap, (depth - 1) x width^2 is only too large through the width.
         let (name, value) = if size(hidden) >= size(input).max(size(output)) {
             ("width", self.width)
         } else if size(input) >= size(output) {

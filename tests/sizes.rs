@@ -219,6 +219,13 @@ fn network_sizes_are_capped_before_allocating_and_blame_the_right_size() {
         ..base.clone()
     });
     assert_eq!(name, "dim", "{msg}");
+    let (name, msg) = check(NetConfig {
+        width: 40_000,
+        depth: 1,
+        embedding: TimeEmbedding::Sinusoidal { dim: 1 << 16 },
+        ..base.clone()
+    });
+    assert_eq!(name, "embedding dim", "{msg}");
     // Counting never overflows.
     let absurd = NetConfig { width: usize::MAX, depth: usize::MAX, ..base.clone() };
     assert_eq!(absurd.num_params(), usize::MAX);
