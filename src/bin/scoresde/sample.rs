@@ -359,17 +359,26 @@ fn data_range(meta: &checkpoint::Meta, model: &Path) -> Option<(DataRange, &'sta
     Some((range, "the held-out data's range (the checkpoint records no training range)"))
 }
 
-/// The warning line of samples outside the data's range, if any are.
-pub fn range_warning(report: &RangeReport, what: &str) -> Option<String> {
+/// Samples outside the data's range make a `warning:` (rather than a `note:`)
+/// when more than this share of them is outside...
+const WARN_SHARE: f64 = 0.01;
+/// ... or when one lies further out than this many half-widths from the centre.
+const WARN_FACTOR: f64 = 1.5;
+
+/// The line about samples outside the data's range, if any are: a `note:`
+/// for a few just outside, a `warning:` past [`WARN_SHARE`] or [`WARN_FACTOR`].
+fn range_warning(report: &RangeReport, what: &str) -> Option<String> {
     if report.outside() == 0 {
         return None;
     }
     let (j, r) = (report.worst_column(), report.range());
+    let share = report.outside() as f64 / report.rows().max(1) as f64;
+    let level = if share > WARN_SHARE || report.max_factor() > WARN_FACTOR { "warning" } else { "note" };
     Some(format!(
-        "warning: {} of {} samples ({:.2}%) lie outside {what} (per-column min..max); the farthest is {:.1}x the range's half-width from its centre (column {j}, range [{:.4}, {:.4}])",
+        "{level}: {} of {} samples ({:.2}%) lie outside {what} (per-column min..max); the farthest is {:.1}x the range's half-width from its centre (column {j}, range [{:.4}, {:.4}])",
         report.outside(),
         report.rows(),
-        100.0 * report.outside() as f64 / report.rows().max(1) as f64,
+        100.0 * share,
         report.max_factor(),
         r.min[j],
         r.max[j]
@@ -456,4 +465,31 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         }
     }
     Ok(Status::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_line_is_a_note_for_a_few_just_outside_and_a_warning_past_the_thresholds() {
+        let range = DataRange { min: vec![-1.0], max: vec![1.0] };
+        let line = |values: &[f64]| {
+            let mut r = RangeReport::new(range.clone());
+            r.add(Array2::from_shape_vec((values.len(), 1), values.to_vec()).unwrap().view()).unwrap();
+            range_warning(&r, "the range")
+        };
+        let inside = vec![0.5; 200];
+        assert_eq!(line(&inside), None);
+        let mut few = inside.clone();
+        few[0] = 1.2; // 1 of 200 (0.5%), 1.2 half-widths out
+        let l = line(&few).unwrap();
+        assert!(l.starts_with("note: 1 of 200 samples (0.50%)") && l.contains("1.2x"), "{l}");
+        let mut far = inside.clone();
+        far[0] = -3.0; // 3 half-widths out
+        assert!(line(&far).unwrap().starts_with("warning: 1 of 200"));
+        let mut many = inside;
+        many[..3].fill(1.1); // 1.5% out
+        assert!(line(&many).unwrap().starts_with("warning: 3 of 200 samples (1.50%)"));
+    }
 }
