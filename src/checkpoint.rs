@@ -18,7 +18,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::Scaling;
+use crate::data::{DataRange, Scaling};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{NeuralClassifier, NeuralScore, SdeSpec};
@@ -49,30 +49,45 @@ pub struct DataInfo {
     /// checkpoints written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Per-dimension min and max of the training rows, to tell how far
+    /// samples stray from the data (absent from checkpoints written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<DataRange>,
 }
 
 impl DataInfo {
     /// The description of training rows `train` from `source`, standardised by `scaling`.
-    pub fn new(source: impl Into<String>, train: ndarray::ArrayView2<f64>, scaling: &Scaling) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// As [`DataRange::fit`] (non-finite or empty rows).
+    pub fn new(source: impl Into<String>, train: ndarray::ArrayView2<f64>, scaling: &Scaling) -> Result<Self> {
+        Ok(Self {
             source: source.into(),
             rows: train.nrows(),
             mean: scaling.mean.clone(),
             std: scaling.std.clone(),
             sha256: Some(crate::data::fingerprint(train)),
-        }
+            range: Some(DataRange::fit(train)?),
+        })
     }
 
     /// Whether `self` and `other` describe the same training rows: by their
-    /// hashes when both have one, else (an older checkpoint) by row count and
-    /// exact scaling. The source's name does not matter (a moved file is the
-    /// same data).
+    /// hashes when both have one, else (an older checkpoint) by row count,
+    /// exact scaling and the ranges when both record one. The source's name
+    /// does not matter (a moved file is the same data).
     pub fn same_data(&self, other: &DataInfo) -> bool {
         match (&self.sha256, &other.sha256) {
             (Some(a), Some(b)) => a == b,
             _ => {
                 let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                self.rows == other.rows && bits(&self.mean) == bits(&other.mean) && bits(&self.std) == bits(&other.std)
+                let ranges = match (&self.range, &other.range) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                };
+                self.rows == other.rows
+                    && bits(&self.mean) == bits(&other.mean)
+                    && bits(&self.std) == bits(&other.std)
+                    && ranges
             }
         }
     }
@@ -210,6 +225,12 @@ pub fn load(spec: &Path, device: Device) -> Result<Checkpoint> {
     if meta.data.mean.len() != meta.net.dim || meta.data.std.len() != meta.net.dim {
         return Err(corrupt(&path, "data scaling does not match the network's dimension"));
     }
+    if let Some(range) = &meta.data.range {
+        range.check().map_err(|e| corrupt(&path, e))?;
+        if range.dim() != meta.net.dim {
+            return Err(corrupt(&path, "data range does not match the network's dimension"));
+        }
+    }
     let tensor = |name: &str| -> Option<Tensor> {
         let view = st.tensor(name).ok()?;
         if view.dtype() != Dtype::F32 {
@@ -286,6 +307,7 @@ mod tests {
             mean: awkward(500),
             std: awkward(500).iter().map(|v| v.abs() + 1e-3).collect(),
             sha256: Some("ab".repeat(32)),
+            range: None,
         };
         for json in [serde_json::to_string(&info).unwrap(), serde_json::to_string_pretty(&info).unwrap()] {
             let back: DataInfo = serde_json::from_str(&json).unwrap();
@@ -300,11 +322,11 @@ mod tests {
     fn same_data_by_hash_else_by_exact_scaling() {
         let x = ndarray::Array2::from_shape_vec((3, 2), awkward(6)).unwrap();
         let scaling = Scaling::fit(x.view()).unwrap();
-        let a = DataInfo::new("a.npy", x.view(), &scaling);
-        assert!(a.same_data(&DataInfo::new("moved/a.npy", x.view(), &scaling)));
+        let a = DataInfo::new("a.npy", x.view(), &scaling).unwrap();
+        assert!(a.same_data(&DataInfo::new("moved/a.npy", x.view(), &scaling).unwrap()));
         let mut y = x.clone();
         y[[0, 0]] += 1e-9;
-        assert!(!a.same_data(&DataInfo::new("a.npy", y.view(), &scaling)), "other rows, same scaling");
+        assert!(!a.same_data(&DataInfo::new("a.npy", y.view(), &scaling).unwrap()), "other rows, same scaling");
         // A checkpoint written before the hash: the row count and scaling decide.
         let old: DataInfo =
             serde_json::from_str(&serde_json::to_string(&DataInfo { sha256: None, ..a.clone() }).unwrap()).unwrap();

@@ -401,16 +401,149 @@ pub fn load_npy(path: impl AsRef<Path>) -> Result<Array2<f64>> {
     if !bytes.starts_with(NPY_MAGIC) {
         return Err(Error::data(&what, "not a .npy file (it does not start with the \\x93NUMPY magic string)"));
     }
-    let data = match Array2::<f64>::read_npy(&bytes[..]) {
+    if let Some(h) = NpyHeader::parse(&bytes) {
+        h.check_len(bytes.len() as u64, &what)?;
+    }
+    parse_npy(&bytes, &what)
+}
+
+/// The array of a whole `.npy` file in memory, [`validate`]d.
+fn parse_npy(bytes: &[u8], what: &str) -> Result<Array2<f64>> {
+    let data = match Array2::<f64>::read_npy(bytes) {
         Ok(a) => a,
-        Err(ReadNpyError::WrongDescriptor(_)) => match Array2::<f32>::read_npy(&bytes[..]) {
+        Err(ReadNpyError::WrongDescriptor(_)) => match Array2::<f32>::read_npy(bytes) {
             Ok(a) => a.mapv(f64::from),
-            Err(e) => return Err(npy_error(&what, e)),
+            Err(e) => return Err(npy_error(what, e)),
         },
-        Err(e) => return Err(npy_error(&what, e)),
+        Err(e) => return Err(npy_error(what, e)),
     };
-    validate(data.view(), &what)?;
+    validate(data.view(), what)?;
     Ok(data)
+}
+
+/// The first `max_rows` rows of a 2-D `.npy` file and its total number of
+/// rows, reading only those rows from disk when the file is in C order (a
+/// Fortran-order file is read whole). For figures and metrics of sample files
+/// too large to hold.
+///
+/// # Errors
+/// As [`load_npy`] (the finiteness check covers the rows read).
+pub fn load_npy_head(path: impl AsRef<Path>, max_rows: usize) -> Result<(Array2<f64>, usize)> {
+    use std::io::{Read as _, Seek as _};
+    let path = path.as_ref();
+    let what = path.display().to_string();
+    let whole = || -> Result<(Array2<f64>, usize)> {
+        let x = load_npy(path)?;
+        let rows = x.nrows();
+        Ok((x.slice_move(ndarray::s![..rows.min(max_rows), ..]), rows))
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    // The magic, version and length fields, then the header itself.
+    let mut head = vec![0u8; 12];
+    if file.read_exact(&mut head).is_err() || !head.starts_with(NPY_MAGIC) {
+        return whole();
+    }
+    let header_len = match head[6] {
+        1 => 10 + u16::from_le_bytes([head[8], head[9]]) as usize,
+        2 | 3 => 12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+        _ => return whole(),
+    };
+    if header_len as u64 > len {
+        return whole();
+    }
+    head.resize(header_len, 0);
+    file.read_exact(&mut head[12.min(header_len)..]).map_err(|e| Error::io(path, e))?;
+    let Some(h) = NpyHeader::parse(&head) else { return whole() };
+    let (Some(item), Some(descr), [rows, cols]) = (h.item, h.descr.as_deref(), h.shape.as_slice()) else {
+        return whole();
+    };
+    if h.fortran || *rows <= max_rows as u64 {
+        return whole();
+    }
+    h.check_len(len, &what)?;
+    let keep = (max_rows as u64).saturating_mul(*cols).saturating_mul(item);
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({max_rows}, {cols})}}");
+    let total = (10 + dict.len() + 1).div_ceil(64) * 64;
+    let mut bytes = Vec::with_capacity(total + keep as usize);
+    bytes.extend_from_slice(NPY_MAGIC);
+    bytes.extend_from_slice(&[1, 0]);
+    bytes.extend_from_slice(&u16::try_from(total - 10).unwrap_or(u16::MAX).to_le_bytes());
+    bytes.extend_from_slice(dict.as_bytes());
+    bytes.resize(total - 1, b' ');
+    bytes.push(b'\n');
+    file.seek(std::io::SeekFrom::Start(h.data_start as u64)).map_err(|e| Error::io(path, e))?;
+    file.take(keep).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    let x = parse_npy(&bytes, &what)?;
+    Ok((x, usize::try_from(*rows).unwrap_or(usize::MAX)))
+}
+
+/// What a `.npy` header announces, read without allocating anything the
+/// size of the data: the shape, the element size when the type descriptor
+/// names one (`'<f8'`: 8), and where the data starts.
+struct NpyHeader {
+    shape: Vec<u64>,
+    item: Option<u64>,
+    /// The type descriptor when it is a plain string (`<f8`).
+    descr: Option<String>,
+    fortran: bool,
+    data_start: usize,
+}
+
+impl NpyHeader {
+    /// The header of `bytes`; `None` when it cannot be read (`ndarray-npy`
+    /// then says what is wrong with it).
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let version = *bytes.get(NPY_MAGIC.len())?;
+        let (len, start): (usize, usize) = match version {
+            1 => (u16::from_le_bytes(bytes.get(8..10)?.try_into().ok()?) as usize, 10),
+            2 | 3 => (u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize, 12),
+            _ => return None,
+        };
+        let data_start = start.checked_add(len)?;
+        let text = std::str::from_utf8(bytes.get(start..data_start)?).ok()?;
+        let after = |key: &str| text.find(&format!("'{key}'")).map(|i| &text[i + key.len() + 2..]);
+        let shape = after("shape")?;
+        let (open, close) = (shape.find('(')?, shape.find(')')?);
+        let shape = shape
+            .get(open + 1..close)?
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| d.parse::<u64>().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        let descr = after("descr").and_then(|d| {
+            let d = d.trim_start_matches([':', ' ']).strip_prefix('\'')?;
+            Some(d[..d.find('\'')?].to_string())
+        });
+        // The size is the descriptor's trailing digits: '<f8', '|u1', ...
+        let item = descr.as_deref().and_then(|d| {
+            let digits = d.trim_start_matches(|c: char| !c.is_ascii_digit());
+            digits.parse::<u64>().ok().filter(|&s| s > 0)
+        });
+        let fortran = after("fortran_order").is_some_and(|f| f.trim_start_matches([':', ' ']).starts_with("True"));
+        Some(Self { shape, item, descr, fortran, data_start })
+    }
+
+    /// Checks the shape against a file of `file_len` bytes, so that a header
+    /// claiming more data than the file holds is an error rather than an
+    /// allocation of that size.
+    fn check_len(&self, file_len: u64, what: &str) -> Result<()> {
+        let shape = format!("({})", self.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+        // An unknown element type is at least one byte.
+        let need = self.shape.iter().try_fold(self.item.unwrap_or(1), |acc, &d| acc.checked_mul(d));
+        let have = file_len.saturating_sub(self.data_start as u64);
+        match need {
+            None => Err(Error::data(what, format!("corrupt: the header's shape {shape} overflows"))),
+            Some(need) if need > have => Err(Error::data(
+                what,
+                format!(
+                    "truncated: the header's shape {shape} needs {need} bytes of data but the file holds {have} after its header"
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// A clear message for an `ndarray-npy` read error.
@@ -469,6 +602,304 @@ where
         other => Error::data(path.display().to_string(), format!("cannot write as .npy: {other}")),
     })?;
     crate::fsutil::write_atomic(path, &bytes)
+}
+
+/// Size in bytes of the `float64` `.npy` file of `rows` x `cols` that
+/// [`NpyWriter`] writes (header included); `None` when it overflows.
+pub fn npy_file_bytes(rows: u64, cols: usize) -> Option<u64> {
+    let header = npy_header_bytes(rows, cols).len() as u64;
+    rows.checked_mul(cols as u64)?.checked_mul(8)?.checked_add(header)
+}
+
+/// The version 1.0 header of a C-order `float64` array of shape `(rows, cols)`,
+/// padded with spaces to a multiple of 64 bytes, byte for byte as [`save_npy`] writes it.
+fn npy_header_bytes(rows: u64, cols: usize) -> Vec<u8> {
+    let dict = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({rows}, {cols})}}");
+    // magic (6) + version (2) + length (2) + dict + padding + newline
+    let total = (10 + dict.len() + 1).div_ceil(64) * 64;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(NPY_MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    // The dict of two integers is far below the 64 KiB a version 1.0 header allows.
+    out.extend_from_slice(&((total - 10) as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(total - 1, b' ');
+    out.push(b'\n');
+    out
+}
+
+/// Writes a `float64` `.npy` file of a shape known in advance, block of rows
+/// by block of rows, in memory bounded by one block: the header with the final
+/// shape first, then each [`NpyWriter::append`]ed block.
+///
+/// Everything goes to a temporary file beside the target, renamed into place by
+/// [`NpyWriter::finish`] once every row is written: a run that fails or is
+/// stopped halfway leaves no file (and no partial one) under the final name,
+/// and an older file there untouched. Dropping the writer before `finish`
+/// removes the temporary file.
+///
+/// ```
+/// use scoresde::data::{load_npy, NpyWriter};
+/// let path = std::env::temp_dir().join(format!("npywriter-doc-{}.npy", std::process::id()));
+/// let mut w = NpyWriter::create(&path, 3, 2)?;
+/// w.append(ndarray::array![[1.0, 2.0], [3.0, 4.0]].view())?;
+/// w.append(ndarray::array![[5.0, 6.0]].view())?;
+/// w.finish()?;
+/// assert_eq!(load_npy(&path)?, ndarray::array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]);
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), scoresde::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct NpyWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    rows: u64,
+    cols: usize,
+    written: u64,
+}
+
+impl NpyWriter {
+    /// Starts the file of `rows` x `cols` values at `path`, creating missing
+    /// parent folders.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no rows or columns or a path without a
+    /// file name; [`Error::Io`] when the folder or the temporary file cannot be made.
+    pub fn create(path: impl AsRef<Path>, rows: u64, cols: usize) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if path.file_name().is_none() {
+            return Err(Error::invalid("path", path.display(), "not a file name"));
+        }
+        if rows == 0 || cols == 0 {
+            return Err(Error::invalid("shape", format!("({rows}, {cols})"), "need at least one row and one column"));
+        }
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let tmp = crate::fsutil::temp_path(&path);
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut w = Self { path, tmp, file: Some(std::io::BufWriter::new(file)), rows, cols, written: 0 };
+        w.write(&npy_header_bytes(rows, cols))?;
+        Ok(w)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        let file =
+            self.file.as_mut().ok_or_else(|| Error::data(self.path.display().to_string(), "already finished"))?;
+        file.write_all(bytes).map_err(|e| Error::io(&self.tmp, e))
+    }
+
+    /// Rows appended so far.
+    pub fn rows_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends a block of rows.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a block of another width or one that
+    /// goes past the announced row count; [`Error::Io`] for the write.
+    pub fn append(&mut self, block: ArrayView2<f64>) -> Result<()> {
+        if block.ncols() != self.cols {
+            return Err(Error::invalid(
+                "block",
+                format!("{} columns", block.ncols()),
+                format!("{} has {} columns", self.path.display(), self.cols),
+            ));
+        }
+        let end = self.written + block.nrows() as u64;
+        if end > self.rows {
+            return Err(Error::invalid(
+                "block",
+                format!("{} rows", block.nrows()),
+                format!("{} holds {} rows and {} are written", self.path.display(), self.rows, self.written),
+            ));
+        }
+        let bytes: Vec<u8> = block.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write(&bytes)?;
+        self.written = end;
+        Ok(())
+    }
+
+    /// Flushes the file to disk and renames it into place.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when fewer rows were appended than announced
+    /// (the temporary file is removed); [`Error::Io`] for the flush or the rename.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        if self.written != self.rows {
+            return Err(Error::invalid(
+                "rows",
+                self.written,
+                format!("{} announces {} rows", self.path.display(), self.rows),
+            ));
+        }
+        let file = self.file.take().ok_or_else(|| Error::data(self.path.display().to_string(), "already finished"))?;
+        let file = file.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for NpyWriter {
+    fn drop(&mut self) {
+        // Not finished (or the rename failed): the temporary file goes.
+        if self.tmp.exists() {
+            self.file = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Per-column `min` and `max` of a data set, kept with a model (serde) to
+/// tell how far its samples stray from the data; see [`RangeReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRange {
+    /// Per-column minimum.
+    pub min: Vec<f64>,
+    /// Per-column maximum.
+    pub max: Vec<f64>,
+}
+
+impl DataRange {
+    /// The per-column range of `data`.
+    ///
+    /// # Errors
+    /// As [`validate`].
+    pub fn fit(data: ArrayView2<f64>) -> Result<Self> {
+        validate(data, "data to take the range of")?;
+        let col = |f: fn(f64, f64) -> f64, init: f64| -> Vec<f64> {
+            data.axis_iter(Axis(1)).map(|c| c.iter().copied().fold(init, f)).collect()
+        };
+        Ok(Self { min: col(f64::min, f64::INFINITY), max: col(f64::max, f64::NEG_INFINITY) })
+    }
+
+    /// The dimension.
+    pub fn dim(&self) -> usize {
+        self.min.len()
+    }
+
+    /// Checks itself (it may come from a file): one finite `min <= max` per column.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] saying what is wrong.
+    pub fn check(&self) -> Result<()> {
+        if self.min.len() != self.max.len() {
+            return Err(Error::invalid(
+                "range",
+                format!("{} minima, {} maxima", self.min.len(), self.max.len()),
+                "need one minimum and one maximum per column",
+            ));
+        }
+        if let Some(j) = (0..self.dim()).find(|&j| !(self.min[j].is_finite() && self.min[j] <= self.max[j])) {
+            return Err(Error::invalid(
+                "range",
+                format!("[{}, {}]", self.min[j], self.max[j]),
+                format!("column {j}: need finite min <= max"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Centre and half-width of column `j`; a constant column gets a tiny
+    /// positive half-width, so any other value counts as outside.
+    fn centre_half(&self, j: usize) -> (f64, f64) {
+        let c = 0.5 * (self.min[j] + self.max[j]);
+        let h = 0.5 * (self.max[j] - self.min[j]);
+        (c, h.max(1e-12 * c.abs().max(1.0)))
+    }
+}
+
+/// How many rows of a (possibly streamed) sample fall outside a [`DataRange`],
+/// and how far: a value's *factor* is its distance from its column's centre
+/// in units of the column's half-width, so `1` is the edge of the data and
+/// `10` is ten times as far out.
+///
+/// ```
+/// use scoresde::data::{DataRange, RangeReport};
+/// let range = DataRange { min: vec![-1.0, 0.0], max: vec![1.0, 2.0] };
+/// let mut report = RangeReport::new(range);
+/// report.add(ndarray::array![[0.5, 1.0], [3.0, 1.0], [0.0, -9.0]].view())?;
+/// assert_eq!((report.rows(), report.outside()), (3, 2));
+/// assert_eq!(report.max_factor(), 10.0); // -9 is 10 half-widths below the centre 1
+/// # Ok::<(), scoresde::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RangeReport {
+    range: DataRange,
+    rows: u64,
+    outside: u64,
+    /// The largest factor seen and its column.
+    worst: (f64, usize),
+}
+
+impl RangeReport {
+    /// An empty report against `range`.
+    pub fn new(range: DataRange) -> Self {
+        Self { range, rows: 0, outside: 0, worst: (0.0, 0) }
+    }
+
+    /// Counts the rows of `x`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `x` has another number of columns than the range.
+    pub fn add(&mut self, x: ArrayView2<f64>) -> Result<()> {
+        if x.ncols() != self.range.dim() {
+            return Err(Error::invalid(
+                "samples",
+                format!("{} columns", x.ncols()),
+                format!("the data range has {} columns", self.range.dim()),
+            ));
+        }
+        let ch: Vec<(f64, f64)> = (0..self.range.dim()).map(|j| self.range.centre_half(j)).collect();
+        for row in x.rows() {
+            let mut row_worst = (0.0f64, 0usize);
+            for (j, (&v, &(c, h))) in row.iter().zip(&ch).enumerate() {
+                // NaN counts as infinitely far.
+                let f = if v.is_nan() { f64::INFINITY } else { (v - c).abs() / h };
+                if f > row_worst.0 {
+                    row_worst = (f, j);
+                }
+            }
+            if row_worst.0 > 1.0 {
+                self.outside += 1;
+            }
+            if row_worst.0 > self.worst.0 {
+                self.worst = row_worst;
+            }
+        }
+        self.rows += x.nrows() as u64;
+        Ok(())
+    }
+
+    /// Rows counted.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Rows with some value outside the range.
+    pub fn outside(&self) -> u64 {
+        self.outside
+    }
+
+    /// The largest factor of any value (`<= 1` when every row is inside).
+    pub fn max_factor(&self) -> f64 {
+        self.worst.0
+    }
+
+    /// The column of the largest factor.
+    pub fn worst_column(&self) -> usize {
+        self.worst.1
+    }
+
+    /// The range counted against.
+    pub fn range(&self) -> &DataRange {
+        &self.range
+    }
 }
 
 /// Per-dimension standardisation `z = (x - mean) / std`, fitted on data and
@@ -597,12 +1028,18 @@ pub fn split(data: ArrayView2<f64>, holdout_fraction: f64, seed: u64) -> Result<
     Ok((data.select(Axis(0), &t), data.select(Axis(0), &h)))
 }
 
-/// The row indices `(train, held_out)` that [`split`] uses for `n` rows, to
-/// split labels (or anything else row-aligned) the same way.
+/// Fewest training rows `scoresde train` accepts: below this a network
+/// memorises its few points and the scaling is fitted on next to nothing.
+pub const MIN_TRAIN_ROWS: usize = 10;
+/// Fewest held-out rows `scoresde train` accepts (sample metrics such as the
+/// unbiased MMD need two).
+pub const MIN_HELDOUT_ROWS: usize = 2;
+
+/// The sizes `(train, held_out)` of the [`split`] of `n` rows.
 ///
 /// # Errors
 /// As [`split`].
-pub fn split_indices(n: usize, holdout_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+pub fn split_sizes(n: usize, holdout_fraction: f64) -> Result<(usize, usize)> {
     if !(holdout_fraction > 0.0 && holdout_fraction < 1.0) {
         return Err(Error::invalid("holdout_fraction", holdout_fraction, "must be in (0, 1)"));
     }
@@ -610,6 +1047,16 @@ pub fn split_indices(n: usize, holdout_fraction: f64, seed: u64) -> Result<(Vec<
         return Err(Error::data("data to split", format!("{n} rows: need at least 2 rows and 1 column")));
     }
     let held = ((holdout_fraction * n as f64).round() as usize).clamp(1, n - 1);
+    Ok((n - held, held))
+}
+
+/// The row indices `(train, held_out)` that [`split`] uses for `n` rows, to
+/// split labels (or anything else row-aligned) the same way.
+///
+/// # Errors
+/// As [`split`].
+pub fn split_indices(n: usize, holdout_fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    let (_, held) = split_sizes(n, holdout_fraction)?;
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut Rng::seed_from_u64(seed));
     let t = idx.split_off(held);

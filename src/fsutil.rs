@@ -126,6 +126,50 @@ fn remove_stale_temps(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Bytes free to this user on the file system holding `dir` (or its nearest
+/// existing ancestor); `None` where that cannot be found out.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|d| d.exists()).filter(|d| !d.as_os_str().is_empty());
+    let dir = existing.unwrap_or_else(|| Path::new("."));
+    free_bytes_at(dir)
+}
+
+#[cfg(unix)]
+fn free_bytes_at(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` points to writable memory
+    // the size of a `statvfs`, which the call fills on success (return 0).
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::useless_conversion)] // the field types differ between platforms
+    let (avail, frsize) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    avail.checked_mul(frsize)
+}
+
+#[cfg(not(unix))]
+fn free_bytes_at(_dir: &Path) -> Option<u64> {
+    None
+}
+
+/// Physical memory this process may use, in bytes: the machine's total, or
+/// the cgroup's limit when lower; `None` where that cannot be found out
+/// (outside Linux).
+pub fn memory_bytes() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    })?;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

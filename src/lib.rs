@@ -15,7 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod plot;
-mod rng;
+pub mod rng;
 pub mod train;
 
 /// The README's code blocks, compiled and run as doc tests so they stay true.

@@ -183,12 +183,17 @@ impl NetConfig {
         }
     }
 
-    /// Checks every size.
+    /// Checks every size, before anything is allocated: each against its cap
+    /// ([`NetConfig::MAX_DEPTH`], [`NetConfig::MAX_WIDTH`],
+    /// [`NetConfig::MAX_EMBED_DIM`]) and the parameter count, computed with
+    /// checked arithmetic, against [`NetConfig::MAX_PARAMS`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a zero size, an odd or zero embedding
-    /// width, a non-finite or non-positive Fourier scale, or a network too big
-    /// to index.
+    /// [`Error::InvalidArgument`] naming the size at fault (`depth`, `width`,
+    /// `embedding dim`, `dim`, ...): a zero size, an odd or zero embedding
+    /// width, a size over its cap, a non-finite or non-positive Fourier scale,
+    /// or a network of more than [`NetConfig::MAX_PARAMS`] parameters (the
+    /// message says which layers hold them).
     pub fn validate(&self) -> Result<()> {
         let positive = |name: &str, v: usize| {
             if v == 0 {
@@ -212,11 +217,79 @@ impl NetConfig {
                 return Err(Error::invalid("fourier scale", scale, "must be finite and > 0"));
             }
         }
-        let n = self.layers().iter().map(|l| l.numel()).sum::<usize>();
-        if n > (1 << 31) {
-            return Err(Error::invalid("width", self.width, format!("{n} parameters is too many for this MLP")));
+        let cap = |name: &str, v: usize, max: usize, what: &str| {
+            if v > max {
+                Err(Error::invalid(name, v, format!("at most {max} {what}")))
+            } else {
+                Ok(())
+            }
+        };
+        cap("depth", self.depth, Self::MAX_DEPTH, "hidden layers")?;
+        cap("width", self.width, Self::MAX_WIDTH, "units per hidden layer")?;
+        cap("embedding dim", e, Self::MAX_EMBED_DIM, "time-embedding features")?;
+        self.check_params()
+    }
+
+    /// Most hidden layers.
+    pub const MAX_DEPTH: usize = 1024;
+    /// Widest hidden layer.
+    pub const MAX_WIDTH: usize = 1 << 20;
+    /// Widest time embedding.
+    pub const MAX_EMBED_DIM: usize = 1 << 16;
+    /// Most trainable parameters (2^31: 8 GiB of f32 weights, and 5 such
+    /// copies while training: weights, gradient, EMA, two Adam moments).
+    pub const MAX_PARAMS: usize = 1 << 31;
+
+    /// The parameter count by layer group `(input, hidden, output)`, `None`
+    /// for a group that overflows.
+    fn param_groups(&self) -> [Option<usize>; 3] {
+        let w1 = self.width.checked_add(1);
+        let fan_in = self.dim.checked_add(self.embedding.dim()).and_then(|f| f.checked_add(self.label_width()));
+        let input = fan_in.and_then(|f| f.checked_add(1)).and_then(|f| f.checked_mul(self.width));
+        let hidden =
+            w1.and_then(|w1| w1.checked_mul(self.width)).and_then(|l| l.checked_mul(self.depth.saturating_sub(1)));
+        let output = w1.and_then(|w1| w1.checked_mul(self.out_width()));
+        [input, hidden, output]
+    }
+
+    /// The parameter count against [`NetConfig::MAX_PARAMS`], blaming the
+    /// size that makes the largest group large.
+    fn check_params(&self) -> Result<()> {
+        let [input, hidden, output] = self.param_groups();
+        let total = input.zip(hidden).zip(output).and_then(|((i, h), o)| i.checked_add(h)?.checked_add(o));
+        if total.is_some_and(|n| n <= Self::MAX_PARAMS) {
+            return Ok(());
         }
-        Ok(())
+        let show = |g: Option<usize>| g.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
+        let reason = format!(
+            "the network would have {} parameters (input layer {}, {} more hidden layers {}, output layer {}); at most {}",
+            show(total),
+            show(input),
+            self.depth.saturating_sub(1),
+            show(hidden),
+            show(output),
+            Self::MAX_PARAMS
+        );
+        let size = |g: Option<usize>| g.unwrap_or(usize::MAX);
+        // Under the depth cap, (depth - 1) x width^2 is only too large through the width.
+        let (name, value) = if size(hidden) >= size(input).max(size(output)) {
+            ("width", self.width)
+        } else if size(input) >= size(output) {
+            // The input layer is fan_in x width: blame the larger of the two.
+            let e = self.embedding.dim();
+            if e >= self.dim.max(self.width) {
+                ("embedding dim", e)
+            } else if self.dim >= self.width {
+                ("dim", self.dim)
+            } else {
+                ("width", self.width)
+            }
+        } else if self.out_width() >= self.width {
+            (if self.head == Head::Classifier { "classes" } else { "dim" }, self.out_width())
+        } else {
+            ("width", self.width)
+        };
+        Err(Error::invalid(name, value, reason))
     }
 
     /// `(fan_in, fan_out)` of every linear layer, input first.
@@ -231,9 +304,10 @@ impl NetConfig {
         shapes
     }
 
-    /// Number of trainable parameters.
+    /// Number of trainable parameters of a valid configuration (see
+    /// [`NetConfig::validate`]); saturates at `usize::MAX` instead of overflowing.
     pub fn num_params(&self) -> usize {
-        self.layers().iter().map(|l| l.numel()).sum()
+        self.param_groups().iter().fold(0usize, |acc, g| acc.saturating_add(g.unwrap_or(usize::MAX)))
     }
 }
 
@@ -241,12 +315,6 @@ impl NetConfig {
 struct LayerShape {
     fan_in: usize,
     fan_out: usize,
-}
-
-impl LayerShape {
-    fn numel(&self) -> usize {
-        self.fan_out * (self.fan_in + 1)
-    }
 }
 
 /// Where one layer's weight and bias sit in the flat parameter vector.

@@ -128,6 +128,68 @@ impl TrainConfig {
     }
 }
 
+/// Rough peak bytes of one training step of `net` on batches of `batch` rows
+/// (f32): eight copies of the parameters (weights, gradient, EMA, two Adam
+/// moments and the update's temporaries) plus, per row, the step's draws, the
+/// noised inputs, the time embedding, and each layer's output and activation
+/// with their gradients. Saturates instead of overflowing.
+pub fn step_bytes(net: &NetConfig, batch: usize) -> u64 {
+    let params = (net.num_params() as u64).saturating_mul(8 * 4);
+    let n = |v: usize| v as u64;
+    let per_row = [
+        (n(net.dim).saturating_add(6)).saturating_mul(2), // host draws and their device copy, the row index
+        n(net.dim).saturating_mul(5),                     // x0, eps, x_t, output, residual
+        n(net.embedding.dim()).saturating_mul(3),
+        n(net.label_width()).saturating_mul(2),
+        n(net.depth).saturating_mul(n(net.width).saturating_mul(4)),
+        n(net.out_width()).saturating_mul(2),
+    ]
+    .iter()
+    .fold(0u64, |acc, &f| acc.saturating_add(f))
+    .saturating_mul(4);
+    params.saturating_add(per_row.saturating_mul(batch as u64))
+}
+
+/// Refuses a training step that would not fit in half of the machine's memory
+/// (on the CPU, where running out means being killed by the system rather
+/// than an error; a CUDA allocator reports running out as an error).
+fn check_step_memory(net: &NetConfig, batch: usize, device: Device) -> Result<()> {
+    if device != Device::Cpu {
+        return Ok(());
+    }
+    let Some(memory) = crate::fsutil::memory_bytes() else { return Ok(()) };
+    let budget = memory / 2;
+    let need = step_bytes(net, batch);
+    if need <= budget {
+        return Ok(());
+    }
+    let gb = |b: u64| b as f64 / 1e9;
+    let fixed = step_bytes(net, 0);
+    if fixed > budget {
+        return Err(Error::invalid(
+            "width",
+            net.width,
+            format!(
+                "training {} parameters needs about {:.1} GB, more than half of this machine's {:.1} GB of memory: use a smaller network",
+                net.num_params(),
+                gb(fixed),
+                gb(memory)
+            ),
+        ));
+    }
+    let per_row = step_bytes(net, 1).saturating_sub(fixed).max(1);
+    Err(Error::invalid(
+        "batch size",
+        batch,
+        format!(
+            "a training step would need about {:.1} GB ({per_row} bytes per row), more than half of this machine's {:.1} GB of memory: at most about {} rows fit",
+            gb(need),
+            gb(memory),
+            (budget - fixed) / per_row
+        ),
+    ))
+}
+
 const ADAM_BETA1: f64 = 0.9;
 const ADAM_BETA2: f64 = 0.999;
 const ADAM_EPS: f64 = 1e-8;
@@ -223,6 +285,7 @@ impl Trainer {
         device: Device,
     ) -> Result<Self> {
         let net = ScoreNet::new(net, device, config.seed)?;
+        check_step_memory(net.config(), config.batch_size, device)?;
         let params = net.init_params(config.seed)?;
         let zeros = params.zeros_like();
         let state =
@@ -243,6 +306,7 @@ impl Trainer {
         state: TrainState,
     ) -> Result<Self> {
         config.validate()?;
+        check_step_memory(net.config(), config.batch_size, net.device())?;
         let dim = net.config().dim;
         if data.ncols() != dim {
             return Err(Error::invalid(

@@ -30,7 +30,14 @@ fn tmp(tag: &str) -> PathBuf {
 }
 
 fn info(d: &Array2<f64>) -> DataInfo {
-    DataInfo { source: "eight-gaussians".into(), rows: d.nrows(), mean: vec![0.0; 2], std: vec![1.0; 2], sha256: None }
+    DataInfo {
+        source: "eight-gaussians".into(),
+        rows: d.nrows(),
+        mean: vec![0.0; 2],
+        std: vec![1.0; 2],
+        sha256: None,
+        range: None,
+    }
 }
 
 /// Eight-gaussians with its exact labels (component index).

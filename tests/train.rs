@@ -37,7 +37,14 @@ fn data(n: usize, seed: u64) -> Array2<f64> {
 }
 
 fn info(d: &Array2<f64>) -> DataInfo {
-    DataInfo { source: "test".into(), rows: d.nrows(), mean: vec![0.0; 2], std: vec![1.0; 2], sha256: None }
+    DataInfo {
+        source: "test".into(),
+        rows: d.nrows(),
+        mean: vec![0.0; 2],
+        std: vec![1.0; 2],
+        sha256: None,
+        range: None,
+    }
 }
 
 fn small_net() -> NetConfig {

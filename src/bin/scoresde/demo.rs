@@ -12,7 +12,7 @@ use scoresde::train::Outcome;
 
 use crate::common::{fmt, CtrlC, Status, Table};
 use crate::eval::{exact_loglik, quality};
-use crate::sample::{sample, Spec, SNAPSHOT_TIMES};
+use crate::sample::{default_batch, sample, Spec, MAX_KEPT, SNAPSHOT_TIMES};
 use crate::train::{train, TrainArgs, Trained};
 
 /// Options of `scoresde demo`.
@@ -91,6 +91,12 @@ pub fn run(a: &DemoArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
 /// Checks the step counts, every solver name and the grid before training;
 /// returns the solvers to run.
 fn check_args(a: &DemoArgs) -> anyhow::Result<Vec<String>> {
+    if a.n == 0 || a.n > MAX_KEPT {
+        anyhow::bail!(
+            "-n {}: the demo keeps every sample in memory for its metrics, so 1 to {MAX_KEPT}; `scoresde sample` streams any number to disk",
+            a.n
+        );
+    }
     if a.steps.is_empty() || a.steps.contains(&0) {
         anyhow::bail!("--steps needs positive step counts, e.g. 20,200");
     }
@@ -172,6 +178,8 @@ fn sample_every_solver(
                 steps,
                 grid: &a.grid,
                 n: a.n,
+                batch: default_batch(score.net().config(), a.n),
+                keep: a.n,
                 seed: a.seed,
                 denoise: true,
                 snapshot_times: if name == "ancestral" && steps == max_steps { &SNAPSHOT_TIMES } else { &[] },

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use ndarray::Array2;
-use scoresde::data::{load_npy, DataSource};
+use scoresde::data::{load_npy, load_npy_head, DataSource};
 use scoresde::metrics::{median_bandwidth, mmd2, sliced_wasserstein2};
 
 use crate::common::{self, fmt, load_model, run_folder, Status, Table};
+use crate::sample::MAX_KEPT;
 
 /// Options of `scoresde eval`.
 #[derive(clap::Args, Debug, Clone)]
@@ -77,7 +78,10 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
     let source = DataSource::parse(&meta.data.source).ok();
     let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2", "exact log-lik"]);
     for f in &files {
-        let x = load_npy(f)?;
+        let (x, rows) = load_npy_head(f, MAX_KEPT)?;
+        if x.nrows() < rows {
+            println!("{}: metrics of the first {} of {rows} samples", f.display(), x.nrows());
+        }
         let (sw2, mmd) = quality(&x, &reference, a.seed)?;
         let ll = match &source {
             Some(s) => exact_loglik(s, &x)?.map_or("-".into(), |v| fmt(v, 3)),

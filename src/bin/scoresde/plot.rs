@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayView2};
-use scoresde::data::load_npy;
+use scoresde::data::{load_npy, load_npy_head};
 use scoresde::plot::{line_chart, scatter_panels, Bounds, LineChartOptions, ScatterOptions, Series};
 
 use crate::common::{self, Status};
+use crate::sample::MAX_KEPT;
 
 /// Options of `scoresde plot`.
 #[derive(clap::Args, Debug, Clone)]
@@ -92,7 +93,10 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<Status> {
     println!("wrote {}", loss.display());
     let reference = load_npy(common::heldout_path(&folder)).ok();
     for f in common::sample_files(&folder)? {
-        let x = load_npy(&f)?;
+        let (x, rows) = load_npy_head(&f, MAX_KEPT)?;
+        if x.nrows() < rows {
+            println!("{}: drawing the first {} of {rows} samples", f.display(), x.nrows());
+        }
         if x.ncols() != 2 {
             continue;
         }

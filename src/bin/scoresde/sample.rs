@@ -2,18 +2,20 @@
 //! `--class K`, guided towards a class (classifier-free with a conditional
 //! network, or by a classifier checkpoint).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use ndarray::Array2;
+use ndarray::{s, Array2, ArrayView2, Axis};
 use scoresde::checkpoint;
-use scoresde::data::{save_npy, Scaling};
+use scoresde::data::{npy_file_bytes, DataRange, NpyWriter, RangeReport, Scaling};
 use scoresde::model::{tensor_to_array, NeuralScore};
+use scoresde::net::NetConfig;
+use scoresde::rng::RowNoise;
 use scoresde::solvers::{
-    by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, EvalEvent,
-    GaussianNoise, OnEval, Sampler, Score, Sde, StepEvent, TimeGrid,
+    by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, EvalEvent, OnEval,
+    Sampler, Score, Sde, StepEvent, TimeGrid,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -34,9 +36,17 @@ pub struct SampleArgs {
     /// Time grid: uniform, quadratic, log-snr or karras.
     #[arg(long, default_value = "uniform")]
     pub grid: String,
-    /// Number of samples.
-    #[arg(short, long, default_value_t = 2000)]
-    pub n: usize,
+    /// Number of samples (at most 2^32). They are written to disk batch by
+    /// batch, so any number fits in memory.
+    #[arg(short, long, default_value_t = 2000, allow_negative_numbers = true)]
+    pub n: i64,
+    /// Samples integrated at once [default: as many as fit in about 1 GiB of
+    /// working memory, at most 65536]. Sample i draws its noise from its own
+    /// stream, seeded by (--seed, i), so the samples do not depend on --batch,
+    /// except with pc, langevin, annealed-langevin and ode-dopri5, whose step
+    /// sizes are set from the whole batch.
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Seed of the prior sample and of the sampler noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -73,13 +83,24 @@ pub struct SampleArgs {
 /// Times of the progressive-denoising figures (0 stands for the end of the run).
 pub const SNAPSHOT_TIMES: [f64; 7] = [1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.0];
 
+/// Most samples held in memory for figures and metrics: what `scoresde
+/// sample` keeps for its figure and class report ([`Spec::keep`]; the rest
+/// only go to the file), and what `eval` and `plot` read of a samples file.
+pub const MAX_KEPT: usize = 20_000;
+/// Most samples of one `scoresde sample` run (2^32).
+pub const MAX_SAMPLES: u64 = 1 << 32;
+/// Largest default batch.
+const MAX_DEFAULT_BATCH: usize = 1 << 16;
+/// Working memory the default batch is sized for.
+const BATCH_MEMORY: u64 = 1 << 30;
+
 /// A finished sampling run.
 pub struct Sampled {
-    /// Samples in data coordinates.
+    /// The first [`Spec::keep`] samples, in data coordinates.
     pub x: Array2<f64>,
-    /// `(t, states)` snapshots in data coordinates, when asked for.
+    /// `(t, states)` snapshots of the first batch in data coordinates, when asked for.
     pub snapshots: Vec<(f64, Array2<f64>)>,
-    /// Score evaluations of the run.
+    /// Score evaluations each sample went through (the most over batches).
     pub score_evals: usize,
     /// Wall-clock seconds of the run (with the final host copy).
     pub seconds: f64,
@@ -95,21 +116,50 @@ pub struct Spec<'a> {
     pub grid: &'a str,
     /// Number of samples.
     pub n: usize,
-    /// Seed of the prior sample and the sampler noise.
+    /// Samples integrated at once (see [`default_batch`]).
+    pub batch: usize,
+    /// Samples kept in memory ([`Sampled::x`]): the first `keep`.
+    pub keep: usize,
+    /// Seed of the prior sample and the sampler noise: sample `i` draws from
+    /// the stream `(seed, i)` ([`RowNoise`]).
     pub seed: u64,
     /// End with the noise-free Tweedie denoising step.
     pub denoise: bool,
-    /// Keep the state at the first grid time at or below each of these times.
+    /// Keep the state of the first batch at the first grid time at or below each of these times.
     pub snapshot_times: &'a [f64],
 }
 
-/// Samples `spec.n` points with a neural score; the whole run stays on the
-/// model's device (`tch::Tensor` state), one host copy at the end. A progress
-/// bar shows on a terminal; raising `stop` ends the run with
-/// [`SolverError::Stopped`].
+/// Rough bytes one sample row takes while sampling with `net`: the network's
+/// activations, the integrator's stages and, for classifier guidance, the
+/// autograd graph (a factor of 3 over the plain forward pass).
+pub fn sample_bytes_per_row(net: &NetConfig) -> u64 {
+    let n = |v: usize| v as u64;
+    let floats = [
+        n(net.dim).saturating_mul(12),
+        n(net.embedding.dim()).saturating_mul(3),
+        n(net.label_width()),
+        n(net.depth).saturating_add(1).saturating_mul(n(net.width).saturating_mul(2)),
+        n(net.out_width()).saturating_mul(2),
+    ]
+    .iter()
+    .fold(0u64, |acc, &f| acc.saturating_add(f));
+    floats.saturating_mul(4 * 3)
+}
+
+/// The default batch: as many rows as fit in [`BATCH_MEMORY`], between 256
+/// and [`MAX_DEFAULT_BATCH`], and no more than `n`.
+pub fn default_batch(net: &NetConfig, n: usize) -> usize {
+    let fit = (BATCH_MEMORY / sample_bytes_per_row(net).max(1)).clamp(256, MAX_DEFAULT_BATCH as u64) as usize;
+    fit.min(n).max(1)
+}
+
+/// Samples `spec.n` points with a neural score, `spec.batch` at a time; each
+/// batch stays on the model's device (`tch::Tensor` state), one host copy at
+/// its end. A progress bar shows on a terminal; raising `stop` ends the run
+/// with [`SolverError::Stopped`].
 pub fn sample(score: &NeuralScore, scaling: &Scaling, spec: &Spec<'_>, stop: &AtomicBool) -> anyhow::Result<Sampled> {
     let on = Target { sde: score.sde(), dim: score.net().config().dim, device: score.device() };
-    sample_with(score, &on, scaling, spec, stop)
+    sample_with(score, &on, scaling, spec, stop, &mut |_| Ok(()))
 }
 
 /// Where a score model samples: its SDE, data dimension and device.
@@ -122,65 +172,93 @@ pub struct Target<'a> {
     pub device: Device,
 }
 
-/// As [`sample`], for any tensor score (a guided one, say).
+/// As [`sample`], for any tensor score (a guided one, say); `on_batch` sees
+/// every batch of samples (data coordinates) in order, to stream them to disk.
 pub fn sample_with(
     score: &dyn Score<Tensor>,
     on: &Target<'_>,
     scaling: &Scaling,
     spec: &Spec<'_>,
     stop: &AtomicBool,
+    on_batch: &mut dyn FnMut(ArrayView2<'_, f64>) -> anyhow::Result<()>,
 ) -> anyhow::Result<Sampled> {
     if spec.n == 0 {
         bail!("-n must be at least 1");
     }
+    if spec.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let sde = on.sde;
     let grid = TimeGrid::by_name(spec.grid, sde, sde.t_max(), sde.t_eps(), spec.steps)?;
-    let mut solver = by_name::<Tensor>(spec.solver)?;
-    if solver.direction() != Direction::Reverse {
+    if by_name::<Tensor>(spec.solver)?.direction() != Direction::Reverse {
         bail!("`{}` integrates the forward SDE; pick a sampler (see `scoresde solvers`)", spec.solver);
     }
-    let mut noise = GaussianNoise::new(spec.seed);
-    let like = Tensor::zeros([spec.n as i64, on.dim as i64], (Kind::Float, on.device));
-    let x = prior_sample(sde, &like, &mut noise);
-    let pb = common::bar(grid.steps() as u64, spec.solver);
-    let mut pending: Vec<f64> = spec.snapshot_times.to_vec();
-    pending.sort_by(|a, b| b.total_cmp(a));
-    let mut snapshots: Vec<(f64, Tensor)> = Vec::new();
-    let mut observer = |e: &StepEvent<'_, Tensor>| -> scoresde::solvers::Result<()> {
-        pb.set_position(e.step as u64);
-        if pending.first().is_some_and(|&target| e.t <= target || e.step == e.n_steps) {
-            snapshots.push((e.t, e.x.copy()));
-            pending.retain(|&target| target < e.t);
+    let batches = spec.n.div_ceil(spec.batch);
+    let steps = grid.steps() as u64;
+    let pb = common::bar(steps * batches as u64, spec.solver);
+    let mut kept: Vec<Array2<f64>> = Vec::new();
+    let mut kept_rows = 0;
+    let mut snapshots: Vec<(f64, Array2<f64>)> = Vec::new();
+    let (mut score_evals, mut seconds) = (0, 0.0);
+    for b in 0..batches {
+        let start = b * spec.batch;
+        let rows = spec.batch.min(spec.n - start);
+        let mut noise = RowNoise::new(spec.seed, start as u64..(start + rows) as u64);
+        let like = Tensor::f_zeros([rows as i64, on.dim as i64], (Kind::Float, on.device))?;
+        let x = prior_sample(sde, &like, &mut noise);
+        let mut pending: Vec<f64> = if b == 0 { spec.snapshot_times.to_vec() } else { Vec::new() };
+        pending.sort_by(|a, b| b.total_cmp(a));
+        let mut states: Vec<(f64, Tensor)> = Vec::new();
+        let done = steps * b as u64;
+        let mut observer = |e: &StepEvent<'_, Tensor>| -> scoresde::solvers::Result<()> {
+            pb.set_position(done + e.step as u64);
+            if pending.first().is_some_and(|&target| e.t <= target || e.step == e.n_steps) {
+                states.push((e.t, e.x.copy()));
+                pending.retain(|&target| target < e.t);
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(SolverError::Stopped { step: e.step, reason: "Ctrl-C".into() });
+            }
+            Ok(())
+        };
+        // Work inside a step (an adaptive solver's many evaluations): where it is, and Ctrl-C.
+        let mut within = OnEval(|e: &EvalEvent| {
+            pb.set_message(format!("t = {:.4}, {} score evals", e.t, e.score_evals));
+            if stop.load(Ordering::Relaxed) {
+                return Err(SolverError::Stopped { step: e.step, reason: "Ctrl-C".into() });
+            }
+            Ok(())
+        });
+        // A fresh solver per batch: multistep methods keep a history.
+        let mut solver = by_name::<Tensor>(spec.solver)?;
+        let started = Instant::now();
+        let run = Sampler::new(sde, score)
+            .denoise(spec.denoise)
+            .observe(&mut observer)
+            .observe(&mut within)
+            .run(solver.as_mut(), x, &grid, &mut noise)
+            .with_context(|| {
+                let which = if batches > 1 { format!(" (samples {start}..{})", start + rows) } else { String::new() };
+                format!("sampling with {}{which}", spec.solver)
+            })?;
+        let z = tensor_to_array(&run.x)?; // the host copy waits for the device
+        seconds += started.elapsed().as_secs_f64();
+        score_evals = score_evals.max(run.score_evals);
+        let x = scaling.invert(z.view())?;
+        on_batch(x.view())?;
+        if kept_rows < spec.keep {
+            let take = rows.min(spec.keep - kept_rows);
+            kept.push(x.slice(s![..take, ..]).to_owned());
+            kept_rows += take;
         }
-        if stop.load(Ordering::Relaxed) {
-            return Err(SolverError::Stopped { step: e.step, reason: "Ctrl-C".into() });
+        for (t, state) in states {
+            snapshots.push((t, scaling.invert(tensor_to_array(&state)?.view())?));
         }
-        Ok(())
-    };
-    // Work inside a step (an adaptive solver's many evaluations): where it is, and Ctrl-C.
-    let mut within = OnEval(|e: &EvalEvent| {
-        pb.set_message(format!("t = {:.4}, {} score evals", e.t, e.score_evals));
-        if stop.load(Ordering::Relaxed) {
-            return Err(SolverError::Stopped { step: e.step, reason: "Ctrl-C".into() });
-        }
-        Ok(())
-    });
-    let started = Instant::now();
-    let run = Sampler::new(sde, score)
-        .denoise(spec.denoise)
-        .observe(&mut observer)
-        .observe(&mut within)
-        .run(solver.as_mut(), x, &grid, &mut noise)
-        .with_context(|| format!("sampling with {}", spec.solver))?;
-    let z = tensor_to_array(&run.x)?; // the host copy waits for the device
-    let seconds = started.elapsed().as_secs_f64();
+    }
     pb.finish_and_clear();
-    let x = scaling.invert(z.view())?;
-    let snapshots = snapshots
-        .into_iter()
-        .map(|(t, s)| Ok((t, scaling.invert(tensor_to_array(&s)?.view())?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Sampled { x, snapshots, score_evals: run.score_evals, seconds })
+    let views: Vec<ArrayView2<'_, f64>> = kept.iter().map(|k| k.view()).collect();
+    let x = if views.is_empty() { Array2::zeros((0, on.dim)) } else { ndarray::concatenate(Axis(0), &views)? };
+    Ok(Sampled { x, snapshots, score_evals, seconds })
 }
 
 /// The score to sample with: the model itself, or guided towards `--class`;
@@ -243,8 +321,96 @@ pub fn class_report(source: &str, x: &Array2<f64>, class: usize) -> Option<(f64,
     Some((mean, hits as f64 / n))
 }
 
-/// `scoresde sample`: samples, their figure, and the class report with `--class`.
+/// `-n` as a count: at least 1, at most [`MAX_SAMPLES`].
+fn sample_count(n: i64) -> anyhow::Result<usize> {
+    if n < 1 {
+        bail!("-n {n}: need at least 1 sample");
+    }
+    if n as u64 > MAX_SAMPLES {
+        bail!("-n {n}: at most {MAX_SAMPLES} samples per run");
+    }
+    usize::try_from(n).with_context(|| format!("-n {n}: more samples than this machine can index"))
+}
+
+/// The batch: `--batch` (at least 1, no more than `n`, and fitting in half of
+/// the machine's memory on the CPU) or [`default_batch`].
+fn batch_size(a: &SampleArgs, net: &NetConfig, n: usize, device: Device) -> anyhow::Result<usize> {
+    let Some(batch) = a.batch else { return Ok(default_batch(net, n)) };
+    if batch == 0 {
+        bail!("--batch 0: need at least 1 sample per batch");
+    }
+    let batch = batch.min(n);
+    let need = sample_bytes_per_row(net).saturating_mul(batch as u64);
+    if let (Device::Cpu, Some(memory)) = (device, scoresde::fsutil::memory_bytes()) {
+        if need > memory / 2 {
+            bail!(
+                "--batch {batch}: a batch would need about {:.1} GB, more than half of this machine's {:.1} GB of memory; leave --batch out for a batch that fits",
+                need as f64 / 1e9,
+                memory as f64 / 1e9
+            );
+        }
+    }
+    Ok(batch)
+}
+
+/// Refuses a samples file larger than the free space where it goes.
+fn check_disk(path: &Path, n: usize, dim: usize) -> anyhow::Result<()> {
+    let need = npy_file_bytes(n as u64, dim).unwrap_or(u64::MAX);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Some(free) = scoresde::fsutil::free_bytes(dir) {
+        if need > free {
+            bail!(
+                "-n {n}: {} would take {:.1} GB ({n} rows of {dim} float64 values), but only {:.1} GB are free there; lower -n",
+                path.display(),
+                need as f64 / 1e9,
+                free as f64 / 1e9
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The range to check samples against: the training data's (recorded in the
+/// checkpoint), else the run folder's held-out data's, with words saying which.
+fn data_range(meta: &checkpoint::Meta, model: &Path) -> Option<(DataRange, &'static str)> {
+    if let Some(range) = &meta.data.range {
+        return Some((range.clone(), "the training data's range"));
+    }
+    let held = scoresde::data::load_npy(common::heldout_path(&run_folder(model))).ok()?;
+    let range = DataRange::fit(held.view()).ok().filter(|r| r.dim() == meta.net.dim)?;
+    Some((range, "the held-out data's range (the checkpoint records no training range)"))
+}
+
+/// Samples outside the data's range make a `warning:` (rather than a `note:`)
+/// when more than this share of them is outside...
+const WARN_SHARE: f64 = 0.01;
+/// ... or when one lies further out than this many half-widths from the centre.
+const WARN_FACTOR: f64 = 1.5;
+
+/// The line about samples outside the data's range, if any are: a `note:`
+/// for a few just outside, a `warning:` past [`WARN_SHARE`] or [`WARN_FACTOR`].
+fn range_warning(report: &RangeReport, what: &str) -> Option<String> {
+    if report.outside() == 0 {
+        return None;
+    }
+    let (j, r) = (report.worst_column(), report.range());
+    let share = report.outside() as f64 / report.rows().max(1) as f64;
+    let level = if share > WARN_SHARE || report.max_factor() > WARN_FACTOR { "warning" } else { "note" };
+    Some(format!(
+        "{level}: {} of {} samples ({:.2}%) lie outside {what} (per-column min..max); the farthest is {:.1}x the range's half-width from its centre (column {j}, range [{:.4}, {:.4}])",
+        report.outside(),
+        report.rows(),
+        100.0 * share,
+        report.max_factor(),
+        r.min[j],
+        r.max[j]
+    ))
+}
+
+/// `scoresde sample`: samples streamed to a .npy file batch by batch, their
+/// range check, figure, and the class report with `--class`.
 pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
+    let n = sample_count(a.n)?;
     let device = common::device(&a.device)?;
     let (model, scaling, meta) = load_model(&a.model, device)?;
     // One writer per folder: not while a training writes there.
@@ -255,24 +421,49 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     let sde = meta.sde.build()?;
     let on = Target { sde: sde.as_ref(), dim: meta.net.dim, device };
     let (score, tag) = guided(a, model, &meta)?;
+    let out = a.out.clone().unwrap_or_else(|| run_folder(&a.model));
+    let path = out.join(format!("samples-{}-{}{tag}.npy", a.solver, a.steps));
+    check_disk(&path, n, meta.net.dim)?;
     let spec = Spec {
         solver: &a.solver,
         steps: a.steps,
         grid: &a.grid,
-        n: a.n,
+        n,
+        batch: batch_size(a, &meta.net, n, device)?,
+        keep: n.min(MAX_KEPT),
         seed: a.seed,
         denoise: !a.no_denoise,
         snapshot_times: if a.trajectory { &SNAPSHOT_TIMES } else { &[] },
     };
-    let s = sample_with(score.as_ref(), &on, &scaling, &spec, &ctrl_c.flag())?;
+    if spec.batch < n {
+        eprintln!("sampling in {} batches of {}", n.div_ceil(spec.batch), spec.batch);
+    }
+    let range = data_range(&meta, &a.model);
+    let mut report = range.as_ref().map(|(r, _)| RangeReport::new(r.clone()));
+    let mut writer = NpyWriter::create(&path, n as u64, meta.net.dim)?;
+    let mut on_batch = |x: ArrayView2<'_, f64>| -> anyhow::Result<()> {
+        writer.append(x)?;
+        if let Some(r) = report.as_mut() {
+            r.add(x)?;
+        }
+        Ok(())
+    };
+    let s = sample_with(score.as_ref(), &on, &scaling, &spec, &ctrl_c.flag(), &mut on_batch)?;
+    let path = writer.finish()?;
     eprintln!(
         "{} samples, {} score evaluations, {:.2} s ({:.0} samples/s, {:.0} steps/s)",
-        a.n,
+        n,
         s.score_evals,
         s.seconds,
-        a.n as f64 / s.seconds,
-        a.steps as f64 / s.seconds
+        n as f64 / s.seconds,
+        a.steps as f64 * n.div_ceil(spec.batch) as f64 / s.seconds
     );
+    if let Some(line) = report.as_ref().zip(range.as_ref()).and_then(|(r, (_, what))| range_warning(r, what)) {
+        eprintln!("{line}");
+    }
+    if s.x.nrows() < n {
+        println!("figure and class report: the first {} of {n} samples", s.x.nrows());
+    }
     if let Some(class) = a.class {
         match class_report(&meta.data.source, &s.x, class) {
             Some((mean, freq)) => println!(
@@ -282,9 +473,6 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
             None => println!("class {class}: no exact class posterior for {}", meta.data.source),
         }
     }
-    let out = a.out.clone().unwrap_or_else(|| run_folder(&a.model));
-    let path = out.join(format!("samples-{}-{}{tag}.npy", a.solver, a.steps));
-    save_npy(&path, &s.x)?;
     println!("wrote {}", path.display());
     if s.x.ncols() == 2 {
         let png = path.with_extension("png");
@@ -304,4 +492,31 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         }
     }
     Ok(Status::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_line_is_a_note_for_a_few_just_outside_and_a_warning_past_the_thresholds() {
+        let range = DataRange { min: vec![-1.0], max: vec![1.0] };
+        let line = |values: &[f64]| {
+            let mut r = RangeReport::new(range.clone());
+            r.add(Array2::from_shape_vec((values.len(), 1), values.to_vec()).unwrap().view()).unwrap();
+            range_warning(&r, "the range")
+        };
+        let inside = vec![0.5; 200];
+        assert_eq!(line(&inside), None);
+        let mut few = inside.clone();
+        few[0] = 1.2; // 1 of 200 (0.5%), 1.2 half-widths out
+        let l = line(&few).unwrap();
+        assert!(l.starts_with("note: 1 of 200 samples (0.50%)") && l.contains("1.2x"), "{l}");
+        let mut far = inside.clone();
+        far[0] = -3.0; // 3 half-widths out
+        assert!(line(&far).unwrap().starts_with("warning: 1 of 200"));
+        let mut many = inside;
+        many[..3].fill(1.1); // 1.5% out
+        assert!(line(&many).unwrap().starts_with("warning: 3 of 200 samples (1.50%)"));
+    }
 }

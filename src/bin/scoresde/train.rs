@@ -9,7 +9,9 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{bail, Context as _};
 use ndarray::Array2;
 use scoresde::checkpoint::{self, DataInfo};
-use scoresde::data::{save_npy, split, split_indices, DataSource, Scaling};
+use scoresde::data::{
+    save_npy, split, split_indices, split_sizes, DataSource, Scaling, MIN_HELDOUT_ROWS, MIN_TRAIN_ROWS,
+};
 use scoresde::model::SdeSpec;
 use scoresde::net::{Activation, Head, NetConfig, Parameterization, TimeEmbedding};
 use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
@@ -31,7 +33,8 @@ pub struct TrainArgs {
     /// A toy set (eight-gaussians, swiss-roll, two-moons, checkerboard, rings, mixture) or a .npy file of shape [n, d].
     #[arg(long, default_value = "eight-gaussians")]
     pub data: String,
-    /// Samples drawn from a toy set (a .npy file is used whole).
+    /// Samples drawn from a toy set (a .npy file is used whole). The split must
+    /// leave at least 10 training and 2 held-out rows.
     #[arg(long, default_value_t = 20_000)]
     pub n: usize,
     /// Fraction of the data held out for evaluation (saved as OUT/heldout.npy).
@@ -40,7 +43,9 @@ pub struct TrainArgs {
     /// Total optimisation steps [default: 4000, or the checkpoint's with --resume].
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Batch size.
+    /// Batch size: at most the number of training rows (a larger value is
+    /// lowered to it, with a note), and a training step must fit in half of
+    /// the machine's memory on the CPU.
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
     /// Peak Adam learning rate.
@@ -206,6 +211,9 @@ struct Prepared {
 /// Loads the data and splits it; with labels for a conditional score or a classifier.
 fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
     let source = DataSource::parse(&a.data)?;
+    if let DataSource::Toy(_) = source {
+        check_split(a, &source, a.n)?;
+    }
     let (train, held_out, labels) = if a.conditional || a.classifier {
         let what = if a.classifier { "a classifier" } else { "--conditional" };
         let toy = match &source {
@@ -219,13 +227,16 @@ fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
         (raw.select(ndarray::Axis(0), &t), raw.select(ndarray::Axis(0), &h), Some(labels))
     } else {
         let raw = source.load(a.n, a.seed)?;
+        if let DataSource::Npy(_) = source {
+            check_split(a, &source, raw.nrows())?;
+        }
         let (train, held_out) = split(raw.view(), a.holdout, a.seed ^ 0x5eed)?;
         (train, held_out, None)
     };
     let classes = if labels.is_some() { source.mixture().map_or(0, |m| m.n_components()) } else { 0 };
     let scaling = Scaling::fit(train.view())?;
     let scaled = scaling.apply(train.view())?;
-    let info = DataInfo::new(source.to_string(), train.view(), &scaling);
+    let info = DataInfo::new(source.to_string(), train.view(), &scaling)?;
     Ok(Prepared { source, train, scaled, held_out, labels, classes, scaling, info })
 }
 
@@ -260,7 +271,7 @@ fn resume(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> a
     let mut config = loaded.meta.train.clone();
     config.steps = a.steps.unwrap_or(config.steps);
     eprintln!("resuming from {} at step {} of {}", weights.display(), loaded.state.step, config.steps);
-    Ok(Trainer::with_state(loaded.net, loaded.meta.sde, config, &data.scaled, loaded.state)?)
+    Trainer::with_state(loaded.net, loaded.meta.sde, config, &data.scaled, loaded.state).map_err(flag_names)
 }
 
 /// The name clap gives `v` on the command line.
@@ -313,7 +324,55 @@ fn start(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> an
     }
     let sde = SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max };
     let net = net_config(a, data.train.ncols(), data.classes);
-    Ok(Trainer::new(net, sde, train_config(a), &data.scaled, device)?)
+    let mut config = train_config(a);
+    let rows = data.train.nrows();
+    if config.batch_size > rows {
+        eprintln!("note: --batch {} is more than the {rows} training rows; using --batch {rows}", config.batch_size);
+        config.batch_size = rows;
+    }
+    Trainer::new(net, sde, config, &data.scaled, device).map_err(flag_names)
+}
+
+/// Checks that splitting `rows` rows with `--holdout` leaves at least
+/// [`MIN_TRAIN_ROWS`] training and [`MIN_HELDOUT_ROWS`] held-out rows.
+fn check_split(a: &TrainArgs, source: &DataSource, rows: usize) -> anyhow::Result<()> {
+    let (train, held) = split_sizes(rows, a.holdout)
+        .map_err(|e| anyhow::anyhow!("--holdout {} with {rows} rows of --data {source}: {e}", a.holdout))?;
+    if train >= MIN_TRAIN_ROWS && held >= MIN_HELDOUT_ROWS {
+        return Ok(());
+    }
+    let rows_from = match source {
+        DataSource::Toy(_) => format!("--n {rows} rows of --data {source}"),
+        DataSource::Npy(_) => format!("the {rows} rows of --data {source}"),
+    };
+    let fix = match (source, held < MIN_HELDOUT_ROWS) {
+        (DataSource::Toy(_), true) => "raise --holdout or --n",
+        (DataSource::Toy(_), false) => "raise --n or lower --holdout",
+        (DataSource::Npy(_), true) => "raise --holdout or pass a --data file with more rows",
+        (DataSource::Npy(_), false) => "pass a --data file with more rows or lower --holdout",
+    };
+    bail!(
+        "--holdout {} splits {rows_from} into {train} training and {held} held-out rows: need at least {MIN_TRAIN_ROWS} training and {MIN_HELDOUT_ROWS} held-out rows; {fix}",
+        a.holdout
+    )
+}
+
+/// The library's names of sizes as this command's options (`width` is
+/// `--width`, `batch size` is `--batch`, ...), so errors name what to change.
+fn flag_names(e: scoresde::Error) -> anyhow::Error {
+    if let scoresde::Error::InvalidArgument { name, value, reason } = &e {
+        let flag = match name.as_str() {
+            "width" => "--width",
+            "depth" => "--depth",
+            "embedding dim" => "--embed-dim",
+            "fourier scale" => "--fourier-scale",
+            "batch size" => "--batch",
+            "dim" => "data dimension (columns of --data)",
+            _ => return e.into(),
+        };
+        return scoresde::Error::invalid(flag, value, reason.clone()).into();
+    }
+    e.into()
 }
 
 /// Trains with a progress bar until the end or Ctrl-C, saving to `ckpt`;
