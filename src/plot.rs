@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ndarray::ArrayView2;
-use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::ranged1d::{AsRangedCoord, BoldPoints, Ranged, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -266,10 +266,14 @@ pub fn scatter_panels<T: AsRef<str>>(
                 .y_label_area_size(36)
                 .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(draw_err)?;
+            let xf = axis_format(chart.as_coord_spec().x_spec(), 7);
+            let yf = axis_format(chart.as_coord_spec().y_spec(), 7);
             chart
                 .configure_mesh()
                 .x_labels(7)
                 .y_labels(7)
+                .x_label_formatter(&|v| xf.label(*v))
+                .y_label_formatter(&|v| yf.label(*v))
                 .max_light_lines(1)
                 .light_line_style(RGBColor(235, 235, 235))
                 .bold_line_style(RGBColor(215, 215, 215))
@@ -508,16 +512,16 @@ fn draw_density_panel(
         .y_label_area_size(48)
         .build_cartesian_2d(t0..t1, xlo..xhi)
         .map_err(draw_err)?;
-    let tick = |v: &f64| {
-        let t = u(*v);
-        format!("{:.1}", if t.abs() < 1e-9 { 0.0 } else { t })
-    };
+    let times: Vec<f64> = chart.as_coord_spec().x_spec().key_points(BoldPoints(6)).into_iter().map(u).collect();
+    let tf = TickFormat::for_ticks(&times);
+    let yf = axis_format(chart.as_coord_spec().y_spec(), 7);
     chart
         .configure_mesh()
         .disable_mesh()
         .x_labels(6)
         .y_labels(7)
-        .x_label_formatter(&tick)
+        .x_label_formatter(&|v| tf.label(u(*v)))
+        .y_label_formatter(&|v| yf.label(*v))
         .x_desc(if p.time_reversed { "t (reverse time runs left to right)" } else { "t" })
         .y_desc("x")
         .label_style((FONT, 14))
@@ -627,18 +631,87 @@ fn draw_marker<DB: DrawingBackend>(
     }
 }
 
-/// A tick label: plain for moderate magnitudes, scientific otherwise.
-fn tick_label(v: f64) -> String {
-    let a = v.abs();
-    if v == 0.0 {
-        "0".into()
-    } else if !(1e-2..1e4).contains(&a) {
-        let s = format!("{v:.0e}");
-        s.replace("e-0", "e-").replace("e0", "")
-    } else {
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+/// How one axis writes its tick labels. Each value is written in plain
+/// decimals when `1e-2 <= |v| < 1e4` and in scientific notation otherwise
+/// (`1.5e4`, `2e-5`), all with the same number of significant digits: the
+/// fewest that write every tick exactly (to 1e-9 relative), or, for ticks that
+/// are not short decimals, at least [`TickFormat::MAX_EXACT`] digits; in
+/// every case distinct ticks get distinct labels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickFormat {
+    /// Significant digits of every label.
+    digits: usize,
+    /// Magnitudes at or below this print as `0` (rounding noise of the ticks).
+    zero_below: f64,
+}
+
+impl TickFormat {
+    /// Significant digits past which labels only need to be distinct, not exact.
+    pub const MAX_EXACT: usize = 4;
+
+    /// The format for an axis with these ticks (non-finite values are ignored).
+    pub fn for_ticks(ticks: &[f64]) -> Self {
+        let finite: Vec<f64> = ticks.iter().copied().filter(|v| v.is_finite()).collect();
+        let zero_below = 1e-9 * finite.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let mut values: Vec<f64> = finite.iter().map(|&v| if v.abs() <= zero_below { 0.0 } else { v }).collect();
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        for digits in 1..=17 {
+            let f = Self { digits, zero_below };
+            let labels: Vec<String> = values.iter().map(|&v| f.label(v)).collect();
+            let mut unique = labels.clone();
+            unique.sort();
+            unique.dedup();
+            let exact = values
+                .iter()
+                .zip(&labels)
+                .all(|(&v, l)| l.parse::<f64>().is_ok_and(|back| (back - v).abs() <= 1e-9 * v.abs()));
+            if unique.len() == values.len() && (exact || digits >= Self::MAX_EXACT) {
+                return f;
+            }
+        }
+        Self { digits: 17, zero_below }
     }
+
+    /// The label of `v`.
+    pub fn label(&self, v: f64) -> String {
+        if !v.is_finite() {
+            return v.to_string();
+        }
+        if v.abs() <= self.zero_below || v == 0.0 {
+            return "0".into();
+        }
+        let trim = |s: &str| {
+            if s.contains('.') {
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let a = v.abs();
+        if (1e-2..1e4).contains(&a) {
+            let magnitude = a.log10().floor() as i32;
+            let decimals = (self.digits as i32 - 1 - magnitude).max(0) as usize;
+            trim(&format!("{v:.decimals$}"))
+        } else {
+            let s = format!("{v:.prec$e}", prec = self.digits - 1);
+            match s.split_once('e') {
+                Some((mantissa, exponent)) => format!("{}e{exponent}", trim(mantissa)),
+                None => s,
+            }
+        }
+    }
+}
+
+/// The labels of a set of ticks, written as one axis writes them ([`TickFormat`]).
+pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
+    let f = TickFormat::for_ticks(ticks);
+    ticks.iter().map(|&v| f.label(v)).collect()
+}
+
+/// The tick format of an axis as the mesh will label it with `labels` ticks.
+fn axis_format<R: Ranged<ValueType = f64>>(spec: &R, labels: usize) -> TickFormat {
+    TickFormat::for_ticks(&spec.key_points(BoldPoints(labels)))
 }
 
 /// `(lo, hi)` covering `values` with a margin: 5% of the span, or 0.1 decade on a log axis.
@@ -733,12 +806,14 @@ where
         .y_label_area_size(70)
         .build_cartesian_2d(x_spec, y_spec)
         .map_err(draw_err)?;
+    let xf = axis_format(chart.as_coord_spec().x_spec(), 10);
+    let yf = axis_format(chart.as_coord_spec().y_spec(), 10);
     chart
         .configure_mesh()
         .x_labels(10)
         .y_labels(10)
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_label_formatter(&|v| tick_label(*v))
+        .x_label_formatter(&|v| xf.label(*v))
+        .y_label_formatter(&|v| yf.label(*v))
         .light_line_style(RGBColor(238, 238, 238))
         .bold_line_style(RGBColor(210, 210, 210))
         .x_desc(opts.x_label.as_str())
@@ -834,18 +909,23 @@ pub fn heatmap_panels(path: impl AsRef<Path>, panels: &[HeatmapPanel<'_>], opts:
                 p.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)))
             });
             let (xe, ye) = (edges(p.x), edges(p.y));
+            let range = tick_labels(&[lo, hi]);
             let mut chart = ChartBuilder::on(cell)
-                .caption(format!("{}  [{}, {}]", p.title, tick_label(lo), tick_label(hi)), (FONT, 17))
+                .caption(format!("{}  [{}, {}]", p.title, range[0], range[1]), (FONT, 17))
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(40)
                 .build_cartesian_2d(xe[0]..xe[xe.len() - 1], ye[0]..ye[ye.len() - 1])
                 .map_err(draw_err)?;
+            let xf = axis_format(chart.as_coord_spec().x_spec(), 7);
+            let yf = axis_format(chart.as_coord_spec().y_spec(), 7);
             chart
                 .configure_mesh()
                 .disable_mesh()
                 .x_labels(7)
                 .y_labels(7)
+                .x_label_formatter(&|v| xf.label(*v))
+                .y_label_formatter(&|v| yf.label(*v))
                 .label_style((FONT, 13))
                 .draw()
                 .map_err(draw_err)?;
@@ -982,10 +1062,60 @@ mod tests {
 
     #[test]
     fn tick_labels_are_short() {
-        assert_eq!(tick_label(0.001), "1e-3");
-        assert_eq!(tick_label(0.5), "0.5");
-        assert_eq!(tick_label(100.0), "100");
-        assert_eq!(tick_label(1e5), "1e5");
+        let one = |v: f64| tick_labels(&[v]).remove(0);
+        assert_eq!(one(0.001), "1e-3");
+        assert_eq!(one(0.5), "0.5");
+        assert_eq!(one(100.0), "100");
+        assert_eq!(one(1e5), "1e5");
+        assert_eq!(one(0.0), "0");
+        assert_eq!(tick_labels(&[0.0, 0.5, 1.0, 1.5]), ["0", "0.5", "1", "1.5"]);
+        assert_eq!(tick_labels(&[1e-3, 1e-2, 0.1, 1.0]), ["1e-3", "0.01", "0.1", "1"]);
+        // Rounding noise around zero prints as 0, not as -1e-17.
+        assert_eq!(tick_labels(&[-0.5, -1.1e-17, 0.5]), ["-0.5", "0", "0.5"]);
+    }
+
+    fn distinct(labels: &[String]) -> usize {
+        let mut unique = labels.to_vec();
+        unique.sort();
+        unique.dedup();
+        unique.len()
+    }
+
+    /// Distinct ticks never print the same text: the loss axis once read
+    /// "2e4" at both 15000 and 20000.
+    #[test]
+    fn distinct_ticks_get_distinct_exact_labels() {
+        assert_eq!(tick_labels(&[0.0, 5000.0, 10000.0, 15000.0, 20000.0]), ["0", "5000", "1e4", "1.5e4", "2e4"]);
+        assert_eq!(tick_labels(&[15000.0, 17500.0, 20000.0]), ["1.5e4", "1.75e4", "2e4"]);
+        assert_eq!(tick_labels(&[0.1, 0.15, 0.2]), ["0.1", "0.15", "0.2"]);
+        assert_eq!(tick_labels(&[1e-5, 1.5e-5, 2e-5]), ["1e-5", "1.5e-5", "2e-5"]);
+        assert_eq!(tick_labels(&[0.3, 0.30000000000000004 + 0.05]), ["0.3", "0.35"]);
+        assert_eq!(tick_labels(&[-2.5e5, 0.0, 2.5e5]), ["-2.5e5", "0", "2.5e5"]);
+        // Values that are not short decimals: 4 significant digits, more only to tell them apart.
+        assert_eq!(tick_labels(&[0.123456789]), ["0.1235"]);
+        assert_eq!(tick_labels(&[1.000001, 1.000002]), ["1.000001", "1.000002"]);
+        for ticks in [
+            vec![15000.0, 20000.0],
+            vec![1e-5, 1.5e-5],
+            vec![9.99e3, 1e4, 1.001e4],
+            vec![1e-3, 2e-3, 3e-3, 4e-3, 5e-3],
+            vec![12345.0, 12345.5],
+        ] {
+            let labels = tick_labels(&ticks);
+            assert_eq!(distinct(&labels), ticks.len(), "{ticks:?} -> {labels:?}");
+        }
+    }
+
+    /// The formatter sees the ticks plotters draws: on a 0..20000 axis with
+    /// 10 labels (the loss curve) they are 2500 apart and all distinct.
+    #[test]
+    fn axis_ticks_of_a_loss_axis_are_distinct() {
+        let spec: plotters::coord::types::RangedCoordf64 = (-1000.0..21000.0).into();
+        let ticks = spec.key_points(BoldPoints(10));
+        let f = axis_format(&spec, 10);
+        let labels: Vec<String> = ticks.iter().map(|&v| f.label(v)).collect();
+        assert_eq!(distinct(&labels), ticks.len(), "{ticks:?} -> {labels:?}");
+        assert!(labels.contains(&"1.5e4".to_string()) && labels.contains(&"2e4".to_string()), "{labels:?}");
     }
 
     #[test]
