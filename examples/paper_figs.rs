@@ -126,6 +126,7 @@ fn vp_paths_1d(out: &Path, seed: u64) -> anyhow::Result<()> {
     ];
     let opts = DensityOptions {
         x_range: (-2.5, 2.5),
+        panel_x_ranges: None,
         shading: Shading::PerTime,
         panel_px: (700, 440),
         path_alpha: 0.85,
@@ -284,6 +285,7 @@ fn ode_vs_sde_paths_1d(out: &Path, seed: u64) -> anyhow::Result<()> {
     ];
     let opts = DensityOptions {
         x_range: (-2.5, 2.5),
+        panel_x_ranges: None,
         shading: Shading::PerTime,
         panel_px: (700, 440),
         path_alpha: 0.85,

@@ -2,6 +2,8 @@
 //! trajectories, densities on grids); these functions turn it into PNGs.
 //!
 //! * [`scatter_panels`]: a grid of 2-D sample panels on shared axes.
+//! * [`scatter_matrix`]: pairwise scatter plots and histograms of the first
+//!   few dimensions of higher-dimensional sample sets, overlaid.
 //! * [`paths_over_density`]: 1-D sample paths over a shaded density `p_t(x)`,
 //!   one panel per (density, paths) pair, in the style of Song et al. (2021), Fig. 1.
 //! * [`line_chart`]: named series of `(x, y)` points, lines with markers,
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ndarray::ArrayView2;
-use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
+use plotters::coord::ranged1d::{AsRangedCoord, BoldPoints, Ranged, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -266,10 +268,14 @@ pub fn scatter_panels<T: AsRef<str>>(
                 .y_label_area_size(36)
                 .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(draw_err)?;
+            let xf = axis_format(chart.as_coord_spec().x_spec(), 7);
+            let yf = axis_format(chart.as_coord_spec().y_spec(), 7);
             chart
                 .configure_mesh()
                 .x_labels(7)
                 .y_labels(7)
+                .x_label_formatter(&|v| xf.label(*v))
+                .y_label_formatter(&|v| yf.label(*v))
                 .max_light_lines(1)
                 .light_line_style(RGBColor(235, 235, 235))
                 .bold_line_style(RGBColor(215, 215, 215))
@@ -280,6 +286,212 @@ pub fn scatter_panels<T: AsRef<str>>(
             chart
                 .draw_series(inside.into_iter().map(|p| Circle::new(p, opts.point_radius, style)))
                 .map_err(draw_err)?;
+        }
+        Ok(())
+    })
+}
+
+/// Options of [`scatter_matrix`]; `Default` gives the first 4 dimensions in
+/// 240-pixel cells, 40 histogram bins, ranges fitted to the first set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixOptions {
+    /// How many leading dimensions (columns) to draw, at least 1.
+    pub dims: usize,
+    /// Width and height of one cell in pixels.
+    pub cell_px: u32,
+    /// Radius of a point in pixels.
+    pub point_radius: u32,
+    /// Opacity of a point, in `(0, 1]`.
+    pub alpha: f64,
+    /// Bins of the histograms on the diagonal.
+    pub bins: usize,
+    /// `(min, max)` of each drawn dimension; `None` fits the first set with a
+    /// 10% margin. Points outside are not drawn.
+    pub ranges: Option<Vec<(f64, f64)>>,
+    /// A title above the whole figure; `\n` starts a new line.
+    pub title: Option<String>,
+}
+
+impl Default for MatrixOptions {
+    fn default() -> Self {
+        Self { dims: 4, cell_px: 240, point_radius: 1, alpha: 0.4, bins: 40, ranges: None, title: None }
+    }
+}
+
+/// `(min, max)` of the finite values of a column with a 10% margin (`(-1, 1)` around a constant).
+fn column_range(x: ArrayView2<'_, f64>, j: usize) -> (f64, f64) {
+    let (lo, hi) = x
+        .column(j)
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (-1.0, 1.0);
+    }
+    let pad = if hi > lo { 0.1 * (hi - lo) } else { 1.0 };
+    (lo - pad, hi + pad)
+}
+
+/// Density histogram of the values in `[lo, hi]` as the corners of a step line.
+fn histogram_steps(values: impl Iterator<Item = f64>, (lo, hi): (f64, f64), bins: usize) -> Vec<(f64, f64)> {
+    let width = (hi - lo) / bins as f64;
+    let mut counts = vec![0usize; bins];
+    let mut n = 0usize;
+    for v in values.filter(|v| v.is_finite()) {
+        n += 1;
+        if v >= lo && v <= hi {
+            counts[(((v - lo) / width) as usize).min(bins - 1)] += 1;
+        }
+    }
+    let scale = 1.0 / (n.max(1) as f64 * width);
+    let mut steps = vec![(lo, 0.0)];
+    for (b, &c) in counts.iter().enumerate() {
+        let (a, z) = (lo + b as f64 * width, lo + (b + 1) as f64 * width);
+        steps.push((a, c as f64 * scale));
+        steps.push((z, c as f64 * scale));
+    }
+    steps.push((hi, 0.0));
+    steps
+}
+
+/// Draws a scatter matrix of the first `opts.dims` dimensions of every set,
+/// overlaid in the palette's colours (the first set underneath, as the
+/// reference): cell `(i, j)` plots dimension `j + 1` across against dimension
+/// `i + 1` up; the diagonal holds each set's density histogram of that
+/// dimension. A legend row under the title names the sets, with the number of
+/// points of each that fall outside the drawn ranges. Writes a PNG to `path`.
+///
+/// # Errors
+/// [`PlotError::Invalid`] for no sets, sets of different widths, fewer
+/// columns than `opts.dims`, bad ranges or options; file errors as [`scatter_panels`].
+pub fn scatter_matrix<T: AsRef<str>>(
+    path: impl AsRef<Path>,
+    sets: &[(T, ArrayView2<'_, f64>)],
+    opts: &MatrixOptions,
+) -> Result<()> {
+    let Some((_, first)) = sets.first() else {
+        return Err(PlotError::Invalid("scatter_matrix needs at least one set".into()));
+    };
+    let k = opts.dims;
+    if k == 0 || first.ncols() < k {
+        return Err(PlotError::Invalid(format!(
+            "scatter_matrix draws {k} dimensions of sets with {} columns; need 1 <= dims <= columns",
+            first.ncols()
+        )));
+    }
+    if let Some((t, x)) = sets.iter().find(|(_, x)| x.ncols() != first.ncols()) {
+        return Err(PlotError::Invalid(format!(
+            "set `{}` has {} columns, the first set {}",
+            t.as_ref(),
+            x.ncols(),
+            first.ncols()
+        )));
+    }
+    if opts.cell_px < 120 || opts.bins == 0 || !(opts.alpha > 0.0 && opts.alpha <= 1.0) {
+        return Err(PlotError::Invalid("need cell_px >= 120, bins >= 1 and alpha in (0, 1]".into()));
+    }
+    let ranges = match &opts.ranges {
+        Some(r) if r.len() != k => {
+            return Err(PlotError::Invalid(format!("{} ranges for {k} dimensions", r.len())));
+        }
+        Some(r) => r.clone(),
+        None => (0..k).map(|j| column_range(*first, j)).collect(),
+    };
+    for (j, r) in ranges.iter().enumerate() {
+        check_range(&format!("dimension {}", j + 1), *r)?;
+    }
+    let legend_px = 30;
+    let side = k as u32 * opts.cell_px;
+    let size = (side.max(300), side + legend_px + title_height(opts.title.as_deref()));
+    render(path.as_ref(), size, |root| {
+        let area = titled(root, opts.title.as_deref())?;
+        let (legend, grid) = area.split_vertically(legend_px);
+        let mut x = 10;
+        for (s, (name, points)) in sets.iter().enumerate() {
+            legend.draw(&Rectangle::new([(x, 8), (x + 14, 22)], palette(s).filled())).map_err(draw_err)?;
+            let off = points
+                .rows()
+                .into_iter()
+                .filter(|r| ranges.iter().enumerate().any(|(j, &(lo, hi))| !(r[j] >= lo && r[j] <= hi)))
+                .count();
+            let text = if off > 0 {
+                format!("{} ({off} of {} off the axes)", name.as_ref(), points.nrows())
+            } else {
+                name.as_ref().to_string()
+            };
+            legend
+                .draw(&Text::new(text.clone(), (x + 20, 7), (FONT, 15).into_font().color(&BLACK)))
+                .map_err(draw_err)?;
+            x += 40 + 8 * text.chars().count() as i32;
+        }
+        let grid = grid.margin(0, 0, 0, 0);
+        let cells = grid.split_evenly((k, k));
+        for i in 0..k {
+            for j in 0..k {
+                let cell = &cells[i * k + j];
+                let (xr, yr) = (ranges[j], ranges[i]);
+                if i == j {
+                    let hists: Vec<Vec<(f64, f64)>> =
+                        sets.iter().map(|(_, x)| histogram_steps(x.column(j).iter().copied(), xr, opts.bins)).collect();
+                    let top = hists.iter().flatten().fold(0.0f64, |m, p| m.max(p.1));
+                    let top = if top > 0.0 { 1.1 * top } else { 1.0 };
+                    let mut chart = ChartBuilder::on(cell)
+                        .caption(format!("x{} (histogram)", j + 1), (FONT, 14))
+                        .margin(6)
+                        .x_label_area_size(22)
+                        .y_label_area_size(36)
+                        .build_cartesian_2d(xr.0..xr.1, 0.0..top)
+                        .map_err(draw_err)?;
+                    let xf = axis_format(chart.as_coord_spec().x_spec(), 5);
+                    let yf = axis_format(chart.as_coord_spec().y_spec(), 5);
+                    chart
+                        .configure_mesh()
+                        .disable_mesh()
+                        .x_labels(5)
+                        .y_labels(5)
+                        .x_label_formatter(&|v| xf.label(*v))
+                        .y_label_formatter(&|v| yf.label(*v))
+                        .label_style((FONT, 11))
+                        .draw()
+                        .map_err(draw_err)?;
+                    for (s, h) in hists.into_iter().enumerate() {
+                        chart.draw_series(LineSeries::new(h, palette(s).stroke_width(2))).map_err(draw_err)?;
+                    }
+                } else {
+                    let mut chart = ChartBuilder::on(cell)
+                        .caption(format!("x{} vs x{}", i + 1, j + 1), (FONT, 14))
+                        .margin(6)
+                        .x_label_area_size(22)
+                        .y_label_area_size(36)
+                        .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)
+                        .map_err(draw_err)?;
+                    let xf = axis_format(chart.as_coord_spec().x_spec(), 5);
+                    let yf = axis_format(chart.as_coord_spec().y_spec(), 5);
+                    chart
+                        .configure_mesh()
+                        .x_labels(5)
+                        .y_labels(5)
+                        .max_light_lines(1)
+                        .light_line_style(RGBColor(240, 240, 240))
+                        .bold_line_style(RGBColor(220, 220, 220))
+                        .x_label_formatter(&|v| xf.label(*v))
+                        .y_label_formatter(&|v| yf.label(*v))
+                        .label_style((FONT, 11))
+                        .draw()
+                        .map_err(draw_err)?;
+                    for (s, (_, x)) in sets.iter().enumerate() {
+                        let style = palette(s).mix(opts.alpha).filled();
+                        let inside = x
+                            .rows()
+                            .into_iter()
+                            .map(|r| (r[j], r[i]))
+                            .filter(|&(a, b)| a >= xr.0 && a <= xr.1 && b >= yr.0 && b <= yr.1);
+                        chart
+                            .draw_series(inside.map(|p| Circle::new(p, opts.point_radius, style)))
+                            .map_err(draw_err)?;
+                    }
+                }
+            }
         }
         Ok(())
     })
@@ -336,6 +548,8 @@ pub enum Shading {
 pub struct DensityOptions {
     /// `(min, max)` of the vertical (x) axis; path pieces outside are clipped.
     pub x_range: (f64, f64),
+    /// One `(min, max)` per panel instead of `x_range` (panels of quantities on different scales).
+    pub panel_x_ranges: Option<Vec<(f64, f64)>>,
     /// Colour scaling of the density.
     pub shading: Shading,
     /// Width and height of one panel in pixels.
@@ -348,7 +562,14 @@ pub struct DensityOptions {
 
 impl Default for DensityOptions {
     fn default() -> Self {
-        Self { x_range: (-3.0, 3.0), shading: Shading::PerTime, panel_px: (640, 420), path_alpha: 0.8, title: None }
+        Self {
+            x_range: (-3.0, 3.0),
+            panel_x_ranges: None,
+            shading: Shading::PerTime,
+            panel_px: (640, 420),
+            path_alpha: 0.8,
+            title: None,
+        }
     }
 }
 
@@ -473,16 +694,22 @@ pub fn paths_over_density(path: impl AsRef<Path>, panels: &[DensityPanel<'_>], o
         return Err(PlotError::Invalid("paths_over_density needs at least one panel".into()));
     }
     panels.iter().try_for_each(check_panel)?;
-    check_range("x", opts.x_range)?;
+    let ranges = match &opts.panel_x_ranges {
+        Some(r) if r.len() != panels.len() => {
+            return Err(PlotError::Invalid(format!("{} x ranges for {} panels", r.len(), panels.len())));
+        }
+        Some(r) => r.clone(),
+        None => vec![opts.x_range; panels.len()],
+    };
+    ranges.iter().try_for_each(|r| check_range("x", *r))?;
     if opts.panel_px.0 < 150 || opts.panel_px.1 < 150 || !(opts.path_alpha > 0.0 && opts.path_alpha <= 1.0) {
         return Err(PlotError::Invalid("need panel_px >= (150, 150) and path_alpha in (0, 1]".into()));
     }
     let size = (panels.len() as u32 * opts.panel_px.0, opts.panel_px.1 + title_height(opts.title.as_deref()));
-    let (xlo, xhi) = opts.x_range;
     render(path.as_ref(), size, |root| {
         let area = titled(root, opts.title.as_deref())?;
-        for (cell, p) in area.split_evenly((1, panels.len())).iter().zip(panels) {
-            draw_density_panel(cell, p, opts.shading, opts.path_alpha, (xlo, xhi))?;
+        for ((cell, p), range) in area.split_evenly((1, panels.len())).iter().zip(panels).zip(ranges) {
+            draw_density_panel(cell, p, opts.shading, opts.path_alpha, range)?;
         }
         Ok(())
     })
@@ -499,25 +726,24 @@ fn draw_density_panel(
     let te = edges(d.t);
     let xe = edges(d.x);
     let (t0, t1) = (te[0], te[te.len() - 1]);
-    // Reversed time is drawn as u = t0 + t1 - t, labelled with t.
-    let u = |t: f64| if p.time_reversed { t0 + t1 - t } else { t };
+    // Reversed time is a time axis running from t1 down to t0.
+    let time_axis = if p.time_reversed { t1..t0 } else { t0..t1 };
     let mut chart = ChartBuilder::on(cell)
         .caption(&p.title, (FONT, 19))
         .margin(10)
         .x_label_area_size(44)
         .y_label_area_size(48)
-        .build_cartesian_2d(t0..t1, xlo..xhi)
+        .build_cartesian_2d(time_axis, xlo..xhi)
         .map_err(draw_err)?;
-    let tick = |v: &f64| {
-        let t = u(*v);
-        format!("{:.1}", if t.abs() < 1e-9 { 0.0 } else { t })
-    };
+    let tf = axis_format(chart.as_coord_spec().x_spec(), 6);
+    let yf = axis_format(chart.as_coord_spec().y_spec(), 7);
     chart
         .configure_mesh()
         .disable_mesh()
         .x_labels(6)
         .y_labels(7)
-        .x_label_formatter(&tick)
+        .x_label_formatter(&|v| tf.label(*v))
+        .y_label_formatter(&|v| yf.label(*v))
         .x_desc(if p.time_reversed { "t (reverse time runs left to right)" } else { "t" })
         .y_desc("x")
         .label_style((FONT, 14))
@@ -531,20 +757,20 @@ fn draw_density_panel(
             Shading::PerTime => row.iter().fold(0.0f64, |m, v| m.max(*v)),
             Shading::Global => global_max,
         };
-        let (ua, ub) = (u(te[i]), u(te[i + 1]));
+        let (ta, tb) = (te[i], te[i + 1]);
         for (j, v) in row.iter().enumerate() {
             let (ya, yb) = (xe[j].max(xlo), xe[j + 1].min(xhi));
             if ya >= yb {
                 continue;
             }
             let c = viridis(if scale > 0.0 { v / scale } else { 0.0 });
-            cells.push(Rectangle::new([(ua.min(ub), ya), (ua.max(ub), yb)], c.filled()));
+            cells.push(Rectangle::new([(ta.min(tb), ya), (ta.max(tb), yb)], c.filled()));
         }
     }
     chart.draw_series(cells).map_err(draw_err)?;
     let style = WHITE.mix(path_alpha).stroke_width(1);
     for k in 0..p.paths.x.ncols() {
-        let pts: Vec<(f64, f64)> = p.paths.t.iter().zip(p.paths.x.column(k)).map(|(t, x)| (u(*t), *x)).collect();
+        let pts: Vec<(f64, f64)> = p.paths.t.iter().zip(p.paths.x.column(k)).map(|(t, x)| (*t, *x)).collect();
         for piece in clip_polyline(&pts, xlo, xhi) {
             chart.draw_series(LineSeries::new(piece, style)).map_err(draw_err)?;
         }
@@ -627,18 +853,87 @@ fn draw_marker<DB: DrawingBackend>(
     }
 }
 
-/// A tick label: plain for moderate magnitudes, scientific otherwise.
-fn tick_label(v: f64) -> String {
-    let a = v.abs();
-    if v == 0.0 {
-        "0".into()
-    } else if !(1e-2..1e4).contains(&a) {
-        let s = format!("{v:.0e}");
-        s.replace("e-0", "e-").replace("e0", "")
-    } else {
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
+/// How one axis writes its tick labels. Each value is written in plain
+/// decimals when `1e-2 <= |v| < 1e4` and in scientific notation otherwise
+/// (`1.5e4`, `2e-5`), all with the same number of significant digits: the
+/// fewest that write every tick exactly (to 1e-9 relative), or, for ticks that
+/// are not short decimals, at least [`TickFormat::MAX_EXACT`] digits; in
+/// every case distinct ticks get distinct labels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickFormat {
+    /// Significant digits of every label.
+    digits: usize,
+    /// Magnitudes at or below this print as `0` (rounding noise of the ticks).
+    zero_below: f64,
+}
+
+impl TickFormat {
+    /// Significant digits past which labels only need to be distinct, not exact.
+    pub const MAX_EXACT: usize = 4;
+
+    /// The format for an axis with these ticks (non-finite values are ignored).
+    pub fn for_ticks(ticks: &[f64]) -> Self {
+        let finite: Vec<f64> = ticks.iter().copied().filter(|v| v.is_finite()).collect();
+        let zero_below = 1e-9 * finite.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let mut values: Vec<f64> = finite.iter().map(|&v| if v.abs() <= zero_below { 0.0 } else { v }).collect();
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        for digits in 1..=17 {
+            let f = Self { digits, zero_below };
+            let labels: Vec<String> = values.iter().map(|&v| f.label(v)).collect();
+            let mut unique = labels.clone();
+            unique.sort();
+            unique.dedup();
+            let exact = values
+                .iter()
+                .zip(&labels)
+                .all(|(&v, l)| l.parse::<f64>().is_ok_and(|back| (back - v).abs() <= 1e-9 * v.abs()));
+            if unique.len() == values.len() && (exact || digits >= Self::MAX_EXACT) {
+                return f;
+            }
+        }
+        Self { digits: 17, zero_below }
     }
+
+    /// The label of `v`.
+    pub fn label(&self, v: f64) -> String {
+        if !v.is_finite() {
+            return v.to_string();
+        }
+        if v.abs() <= self.zero_below || v == 0.0 {
+            return "0".into();
+        }
+        let trim = |s: &str| {
+            if s.contains('.') {
+                s.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let a = v.abs();
+        if (1e-2..1e4).contains(&a) {
+            let magnitude = a.log10().floor() as i32;
+            let decimals = (self.digits as i32 - 1 - magnitude).max(0) as usize;
+            trim(&format!("{v:.decimals$}"))
+        } else {
+            let s = format!("{v:.prec$e}", prec = self.digits - 1);
+            match s.split_once('e') {
+                Some((mantissa, exponent)) => format!("{}e{exponent}", trim(mantissa)),
+                None => s,
+            }
+        }
+    }
+}
+
+/// The labels of a set of ticks, written as one axis writes them ([`TickFormat`]).
+pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
+    let f = TickFormat::for_ticks(ticks);
+    ticks.iter().map(|&v| f.label(v)).collect()
+}
+
+/// The tick format of an axis as the mesh will label it with `labels` ticks.
+fn axis_format<R: Ranged<ValueType = f64>>(spec: &R, labels: usize) -> TickFormat {
+    TickFormat::for_ticks(&spec.key_points(BoldPoints(labels)))
 }
 
 /// `(lo, hi)` covering `values` with a margin: 5% of the span, or 0.1 decade on a log axis.
@@ -733,12 +1028,14 @@ where
         .y_label_area_size(70)
         .build_cartesian_2d(x_spec, y_spec)
         .map_err(draw_err)?;
+    let xf = axis_format(chart.as_coord_spec().x_spec(), 10);
+    let yf = axis_format(chart.as_coord_spec().y_spec(), 10);
     chart
         .configure_mesh()
         .x_labels(10)
         .y_labels(10)
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_label_formatter(&|v| tick_label(*v))
+        .x_label_formatter(&|v| xf.label(*v))
+        .y_label_formatter(&|v| yf.label(*v))
         .light_line_style(RGBColor(238, 238, 238))
         .bold_line_style(RGBColor(210, 210, 210))
         .x_desc(opts.x_label.as_str())
@@ -834,18 +1131,23 @@ pub fn heatmap_panels(path: impl AsRef<Path>, panels: &[HeatmapPanel<'_>], opts:
                 p.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)))
             });
             let (xe, ye) = (edges(p.x), edges(p.y));
+            let range = tick_labels(&[lo, hi]);
             let mut chart = ChartBuilder::on(cell)
-                .caption(format!("{}  [{}, {}]", p.title, tick_label(lo), tick_label(hi)), (FONT, 17))
+                .caption(format!("{}  [{}, {}]", p.title, range[0], range[1]), (FONT, 17))
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(40)
                 .build_cartesian_2d(xe[0]..xe[xe.len() - 1], ye[0]..ye[ye.len() - 1])
                 .map_err(draw_err)?;
+            let xf = axis_format(chart.as_coord_spec().x_spec(), 7);
+            let yf = axis_format(chart.as_coord_spec().y_spec(), 7);
             chart
                 .configure_mesh()
                 .disable_mesh()
                 .x_labels(7)
                 .y_labels(7)
+                .x_label_formatter(&|v| xf.label(*v))
+                .y_label_formatter(&|v| yf.label(*v))
                 .label_style((FONT, 13))
                 .draw()
                 .map_err(draw_err)?;
@@ -919,6 +1221,38 @@ mod tests {
     }
 
     #[test]
+    fn writes_scatter_matrix_and_rejects_bad_input() {
+        let dir = tmpdir("matrix");
+        let a = Array2::from_shape_fn((200, 5), |(i, j)| ((i * (j + 3)) % 17) as f64 / 4.0 - 2.0);
+        let b = Array2::from_shape_fn((100, 5), |(i, j)| ((i * (j + 5)) % 13) as f64 / 3.0 - 2.0);
+        let out = dir.join("m.png");
+        let o = MatrixOptions { title: Some("first 4 of 5 dimensions".into()), ..MatrixOptions::default() };
+        scatter_matrix(&out, &[("data", a.view()), ("samples", b.view())], &o).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        assert!(bytes.len() > 10_000, "a 4 x 4 matrix of points is more than a blank page: {} bytes", bytes.len());
+        let one = MatrixOptions { dims: 1, ..MatrixOptions::default() };
+        scatter_matrix(dir.join("one.png"), &[("data", a.view())], &one).unwrap();
+        let six = MatrixOptions { dims: 6, ..MatrixOptions::default() };
+        let e = scatter_matrix(dir.join("x.png"), &[("data", a.view())], &six).unwrap_err();
+        assert!(e.to_string().contains("5 columns"), "{e}");
+        let narrow = Array2::<f64>::zeros((3, 4));
+        let e = scatter_matrix(dir.join("x.png"), &[("data", a.view()), ("s", narrow.view())], &o).unwrap_err();
+        assert!(e.to_string().contains("`s` has 4 columns"), "{e}");
+        let none: [(&str, ArrayView2<f64>); 0] = [];
+        assert!(matches!(scatter_matrix(dir.join("x.png"), &none, &o), Err(PlotError::Invalid(_))));
+        assert!(!dir.join("x.png").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn histogram_is_a_density() {
+        let steps = histogram_steps([0.1, 0.2, 0.7, 5.0].into_iter(), (0.0, 1.0), 2);
+        // 4 values, bin width 0.5: 2 in the first bin (density 1), 1 in the second (0.5); 5.0 is off the axis.
+        assert_eq!(steps, vec![(0.0, 0.0), (0.0, 1.0), (0.5, 1.0), (0.5, 0.5), (1.0, 0.5), (1.0, 0.0)]);
+    }
+
+    #[test]
     fn writes_density_png() {
         let dir = tmpdir("density");
         let t = [0.0, 0.5, 1.0];
@@ -982,10 +1316,60 @@ mod tests {
 
     #[test]
     fn tick_labels_are_short() {
-        assert_eq!(tick_label(0.001), "1e-3");
-        assert_eq!(tick_label(0.5), "0.5");
-        assert_eq!(tick_label(100.0), "100");
-        assert_eq!(tick_label(1e5), "1e5");
+        let one = |v: f64| tick_labels(&[v]).remove(0);
+        assert_eq!(one(0.001), "1e-3");
+        assert_eq!(one(0.5), "0.5");
+        assert_eq!(one(100.0), "100");
+        assert_eq!(one(1e5), "1e5");
+        assert_eq!(one(0.0), "0");
+        assert_eq!(tick_labels(&[0.0, 0.5, 1.0, 1.5]), ["0", "0.5", "1", "1.5"]);
+        assert_eq!(tick_labels(&[1e-3, 1e-2, 0.1, 1.0]), ["1e-3", "0.01", "0.1", "1"]);
+        // Rounding noise around zero prints as 0, not as -1e-17.
+        assert_eq!(tick_labels(&[-0.5, -1.1e-17, 0.5]), ["-0.5", "0", "0.5"]);
+    }
+
+    fn distinct(labels: &[String]) -> usize {
+        let mut unique = labels.to_vec();
+        unique.sort();
+        unique.dedup();
+        unique.len()
+    }
+
+    /// Distinct ticks never print the same text: the loss axis once read
+    /// "2e4" at both 15000 and 20000.
+    #[test]
+    fn distinct_ticks_get_distinct_exact_labels() {
+        assert_eq!(tick_labels(&[0.0, 5000.0, 10000.0, 15000.0, 20000.0]), ["0", "5000", "1e4", "1.5e4", "2e4"]);
+        assert_eq!(tick_labels(&[15000.0, 17500.0, 20000.0]), ["1.5e4", "1.75e4", "2e4"]);
+        assert_eq!(tick_labels(&[0.1, 0.15, 0.2]), ["0.1", "0.15", "0.2"]);
+        assert_eq!(tick_labels(&[1e-5, 1.5e-5, 2e-5]), ["1e-5", "1.5e-5", "2e-5"]);
+        assert_eq!(tick_labels(&[0.3, 0.30000000000000004 + 0.05]), ["0.3", "0.35"]);
+        assert_eq!(tick_labels(&[-2.5e5, 0.0, 2.5e5]), ["-2.5e5", "0", "2.5e5"]);
+        // Values that are not short decimals: 4 significant digits, more only to tell them apart.
+        assert_eq!(tick_labels(&[0.123456789]), ["0.1235"]);
+        assert_eq!(tick_labels(&[1.000001, 1.000002]), ["1.000001", "1.000002"]);
+        for ticks in [
+            vec![15000.0, 20000.0],
+            vec![1e-5, 1.5e-5],
+            vec![9.99e3, 1e4, 1.001e4],
+            vec![1e-3, 2e-3, 3e-3, 4e-3, 5e-3],
+            vec![12345.0, 12345.5],
+        ] {
+            let labels = tick_labels(&ticks);
+            assert_eq!(distinct(&labels), ticks.len(), "{ticks:?} -> {labels:?}");
+        }
+    }
+
+    /// The formatter sees the ticks plotters draws: on a 0..20000 axis with
+    /// 10 labels (the loss curve) they are 2500 apart and all distinct.
+    #[test]
+    fn axis_ticks_of_a_loss_axis_are_distinct() {
+        let spec: plotters::coord::types::RangedCoordf64 = (-1000.0..21000.0).into();
+        let ticks = spec.key_points(BoldPoints(10));
+        let f = axis_format(&spec, 10);
+        let labels: Vec<String> = ticks.iter().map(|&v| f.label(v)).collect();
+        assert_eq!(distinct(&labels), ticks.len(), "{ticks:?} -> {labels:?}");
+        assert!(labels.contains(&"1.5e4".to_string()) && labels.contains(&"2e4".to_string()), "{labels:?}");
     }
 
     #[test]

@@ -66,15 +66,15 @@ fn train_sample_eval_plot() {
     for solver in ["ancestral", "dpm2m"] {
         let text =
             ok(&["sample", "--model", s(&dir), "--solver", solver, "--steps", "10", "-n", "300", "--device", "cpu"]);
-        assert!(text.contains(&format!("samples-{solver}-10.npy")), "{text}");
+        assert!(text.contains(&format!("samples-{solver}-10-uniform-seed0.npy")), "{text}");
     }
-    let x = scoresde::data::load_npy(dir.join("samples-dpm2m-10.npy")).unwrap();
+    let x = scoresde::data::load_npy(dir.join("samples-dpm2m-10-uniform-seed0.npy")).unwrap();
     assert_eq!(x.dim(), (300, 2));
     let text = ok(&["eval", "--model", s(&dir)]);
     assert!(text.contains("sliced W2") && text.contains("score error"), "{text}");
     assert!(dir.join("eval.csv").is_file() && dir.join("score_error.csv").is_file());
     ok(&["plot", "--model", s(&dir)]);
-    assert!(dir.join("samples-dpm2m-10.png").is_file());
+    assert!(dir.join("samples-dpm2m-10-uniform-seed0.png").is_file());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -179,9 +179,12 @@ fn guided_sampling_and_its_errors() {
     let base = ["sample", "--model", s(&dir), "-n", "64", "--steps", "10", "--device", "cpu"];
     let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|a| a.to_string()).collect() };
     let text = ok_owned(&with(&["--class", "3", "--guidance", "2"]));
-    assert!(text.contains("samples-ancestral-10-class3-cfg-w2.npy") && text.contains("class 3: exact"), "{text}");
+    assert!(
+        text.contains("samples-ancestral-10-uniform-seed0-class3-cfg-w2.npy") && text.contains("class 3: exact"),
+        "{text}"
+    );
     let text = ok_owned(&with(&["--class", "3", "--guidance", "2", "--classifier", s(&clf)]));
-    assert!(text.contains("samples-ancestral-10-class3-classifier-w2.npy"), "{text}");
+    assert!(text.contains("samples-ancestral-10-uniform-seed0-class3-classifier-w2.npy"), "{text}");
 
     // A class out of range, a non-finite scale, a score as the classifier.
     let err = fails_owned(&with(&["--class", "8"]));

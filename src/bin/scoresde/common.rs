@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use scoresde::checkpoint;
 use scoresde::data::Scaling;
@@ -163,6 +163,72 @@ pub fn sample_files(folder: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Everything that decides what a sample file holds, besides the model and
+/// the number of samples; [`SampleName::stem`] writes all of it into the file
+/// name, so runs with different settings never share a file.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleName<'a> {
+    /// Integrator name (with its parameters, `ddim-eta:0.5`).
+    pub solver: &'a str,
+    /// Steps from t = 1 down to t = eps.
+    pub steps: usize,
+    /// Time grid name.
+    pub grid: &'a str,
+    /// Seed of the prior sample and the sampler noise.
+    pub seed: u64,
+    /// Ends with the noise-free Tweedie denoising step.
+    pub denoise: bool,
+    /// Guidance: `-class3-cfg-w2`, `-class3-classifier-w1`, or empty.
+    pub guidance: &'a str,
+}
+
+impl SampleName<'_> {
+    /// `samples-SOLVER-STEPS-GRID-seedSEED[-no-denoise][GUIDANCE]`; characters
+    /// other than letters, digits, `.`, `-` and `_` (the `:` of solver
+    /// parameters) become `_`.
+    pub fn stem(&self) -> String {
+        let grid = if self.grid == "logsnr" { "log-snr" } else { self.grid };
+        let raw = if self.denoise { "" } else { "-no-denoise" };
+        let name = format!("samples-{}-{}-{grid}-seed{}{raw}{}", self.solver, self.steps, self.seed, self.guidance);
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' }).collect()
+    }
+
+    /// The sample file in `folder`.
+    pub fn npy(&self, folder: &Path) -> PathBuf {
+        folder.join(format!("{}.npy", self.stem()))
+    }
+
+    /// The progressive-denoising figure of the run in `folder`.
+    pub fn trajectory_png(&self, folder: &Path) -> PathBuf {
+        folder.join(format!("trajectory{}.png", &self.stem()["samples".len()..]))
+    }
+}
+
+/// Fails, naming the first of `paths` that exists, unless `force`: outputs of
+/// an earlier run are not replaced without `--force`.
+pub fn refuse_existing(paths: &[PathBuf], force: bool) -> anyhow::Result<()> {
+    match paths.iter().find(|p| p.exists()) {
+        Some(p) if !force => bail!(
+            "{} exists (from an earlier run with the same settings): pass --force to replace it, or --out to write elsewhere",
+            p.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Whether writing `new` over the file at `path` loses nothing: the file is
+/// absent, or every line of it is also a line of `new` (the same table, or
+/// one with more rows).
+pub fn keeps_every_line(path: &Path, new: &str) -> bool {
+    match std::fs::read(path) {
+        Ok(old) => {
+            let lines: std::collections::HashSet<&str> = new.lines().collect();
+            String::from_utf8_lossy(&old).lines().all(|l| lines.contains(l))
+        }
+        Err(_) => !path.exists(),
+    }
+}
+
 /// A progress bar with rate and ETA; hidden when stderr is not a terminal.
 pub fn bar(total: u64, prefix: &str) -> ProgressBar {
     let pb = ProgressBar::new(total);
@@ -214,13 +280,33 @@ impl Table {
         s
     }
 
-    /// Writes `STEM.md` and `STEM.csv`; returns their paths.
-    pub fn save(&self, stem: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let (md, csv) = (stem.with_extension("md"), stem.with_extension("csv"));
+    /// Writes `STEM.md` and `STEM.csv`; returns their paths. Unless `force`,
+    /// refuses (writing neither) when either file holds a line the new table
+    /// lacks: an earlier table with other results is never replaced silently.
+    pub fn save(&self, stem: &Path, force: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (md, csv) = (with_suffix(stem, "md"), with_suffix(stem, "csv"));
+        if !force {
+            for (path, text) in [(&md, self.markdown()), (&csv, self.csv())] {
+                if !keeps_every_line(path, &text) {
+                    bail!(
+                        "{} holds other results (from an earlier run): pass --force to replace it, or move it away",
+                        path.display()
+                    );
+                }
+            }
+        }
         scoresde::fsutil::write_atomic(&md, self.markdown().as_bytes()).with_context(|| "writing the table")?;
         scoresde::fsutil::write_atomic(&csv, self.csv().as_bytes()).with_context(|| "writing the table")?;
         Ok((md, csv))
     }
+}
+
+/// `STEM.EXT`, keeping any dots of the stem (`with_extension` would cut `w0.5`).
+pub fn with_suffix(stem: &Path, ext: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
 }
 
 /// Formats a float with `digits` significant decimals for tables.

@@ -10,7 +10,7 @@ use scoresde::data::DataSource;
 use scoresde::solvers::SAMPLERS;
 use scoresde::train::Outcome;
 
-use crate::common::{fmt, CtrlC, Status, Table};
+use crate::common::{fmt, CtrlC, SampleName, Status, Table};
 use crate::eval::{exact_loglik, quality};
 use crate::sample::{default_batch, sample, Spec, MAX_KEPT, SNAPSHOT_TIMES};
 use crate::train::{train, TrainArgs, Trained};
@@ -77,7 +77,9 @@ pub fn run(a: &DemoArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         reference.nrows()
     );
     print!("{}", table.markdown());
-    let (md, csv) = table.save(&a.out.join("metrics"))?;
+    // The demo retrains its folder's model (train --force), so its table and
+    // figures describe that model and are replaced with it.
+    let (md, csv) = table.save(&a.out.join("metrics"), true)?;
     let mut wrote = vec![md, csv];
     wrote.extend(sample_figures(a, &runs, reference)?);
     wrote.extend(score_error_figure(a, &trained)?);
@@ -159,7 +161,7 @@ struct Runs {
 
 /// Step 2: samples with every solver at every step count, measured against
 /// the held-out data (one table row each); the largest step count's samples
-/// are saved as `samples-SOLVER-STEPS.npy`.
+/// are saved as `samples-SOLVER-STEPS-GRID-seedSEED.npy` ([`SampleName`]).
 fn sample_every_solver(
     a: &DemoArgs,
     solvers: &[String],
@@ -201,7 +203,8 @@ fn sample_every_solver(
                 loglik(source, &s.x)?,
             ]);
             if steps == max_steps {
-                let npy = a.out.join(format!("samples-{name}-{steps}.npy"));
+                let file = SampleName { solver: name, steps, grid: &a.grid, seed: a.seed, denoise: true, guidance: "" };
+                let npy = file.npy(&a.out);
                 scoresde::data::save_npy(&npy, &s.x)?;
                 runs.panels.push((format!("{name}: SW2 {sw2:.3}"), s.x));
             }
@@ -218,6 +221,10 @@ fn sample_every_solver(
 fn sample_figures(a: &DemoArgs, runs: &Runs, reference: &Array2<f64>) -> anyhow::Result<Vec<PathBuf>> {
     let mut wrote = Vec::new();
     if reference.ncols() != 2 {
+        eprintln!(
+            "note: samples.png and denoising.png are drawn for 2-D data only; `scoresde plot --model {}` draws each sample file's pairwise figure",
+            a.out.display()
+        );
         return Ok(wrote);
     }
     let png = a.out.join("samples.png");

@@ -1,9 +1,9 @@
 //! `scoresde eval`: sample quality against held-out data, and the learned
 //! score's error against the exact one for Gaussian-mixture data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use ndarray::Array2;
 use scoresde::data::{load_npy, load_npy_head, DataSource};
 use scoresde::metrics::{median_bandwidth, mmd2, sliced_wasserstein2};
@@ -29,6 +29,31 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N (for the score error).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Replace tables and figures of an earlier eval that hold other results.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The file stem (in the run folder) of the quality table of these inputs:
+/// `eval` for every sample file of the run against its held-out data with
+/// seed 0; otherwise `eval-FIRST[-and-K-more][-vs-AGAINST][-seedS]`, named
+/// after the files given.
+pub fn table_stem(samples: &[PathBuf], against: Option<&Path>, seed: u64) -> String {
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut name = String::from("eval");
+    if let Some(first) = samples.first() {
+        name += &format!("-{}", stem(first));
+        if samples.len() > 1 {
+            name += &format!("-and-{}-more", samples.len() - 1);
+        }
+    }
+    if let Some(against) = against {
+        name += &format!("-vs-{}", stem(against));
+    }
+    if seed != 0 {
+        name += &format!("-seed{seed}");
+    }
+    name
 }
 
 /// Sliced W2 (256 projections) and unbiased MMD^2 (RBF, bandwidths h/2, h, 2h
@@ -66,12 +91,15 @@ pub fn model_score_error_by_time(
     Ok(Some(scoresde::eval::score_mse_by_time(&score, &law, score.sde(), &ERROR_TIMES, 2000, seed)?))
 }
 
-/// `scoresde eval`: a quality table of the sample files, and the score error over t.
+/// `scoresde eval`: a quality table of the sample files, and the score error
+/// over t. Tables are named after what was evaluated ([`table_stem`]); one that
+/// would replace an earlier table holding other results needs `--force`.
 pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
     let folder = run_folder(&a.model);
     let against = a.against.clone().unwrap_or_else(|| common::heldout_path(&folder));
     let reference = load_npy(&against).with_context(|| "reference data (--against)")?;
-    let files = if a.samples.is_empty() { common::sample_files(&folder)? } else { a.samples.clone() };
+    let listed = a.samples.is_empty();
+    let files = if listed { common::sample_files(&folder)? } else { a.samples.clone() };
     let (_, _, meta) = load_model(&a.model, tch::Device::Cpu)?;
     // Writes eval.* and score_error.* there: one writer per folder.
     let _lock = common::lock_folder("--model", &folder)?;
@@ -87,11 +115,16 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
             Some(s) => exact_loglik(s, &x)?.map_or("-".into(), |v| fmt(v, 3)),
             None => "-".into(),
         };
-        table.push(vec![f.display().to_string(), x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5), ll]);
+        let name = match f.file_name() {
+            Some(n) if listed => n.to_string_lossy().into_owned(),
+            _ => f.display().to_string(),
+        };
+        table.push(vec![name, x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5), ll]);
     }
     if !files.is_empty() {
         print!("{}", table.markdown());
-        let (md, csv) = table.save(&folder.join("eval"))?;
+        let stem = table_stem(&a.samples, a.against.as_deref(), a.seed);
+        let (md, csv) = table.save(&folder.join(stem), a.force)?;
         println!("wrote {} and {}", md.display(), csv.display());
     } else {
         eprintln!("no samples-*.npy in {}: run `scoresde sample` first or pass --samples", folder.display());
@@ -103,9 +136,17 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
             t.push(vec![fmt(*time, 3), fmt(*e, 5)]);
         }
         print!("{}", t.markdown());
-        let (md, _) = t.save(&folder.join("score_error"))?;
-        crate::plot::plot_score_error_by_time(&folder.join("score_error.png"), &errors)?;
-        println!("wrote {} and {}", md.display(), folder.join("score_error.png").display());
+        let stem =
+            folder.join(if a.seed == 0 { "score_error".to_string() } else { format!("score_error-seed{}", a.seed) });
+        let png = common::with_suffix(&stem, "png");
+        // The figure shows the table's numbers: it may be redrawn when the
+        // table is (unchanged, or with --force), not when only the figure is left.
+        if png.exists() && !common::with_suffix(&stem, "csv").exists() && !a.force {
+            bail!("{} exists (from an earlier eval): pass --force to replace it, or move it away", png.display());
+        }
+        let (md, _) = t.save(&stem, a.force)?;
+        crate::plot::plot_score_error_by_time(&png, &errors)?;
+        println!("wrote {} and {}", md.display(), png.display());
     }
     Ok(Status::Done)
 }

@@ -19,7 +19,7 @@ use scoresde::solvers::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::common::{self, load_model, run_folder, CtrlC, Status};
+use crate::common::{self, load_model, run_folder, CtrlC, SampleName, Status};
 
 /// Options of `scoresde sample`.
 #[derive(clap::Args, Debug, Clone)]
@@ -56,13 +56,18 @@ pub struct SampleArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Also draw the progressive denoising of the first samples (2-D data):
-    /// the state at t = 1, 0.5, 0.3, 0.2, 0.1, 0.05 and the end.
+    /// Also draw the progressive denoising, from the state at t = 1, 0.5, 0.3,
+    /// 0.2, 0.1, 0.05 and the end (2-D data: the samples at each time; more
+    /// dimensions: paths of the first four dimensions over their histograms).
     #[arg(long)]
     pub trajectory: bool,
-    /// Output folder [default: the model's folder].
+    /// Output folder [default: the model's folder]. Files are named after the
+    /// settings (samples-SOLVER-STEPS-GRID-seedSEED[-no-denoise][-classK-...].npy).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the files of an earlier run with the same settings.
+    #[arg(long)]
+    pub force: bool,
     /// Sample class K: classifier-free guidance of a model trained with
     /// `train --conditional`, or classifier guidance with --classifier.
     #[arg(long, value_name = "K")]
@@ -422,8 +427,22 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     let on = Target { sde: sde.as_ref(), dim: meta.net.dim, device };
     let (score, tag) = guided(a, model, &meta)?;
     let out = a.out.clone().unwrap_or_else(|| run_folder(&a.model));
-    let path = out.join(format!("samples-{}-{}{tag}.npy", a.solver, a.steps));
-    check_disk(&path, n, meta.net.dim)?;
+    let name = SampleName {
+        solver: &a.solver,
+        steps: a.steps,
+        grid: &a.grid,
+        seed: a.seed,
+        denoise: !a.no_denoise,
+        guidance: &tag,
+    };
+    let (npy, trajectory_png) = (name.npy(&out), name.trajectory_png(&out));
+    let png = npy.with_extension("png");
+    let mut outputs = vec![npy.clone(), png.clone()];
+    if a.trajectory {
+        outputs.push(trajectory_png.clone());
+    }
+    common::refuse_existing(&outputs, a.force)?;
+    check_disk(&npy, n, meta.net.dim)?;
     let spec = Spec {
         solver: &a.solver,
         steps: a.steps,
@@ -440,7 +459,7 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     }
     let range = data_range(&meta, &a.model);
     let mut report = range.as_ref().map(|(r, _)| RangeReport::new(r.clone()));
-    let mut writer = NpyWriter::create(&path, n as u64, meta.net.dim)?;
+    let mut writer = NpyWriter::create(&npy, n as u64, meta.net.dim)?;
     let mut on_batch = |x: ArrayView2<'_, f64>| -> anyhow::Result<()> {
         writer.append(x)?;
         if let Some(r) = report.as_mut() {
@@ -449,7 +468,7 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         Ok(())
     };
     let s = sample_with(score.as_ref(), &on, &scaling, &spec, &ctrl_c.flag(), &mut on_batch)?;
-    let path = writer.finish()?;
+    writer.finish()?;
     eprintln!(
         "{} samples, {} score evaluations, {:.2} s ({:.0} samples/s, {:.0} steps/s)",
         n,
@@ -473,22 +492,14 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
             None => println!("class {class}: no exact class posterior for {}", meta.data.source),
         }
     }
-    println!("wrote {}", path.display());
-    if s.x.ncols() == 2 {
-        let png = path.with_extension("png");
-        let held = scoresde::data::load_npy(common::heldout_path(&run_folder(&a.model))).ok();
-        crate::plot::samples_vs_data(
-            &png,
-            &[(format!("{} ({} steps){}", a.solver, a.steps, tag.replace('-', " ")), s.x.view())],
-            held.as_ref(),
-        )?;
-        println!("wrote {}", png.display());
-        if !s.snapshots.is_empty() {
-            let png = out.join(format!("trajectory-{}-{}{tag}.png", a.solver, a.steps));
-            let views: Vec<(String, ndarray::ArrayView2<'_, f64>)> =
-                s.snapshots.iter().map(|(t, x)| (format!("t = {t:.3}"), x.view())).collect();
-            crate::plot::samples_vs_data(&png, &views, held.as_ref())?;
-            println!("wrote {}", png.display());
+    println!("wrote {}", npy.display());
+    let held = scoresde::data::load_npy(common::heldout_path(&run_folder(&a.model))).ok();
+    let what = crate::plot::sample_figure(&png, &crate::plot::figure_title(&npy), s.x.view(), held.as_ref())?;
+    println!("wrote {} ({what})", png.display());
+    if a.trajectory {
+        match crate::plot::trajectory_figure(&trajectory_png, &s.snapshots, held.as_ref())? {
+            Some(what) => println!("wrote {} ({what})", trajectory_png.display()),
+            None => eprintln!("note: no trajectory figure: fewer than 2 times were recorded ({} steps)", a.steps),
         }
     }
     Ok(Status::Done)
