@@ -1,0 +1,918 @@
+//! Bad input on the command line, table-driven: every row runs `scoresde`
+//! once and checks that it fails the way it should.
+//!
+//! For each row: the exit code (1 for a bad value or file, 2 for a command
+//! line that clap or `main` rejects as usage), no panic, abort or libtorch
+//! exception, and an error message that names the problem (each substring of
+//! the row must appear on stderr). One tiny run folder (and the fixtures made
+//! from it: corrupt checkpoints, bad `.npy` files) is built first and
+//! fingerprinted; after every row has run, not one byte, mtime or file of it
+//! may have changed. Rows that legitimately write use `{out}`, a fresh folder
+//! of their own outside the fingerprinted tree.
+//!
+//! Adding a case is adding one row to [`cases`]. Placeholders in a row's
+//! arguments: `{run}` (the trained run folder), `{cond}` (a class-conditional
+//! run with a classifier), `{fx}` (the fixtures folder, see [`make_fixtures`]),
+//! `{out}` (a fresh, not yet existing folder for this row); `''` is an empty
+//! argument.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ndarray::Array2;
+use scoresde::data::save_npy;
+
+/// When a row applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    Always,
+    /// Only when not running as root (root ignores file permissions).
+    NotRoot,
+    /// Only when this machine has no usable CUDA device.
+    NoCuda,
+}
+
+/// One bad command line and how `scoresde` must answer it.
+#[derive(Debug, Clone)]
+struct Case {
+    /// What the row is about (printed in failures).
+    name: &'static str,
+    /// The arguments, separated by blanks, with placeholders.
+    args: &'static str,
+    /// The exit code.
+    exit: i32,
+    /// Substrings that must all appear on stderr.
+    expect: &'static [&'static str],
+    when: When,
+}
+
+/// A row: `scoresde ARGS` exits with `exit` and stderr holds every `expect`.
+const fn case(name: &'static str, args: &'static str, exit: i32, expect: &'static [&'static str]) -> Case {
+    Case { name, args, exit, expect, when: When::Always }
+}
+
+impl Case {
+    const fn unless_root(mut self) -> Self {
+        self.when = When::NotRoot;
+        self
+    }
+
+    const fn without_cuda(mut self) -> Self {
+        self.when = When::NoCuda;
+        self
+    }
+}
+
+/// Exit code of a bad value or file.
+const BAD: i32 = 1;
+/// Exit code of a usage error (clap, or a contradictory command line).
+const USAGE: i32 = 2;
+
+/// The table. Sample and train rows pass `--device cpu` unless the device is
+/// the point, so that a GPU machine does not spend seconds starting CUDA.
+fn cases() -> Vec<Case> {
+    vec![
+        // ---- usage errors (clap): exit 2 ----
+        case("no subcommand", "", USAGE, &["Usage: scoresde <COMMAND>"]),
+        case("unknown subcommand", "frobnicate", USAGE, &["unrecognized subcommand 'frobnicate'"]),
+        case("unknown option", "sample --bogus", USAGE, &["unexpected argument '--bogus'"]),
+        case("sample --steps negative", "sample --steps=-3", USAGE, &["'--steps <STEPS>'", "invalid digit"]),
+        case(
+            "sample --steps absurd",
+            "sample --steps 99999999999999999999999",
+            USAGE,
+            &["'--steps <STEPS>'", "too large"],
+        ),
+        case("sample -n negative", "sample -n=-5", USAGE, &["'--n <N>'", "invalid digit"]),
+        case("sample --guidance without --class", "sample --guidance 2", USAGE, &["--class <K>", "required"]),
+        case(
+            "sample --classifier with --cfg",
+            "sample --class 1 --cfg --classifier {cond}/classifier",
+            USAGE,
+            &["'--cfg' cannot be used with '--classifier <CKPT>'"],
+        ),
+        case(
+            "train --resume with --force",
+            "train --resume --force",
+            USAGE,
+            &["'--resume' cannot be used with '--force'"],
+        ),
+        case(
+            "train unknown --weighting",
+            "train --weighting nope",
+            USAGE,
+            &["'--weighting <WEIGHTING>'", "eps, likelihood"],
+        ),
+        case("train --out empty", "train --out ''", USAGE, &["a value is required for '--out <OUT>'"]),
+        case(
+            "train-classifier --conditional",
+            "train-classifier --conditional --out {out}",
+            USAGE,
+            &["--conditional is for `scoresde train`"],
+        ),
+        case("eval --samples without value", "eval --samples", USAGE, &["'--samples <FILE>'", "a value is required"]),
+        // ---- devices ----
+        case("sample --device unknown", "sample --model {run} --device tpu", BAD, &["`device` = \"tpu\"", "`cpu`"]),
+        case("sample --device empty", "sample --model {run} --device ''", BAD, &["`device` = \"\"", "`cuda:N`"]),
+        case(
+            "sample --device cuda:4096 (no such GPU)",
+            "sample --model {run} --device cuda:4096",
+            BAD,
+            &["device `cuda:4096` is not available"],
+        ),
+        case(
+            "sample --device cuda without a GPU",
+            "sample --model {run} --device cuda",
+            BAD,
+            &["device `cuda` is not available", "CUDA is not available"],
+        )
+        .without_cuda(),
+        case("demo --device unknown", "demo --device gpu0 --out {out}", BAD, &["`device` = \"gpu0\""]),
+        // ---- train: data ----
+        case(
+            "train --data a folder",
+            "train --data {fx} --out {out} --device cpu",
+            BAD,
+            &["`data`", "only .npy files are read"],
+        ),
+        case(
+            "train --data a folder named .npy",
+            "train --data {fx}/dir.npy --out {out} --device cpu",
+            BAD,
+            &["`data`", "dir.npy"],
+        ),
+        case(
+            "train --data int64 .npy",
+            "train --data {fx}/int64.npy --out {out} --device cpu",
+            BAD,
+            &["int64.npy", "unsupported element type", "<i8"],
+        ),
+        case(
+            "train --data 1-D .npy",
+            "train --data {fx}/rank1.npy --out {out} --device cpu",
+            BAD,
+            &["rank1.npy", "got a 1-D array", "shape (n, 1)"],
+        ),
+        case(
+            "train --data empty file",
+            "train --data {fx}/empty.npy --out {out} --device cpu",
+            BAD,
+            &["empty.npy", "the file is empty"],
+        ),
+        case(
+            "train --data text as .npy",
+            "train --data {fx}/text.npy --out {out} --device cpu",
+            BAD,
+            &["text.npy", "not a .npy file"],
+        ),
+        case(
+            "train --data truncated .npy",
+            "train --data {fx}/truncated.npy --out {out} --device cpu",
+            BAD,
+            &["truncated.npy", "truncated"],
+        ),
+        case(
+            "train --data with inf",
+            "train --data {fx}/inf.npy --out {out} --device cpu",
+            BAD,
+            &["inf.npy", "non-finite value inf at row 4, column 0"],
+        ),
+        case(
+            "train --data with 0 rows",
+            "train --data {fx}/rows0.npy --out {out} --device cpu",
+            BAD,
+            &["rows0.npy", "shape (0, 2)"],
+        ),
+        case(
+            "train --data with 1 row",
+            "train --data {fx}/row1.npy --out {out} --device cpu",
+            BAD,
+            &["1 rows", "at least 2 rows"],
+        ),
+        case("train --n 0", "train --n 0 --out {out} --device cpu", BAD, &["`n` = \"0\"", "at least one sample"]),
+        case(
+            "train --n absurd",
+            "train --n 99999999999 --out {out} --device cpu",
+            BAD,
+            &["`n` = \"99999999999\"", "at most"],
+        ),
+        case("train --holdout NaN", "train --holdout NaN --out {out} --device cpu", BAD, &["holdout", "NaN"]),
+        case(
+            "train --conditional on data without classes",
+            "train --conditional --data two-moons --out {out} --device cpu",
+            BAD,
+            &["--conditional needs data with classes", "two-moons"],
+        ),
+        case(
+            "train-classifier on a .npy file",
+            "train-classifier --data {fx}/plain.npy --out {out} --device cpu",
+            BAD,
+            &["a classifier needs data with classes", "plain.npy"],
+        ),
+        // ---- train: optimisation and network settings ----
+        case("train --batch 0", "train --batch 0 --out {out} --device cpu", BAD, &["`batch size` = \"0\""]),
+        case("train --lr NaN", "train --lr NaN --out {out} --device cpu", BAD, &["`lr` = \"NaN\""]),
+        case(
+            "train --grad-clip negative",
+            "train --grad-clip=-1 --out {out} --device cpu",
+            BAD,
+            &["`grad clip` = \"-1\""],
+        ),
+        case("train --ema 1", "train --ema 1 --out {out} --device cpu", BAD, &["`ema decay` = \"1\"", "[0, 1)"]),
+        case(
+            "train --label-dropout 2",
+            "train --conditional --label-dropout 2 --out {out} --device cpu",
+            BAD,
+            &["`label dropout` = \"2\"", "[0, 1]"],
+        ),
+        case("train --width 0", "train --width 0 --out {out} --device cpu", BAD, &["`width` = \"0\"", "at least 1"]),
+        case("train --width absurd", "train --width 100000000 --out {out} --device cpu", BAD, &["`width`", "too many"]),
+        case(
+            "train --embed-dim odd",
+            "train --embed-dim 3 --out {out} --device cpu",
+            BAD,
+            &["`embedding dim` = \"3\"", "even"],
+        ),
+        case(
+            "train --fourier-scale 0",
+            "train --embedding fourier --fourier-scale 0 --out {out} --device cpu",
+            BAD,
+            &["`fourier scale` = \"0\""],
+        ),
+        case("train --beta-min negative", "train --beta-min=-1 --out {out} --device cpu", BAD, &["`beta_min` = -1"]),
+        case(
+            "train --beta-max below --beta-min",
+            "train --beta-min 5 --beta-max 1 --out {out} --device cpu",
+            BAD,
+            &["`beta_max` = 1", "beta_min = 5"],
+        ),
+        // ---- train: the output folder and --resume ----
+        case(
+            "train into a run folder that has a checkpoint",
+            "train --out {run} --width 16 --depth 1 --steps 20 --n 200 --batch 64 --device cpu",
+            BAD,
+            &["model.safetensors exists", "--resume", "--force"],
+        ),
+        case(
+            "train --resume without a checkpoint",
+            "train --resume --out {out} --device cpu",
+            BAD,
+            &["--resume needs a checkpoint in --out", "model.safetensors"],
+        ),
+        case(
+            "train --resume with other data",
+            "train --resume --data two-moons --n 200 --out {run} --device cpu",
+            BAD,
+            &["the data differ from the checkpoint's", "--data"],
+        ),
+        case(
+            "train --resume of a conditional run without --conditional",
+            "train --resume --data mixture --n 200 --out {cond} --device cpu",
+            BAD,
+            &["the checkpoint is a conditional score over 3 classes", "an unconditional score"],
+        ),
+        case(
+            "train-classifier --resume without a classifier",
+            "train-classifier --resume --n 200 --out {run} --device cpu",
+            BAD,
+            &["--resume needs a checkpoint", "classifier.safetensors"],
+        ),
+        case(
+            "train --resume of a truncated checkpoint",
+            "train --resume --n 200 --out {fx}/truncated --device cpu",
+            BAD,
+            &["--resume needs a checkpoint", "truncated or corrupt"],
+        ),
+        case(
+            "train --out below a file",
+            "train --out {fx}/file.txt/run --width 16 --depth 1 --steps 20 --n 200 --batch 64 --device cpu",
+            BAD,
+            &["file.txt", "Not a directory"],
+        ),
+        case(
+            "train --out into a read-only folder",
+            "train --out {fx}/readonly/run --width 16 --depth 1 --steps 20 --n 200 --batch 64 --device cpu",
+            BAD,
+            &["readonly", "Permission denied"],
+        )
+        .unless_root(),
+        // ---- sample: the checkpoint ----
+        case(
+            "sample --model a folder without a model",
+            "sample --model {fx}/nomodel --device cpu",
+            BAD,
+            &["nomodel/model.safetensors", "No such file"],
+        ),
+        case(
+            "sample --model a .npy file",
+            "sample --model {run}/heldout.npy --device cpu",
+            BAD,
+            &["heldout.safetensors", "No such file"],
+        ),
+        case(
+            "sample --model truncated",
+            "sample --model {fx}/truncated --device cpu",
+            BAD,
+            &["truncated/model.safetensors", "truncated or corrupt"],
+        ),
+        case(
+            "sample --model weights are a folder",
+            "sample --model {fx}/stdir --device cpu",
+            BAD,
+            &["stdir/model.safetensors", "Is a directory"],
+        ),
+        case(
+            "sample --model without scoresde metadata",
+            "sample --model {fx}/nometa --device cpu",
+            BAD,
+            &["nometa/model.safetensors", "no scoresde metadata"],
+        ),
+        case(
+            "sample --model with garbage metadata",
+            "sample --model {fx}/badmeta --device cpu",
+            BAD,
+            &["badmeta/model.safetensors", "unreadable metadata"],
+        ),
+        case(
+            "sample --model of another format version",
+            "sample --model {fx}/format2 --device cpu",
+            BAD,
+            &["format version 2", "reads 1"],
+        ),
+        case(
+            "sample --model metadata of another architecture",
+            "sample --model {fx}/otherarch --device cpu",
+            BAD,
+            &["otherarch/model.safetensors", "model:"],
+        ),
+        case(
+            "sample --model scaling of another dimension",
+            "sample --model {fx}/badscaling --device cpu",
+            BAD,
+            &["data scaling does not match"],
+        ),
+        case(
+            "sample --model with NaN weights",
+            "sample --model {fx}/nanweights --device cpu",
+            BAD,
+            &["nanweights/model.safetensors", "non-finite values in weights"],
+        ),
+        case(
+            "sample --model with an invalid SDE",
+            "sample --model {fx}/badsde --device cpu",
+            BAD,
+            &["`beta_min` = -1"],
+        ),
+        case(
+            "sample --model a classifier",
+            "sample --model {cond}/classifier --device cpu",
+            BAD,
+            &["a classifier is not a score model"],
+        ),
+        // The sidecar is documented as ignored when loading: a garbage or
+        // foreign one must not stop sampling.
+        case(
+            "sample with a garbage sidecar (ignored)",
+            "sample --model {fx}/badsidecar -n 16 --steps 2 --out {out} --device cpu",
+            0,
+            &[],
+        ),
+        case(
+            "sample with another model's sidecar (ignored)",
+            "sample --model {fx}/othersidecar -n 16 --steps 2 --out {out} --device cpu",
+            0,
+            &[],
+        ),
+        // ---- sample: solver, grid, counts ----
+        case(
+            "sample --solver unknown",
+            "sample --model {run} --solver Euler --device cpu",
+            BAD,
+            &["unknown solver `Euler`", "ancestral"],
+        ),
+        case(
+            "sample --solver dopri5 rtol not a number",
+            "sample --model {run} --solver ode-dopri5:abc --device cpu",
+            BAD,
+            &["`rtol` = abc", "not a number"],
+        ),
+        case(
+            "sample --solver dopri5 rtol 0",
+            "sample --model {run} --solver ode-dopri5:0 --device cpu",
+            BAD,
+            &["`rtol` = 0"],
+        ),
+        case(
+            "sample --solver ddim eta negative",
+            "sample --model {run} --solver ddim-eta:-1 --device cpu",
+            BAD,
+            &["`eta` = -1"],
+        ),
+        case(
+            "sample --solver dopri5 absurd tolerance",
+            "sample --model {run} --solver ode-dopri5:1e-30 -n 4 --steps 2 --device cpu --out {out}",
+            BAD,
+            &["sampling with ode-dopri5:1e-30", "step size underflow"],
+        ),
+        case(
+            "sample --grid empty",
+            "sample --model {run} --grid '' --device cpu",
+            BAD,
+            &["`grid`", "unknown time grid", "karras"],
+        ),
+        // ---- sample: classes and guidance ----
+        case(
+            "sample --class on an unconditional model via its own weights as classifier",
+            "sample --model {run} --class 1 --classifier {run}/model --device cpu",
+            BAD,
+            &["--classifier", "not a classifier"],
+        ),
+        case(
+            "sample --classifier trained on other data",
+            "sample --model {run} --class 1 --classifier {cond}/classifier --device cpu",
+            BAD,
+            &["other data scaling than the model"],
+        ),
+        case(
+            "sample --class out of range (cfg)",
+            "sample --model {cond} --class 99 --device cpu",
+            BAD,
+            &["`class` = 99", "must be in 0..3"],
+        ),
+        case(
+            "sample --class out of range (classifier)",
+            "sample --model {cond} --class 3 --classifier {cond}/classifier --device cpu",
+            BAD,
+            &["`class` = 3", "must be in 0..3"],
+        ),
+        case(
+            "sample --guidance inf",
+            "sample --model {cond} --class 1 --guidance inf --device cpu",
+            BAD,
+            &["`guidance scale` = inf", "finite"],
+        ),
+        // ---- sample: output ----
+        case(
+            "sample --out below a file",
+            "sample --model {run} -n 16 --steps 2 --out {fx}/file.txt/sub --device cpu",
+            BAD,
+            &["file.txt", "Not a directory"],
+        ),
+        case(
+            "sample --out a read-only folder",
+            "sample --model {run} -n 16 --steps 2 --out {fx}/readonly --device cpu",
+            BAD,
+            &["readonly", "Permission denied"],
+        )
+        .unless_root(),
+        // ---- eval ----
+        case(
+            "eval --samples with NaN",
+            "eval --model {run} --samples {fx}/nan.npy",
+            BAD,
+            &["nan.npy", "non-finite value NaN at row 3, column 1"],
+        ),
+        case("eval --samples a folder", "eval --model {run} --samples {fx}", BAD, &["Is a directory"]),
+        case(
+            "eval --samples with 3 columns",
+            "eval --model {run} --samples {fx}/cols3.npy",
+            BAD,
+            &["shape mismatch", "[3]"],
+        ),
+        case(
+            "eval --against missing",
+            "eval --model {run} --against {fx}/missing.npy",
+            BAD,
+            &["--against", "missing.npy"],
+        ),
+        case(
+            "eval --against with NaN",
+            "eval --model {run} --against {fx}/nan.npy",
+            BAD,
+            &["--against", "nan.npy", "non-finite value NaN"],
+        ),
+        case(
+            "eval --model truncated",
+            "eval --model {fx}/truncated --against {run}/heldout.npy --samples {fx}/plain.npy",
+            BAD,
+            &["truncated or corrupt"],
+        ),
+        // ---- plot ----
+        case("plot --model missing", "plot --model {fx}/nomodel", BAD, &["nomodel/model.safetensors", "No such file"]),
+        // ---- demo: checked before training ----
+        case("demo --steps 0", "demo --steps 0 --out {out}", BAD, &["--steps needs positive step counts"]),
+        case("demo --solver unknown", "demo --solver nope --out {out}", BAD, &["unknown solver `nope`"]),
+        case(
+            "demo --data unknown",
+            "demo --data spirals --out {out} --device cpu",
+            BAD,
+            &["`data` = \"spirals\"", "eight-gaussians"],
+        ),
+        case("demo --train-steps 0", "demo --train-steps 0 --out {out} --device cpu", BAD, &["`steps` = \"0\""]),
+    ]
+}
+
+/// The tree every row runs against: `run/` (the trained run), `cond/`
+/// (conditional run + classifier) and `fx/` (fixtures); `cases/` holds the
+/// rows' own output folders and is not fingerprinted.
+struct Tree {
+    root: PathBuf,
+}
+
+impl Tree {
+    fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    fn cond(&self) -> PathBuf {
+        self.root.join("cond")
+    }
+    fn fx(&self) -> PathBuf {
+        self.root.join("fx")
+    }
+    fn out(&self, i: usize) -> PathBuf {
+        self.root.join("cases").join(format!("{i:03}")).join("out")
+    }
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_scoresde"));
+    c.env("NO_COLOR", "1").env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE").stdin(Stdio::null());
+    c
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temporary path")
+}
+
+/// Runs a setup command that must succeed.
+fn setup(args: &[&str]) {
+    let out = bin().args(args).output().expect("scoresde runs");
+    assert!(
+        out.status.success(),
+        "setup `scoresde {}` failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const TINY: &[&str] =
+    &["--width", "16", "--depth", "1", "--steps", "20", "--n", "200", "--batch", "64", "--device", "cpu"];
+
+/// Trains the run folders (in parallel) and draws one sample file.
+fn train_runs(tree: &Tree) {
+    let (run, cond) = (tree.run(), tree.cond());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut a = vec!["train", "--out", path_str(&run)];
+            a.extend_from_slice(TINY);
+            setup(&a);
+            setup(&["sample", "--model", path_str(&run), "-n", "64", "--steps", "5", "--device", "cpu"]);
+        });
+        s.spawn(|| {
+            let mut a = vec!["train", "--conditional", "--data", "mixture", "--out", path_str(&cond)];
+            a.extend_from_slice(TINY);
+            setup(&a);
+            let mut a = vec!["train-classifier", "--data", "mixture", "--out", path_str(&cond)];
+            a.extend_from_slice(TINY);
+            setup(&a);
+        });
+    });
+}
+
+/// A `.npy` file (format 1.0) with any descriptor, shape and payload.
+fn npy_bytes(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn f64_bytes(n: usize) -> Vec<u8> {
+    (0..n).flat_map(|i| (i as f64 * 0.25).to_le_bytes()).collect()
+}
+
+/// A safetensors file split into its JSON header and its data.
+fn read_safetensors(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
+}
+
+fn write_safetensors(path: &Path, header: &serde_json::Value, data: &[u8]) {
+    let json = serde_json::to_vec(header).unwrap();
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(data);
+    std::fs::write(path, out).unwrap();
+}
+
+/// A copy of the run's checkpoint (weights, sidecar, held-out data) in `fx/NAME`.
+fn copy_run(tree: &Tree, name: &str) -> PathBuf {
+    let dir = tree.fx().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["model.safetensors", "model.json", "heldout.npy"] {
+        std::fs::copy(tree.run().join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+/// A copy of the run whose checkpoint metadata (the JSON in the weights
+/// file's header) is changed by `edit`.
+fn edit_meta(tree: &Tree, name: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let st = copy_run(tree, name).join("model.safetensors");
+    let (mut header, data) = read_safetensors(&st);
+    let meta = &mut header["__metadata__"]["scoresde"];
+    let mut parsed: serde_json::Value = serde_json::from_str(meta.as_str().unwrap()).unwrap();
+    edit(&mut parsed);
+    *meta = serde_json::Value::String(parsed.to_string());
+    write_safetensors(&st, &header, &data);
+}
+
+/// The files the rows read: bad `.npy` files and damaged copies of the run.
+fn make_fixtures(tree: &Tree) {
+    let fx = tree.fx();
+    std::fs::create_dir_all(fx.join("dir.npy")).unwrap();
+    std::fs::create_dir_all(fx.join("nomodel")).unwrap();
+    std::fs::write(fx.join("file.txt"), "a file, not a folder\n").unwrap();
+    // .npy files.
+    let write = |name: &str, bytes: Vec<u8>| std::fs::write(fx.join(name), bytes).unwrap();
+    write("int64.npy", npy_bytes("<i8", &[10, 2], &f64_bytes(20)));
+    write("rank1.npy", npy_bytes("<f8", &[10], &f64_bytes(10)));
+    write("rank3.npy", npy_bytes("<f8", &[5, 2, 2], &f64_bytes(20)));
+    write("truncated.npy", npy_bytes("<f8", &[10, 2], &f64_bytes(7)));
+    write("empty.npy", Vec::new());
+    write("text.npy", b"1.0,2.0\n3.0,4.0\n".to_vec());
+    let grid = |rows: usize, cols: usize| Array2::from_shape_fn((rows, cols), |(i, j)| (i * cols + j) as f64 * 0.1);
+    save_npy(fx.join("plain.npy"), &grid(50, 2)).unwrap();
+    save_npy(fx.join("cols3.npy"), &grid(50, 3)).unwrap();
+    save_npy(fx.join("rows0.npy"), &grid(0, 2)).unwrap();
+    save_npy(fx.join("cols0.npy"), &grid(8, 0)).unwrap();
+    save_npy(fx.join("row1.npy"), &grid(1, 2)).unwrap();
+    let mut nan = grid(10, 2);
+    nan[[3, 1]] = f64::NAN;
+    save_npy(fx.join("nan.npy"), &nan).unwrap();
+    let mut inf = grid(10, 2);
+    inf[[4, 0]] = f64::INFINITY;
+    save_npy(fx.join("inf.npy"), &inf).unwrap();
+    // Damaged checkpoints.
+    let st = |name: &str| copy_run(tree, name).join("model.safetensors");
+    let whole = std::fs::read(tree.run().join("model.safetensors")).unwrap();
+    std::fs::write(st("truncated"), &whole[..whole.len() / 2]).unwrap();
+    std::fs::write(st("empty"), b"").unwrap();
+    let stdir = st("stdir");
+    std::fs::remove_file(&stdir).unwrap();
+    std::fs::create_dir_all(&stdir).unwrap();
+    let nometa = st("nometa");
+    let (mut header, data) = read_safetensors(&nometa);
+    header.as_object_mut().unwrap().remove("__metadata__");
+    write_safetensors(&nometa, &header, &data);
+    let badmeta = st("badmeta");
+    let (mut header, data) = read_safetensors(&badmeta);
+    header["__metadata__"]["scoresde"] = "{not json".into();
+    write_safetensors(&badmeta, &header, &data);
+    edit_meta(tree, "format2", |m| m["format"] = 2.into());
+    edit_meta(tree, "otherarch", |m| m["net"]["width"] = 32.into());
+    edit_meta(tree, "badscaling", |m| m["data"]["mean"] = serde_json::json!([0.0, 0.0, 0.0]));
+    edit_meta(tree, "badsde", |m| m["sde"]["beta_min"] = (-1.0).into());
+    let nanw = st("nanweights");
+    let (header, mut data) = read_safetensors(&nanw);
+    let start = header["model.layers.0.weight"]["data_offsets"][0].as_u64().unwrap() as usize;
+    data[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    write_safetensors(&nanw, &header, &data);
+    std::fs::write(copy_run(tree, "badsidecar").join("model.json"), "{ garbage").unwrap();
+    std::fs::copy(tree.cond().join("classifier.json"), copy_run(tree, "othersidecar").join("model.json")).unwrap();
+    // A folder nobody but root may write to (made read-only last).
+    let ro = fx.join("readonly");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+}
+
+/// Every file and folder under `root` but `root/cases`: relative path ->
+/// (mode, mtime in ns, bytes).
+type Fingerprint = BTreeMap<PathBuf, (u32, i128, Option<Vec<u8>>)>;
+
+fn fingerprint(root: &Path) -> Fingerprint {
+    fn walk(root: &Path, dir: &Path, out: &mut Fingerprint) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries.into_iter().filter(|p| *p != root.join("cases")) {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if m.is_dir() {
+                out.insert(rel, (m.mode(), mtime, None));
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, (m.mode(), mtime, Some(std::fs::read(&p).unwrap())));
+            }
+        }
+    }
+    let mut out = Fingerprint::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The differences between two fingerprints, one line each.
+fn changes(before: &Fingerprint, after: &Fingerprint) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, b) in before {
+        match after.get(p) {
+            None => out.push(format!("removed: {}", p.display())),
+            Some(a) if a.2 != b.2 => out.push(format!("contents changed: {}", p.display())),
+            Some(a) if a.1 != b.1 && a.2.is_some() => out.push(format!("mtime changed: {}", p.display())),
+            Some(a) if a.0 != b.0 => out.push(format!("mode changed: {}", p.display())),
+            _ => {}
+        }
+    }
+    out.extend(after.keys().filter(|p| !before.contains_key(*p)).map(|p| format!("created: {}", p.display())));
+    out
+}
+
+/// Longest a row may run; a bad input must fail fast.
+const CASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one row did.
+struct Ran {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stderr: String,
+    stdout: String,
+    seconds: f64,
+    timed_out: bool,
+}
+
+fn run_case(tree: &Tree, i: usize, c: &Case) -> Ran {
+    let out = tree.out(i);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let args: Vec<String> = c
+        .args
+        .split_whitespace()
+        .map(|a| {
+            if a == "''" {
+                return String::new();
+            }
+            a.replace("{run}", path_str(&tree.run()))
+                .replace("{cond}", path_str(&tree.cond()))
+                .replace("{fx}", path_str(&tree.fx()))
+                .replace("{out}", path_str(&out))
+        })
+        .collect();
+    let dir = out.parent().unwrap();
+    let (so, se) = (dir.join("stdout"), dir.join("stderr"));
+    let started = Instant::now();
+    let mut child = bin()
+        .args(&args)
+        .current_dir(dir)
+        .stdout(std::fs::File::create(&so).unwrap())
+        .stderr(std::fs::File::create(&se).unwrap())
+        .spawn()
+        .expect("scoresde starts");
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > CASE_TIMEOUT {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ran {
+        code: status.code(),
+        signal: status.signal(),
+        stderr: String::from_utf8_lossy(&std::fs::read(&se).unwrap()).into_owned(),
+        stdout: String::from_utf8_lossy(&std::fs::read(&so).unwrap()).into_owned(),
+        seconds: started.elapsed().as_secs_f64(),
+        timed_out,
+    }
+}
+
+/// What is wrong with a row's run (empty: as the row says).
+fn problems(c: &Case, r: &Ran) -> Vec<String> {
+    let mut p = Vec::new();
+    if r.timed_out {
+        p.push(format!("still running after {CASE_TIMEOUT:?}: killed"));
+    }
+    if let Some(sig) = r.signal {
+        p.push(format!("killed by signal {sig}"));
+    }
+    if r.code != Some(c.exit) {
+        p.push(format!("exit code {:?}, expected {}", r.code, c.exit));
+    }
+    let all = format!("{}{}", r.stdout, r.stderr);
+    for bad in ["panicked", "RUST_BACKTRACE", "Internal torch error", "Exception raised from", "stack backtrace"] {
+        if all.contains(bad) {
+            p.push(format!("output contains {bad:?}"));
+        }
+    }
+    if c.exit == BAD && !r.stderr.contains("error: ") {
+        p.push("stderr has no `error: ` line".into());
+    }
+    for want in c.expect {
+        if !r.stderr.contains(want) {
+            p.push(format!("stderr lacks {want:?}"));
+        }
+    }
+    p
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn bad_input_fails_cleanly_and_touches_nothing() {
+    let root = std::env::temp_dir().join(format!("scoresde-bad-input-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let tree = Tree { root };
+    let t0 = Instant::now();
+    train_runs(&tree);
+    make_fixtures(&tree);
+    let setup_s = t0.elapsed().as_secs_f64();
+    let before = fingerprint(&tree.root);
+
+    let (root, no_cuda) = (is_root(), scoresde::device::select("cuda").is_err());
+    let table = cases();
+    let todo: Vec<(usize, &Case)> = table
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| match c.when {
+            When::Always => true,
+            When::NotRoot => !root,
+            When::NoCuda => no_cuda,
+        })
+        .collect();
+    let skipped = table.len() - todo.len();
+    // Four rows at a time, whatever the core count: most of a row is
+    // process start-up (loading libtorch), which overlaps well.
+    let workers = 4;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Ran)>> = Mutex::new(Vec::new());
+    let t1 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(i, c)) = todo.get(k) else { break };
+                let r = run_case(&tree, i, c);
+                results.lock().unwrap().push((i, r));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(i, _)| *i);
+
+    let mut failures = Vec::new();
+    for (i, r) in &results {
+        let c = &table[*i];
+        let p = problems(c, r);
+        let first =
+            r.stderr.lines().rfind(|l| l.starts_with("error")).unwrap_or("").chars().take(160).collect::<String>();
+        println!("{} [{i:3}] {:5.1} s  {}: {first}", if p.is_empty() { "ok  " } else { "FAIL" }, r.seconds, c.name);
+        if !p.is_empty() {
+            failures.push(format!(
+                "[{i}] {}\n  scoresde {}\n  {}\n  --- stderr ---\n{}",
+                c.name,
+                c.args,
+                p.join("\n  "),
+                r.stderr.trim_end()
+            ));
+        }
+    }
+    let touched = changes(&before, &fingerprint(&tree.root));
+    let rows_s = t1.elapsed().as_secs_f64();
+    println!("{} rows run, {skipped} skipped (root: {root}, no CUDA: {no_cuda})", results.len());
+    println!("setup {setup_s:.1} s, rows {rows_s:.1} s on {workers} workers");
+    assert!(
+        failures.is_empty() && touched.is_empty(),
+        "{} of {} rows failed:\n\n{}\n\nfiles the rows changed ({}):\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n\n"),
+        touched.len(),
+        touched.join("\n")
+    );
+    // Leave the tree on failure for inspection; clean up on success.
+    let ro = tree.fx().join("readonly");
+    let _ = std::fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    std::fs::remove_dir_all(&tree.root).unwrap();
+}
