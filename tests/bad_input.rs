@@ -89,7 +89,7 @@ fn cases() -> Vec<Case> {
             USAGE,
             &["'--steps <STEPS>'", "too large"],
         ),
-        case("sample -n negative", "sample -n=-5", USAGE, &["'--n <N>'", "invalid digit"]),
+        case("sample -n negative", "sample -n=-5", BAD, &["-n -5", "at least 1 sample"]),
         case("sample --guidance without --class", "sample --guidance 2", USAGE, &["--class <K>", "required"]),
         case(
             "sample --classifier with --cfg",
@@ -195,7 +195,7 @@ fn cases() -> Vec<Case> {
             BAD,
             &["1 rows", "at least 2 rows"],
         ),
-        case("train --n 0", "train --n 0 --out {out} --device cpu", BAD, &["`n` = \"0\"", "at least one sample"]),
+        case("train --n 0", "train --n 0 --out {out} --device cpu", BAD, &["--n 0", "need at least 12 samples"]),
         case(
             "train --n absurd",
             "train --n 99999999999 --out {out} --device cpu",
@@ -216,7 +216,7 @@ fn cases() -> Vec<Case> {
             &["a classifier needs data with classes", "plain.npy"],
         ),
         // ---- train: optimisation and network settings ----
-        case("train --batch 0", "train --batch 0 --out {out} --device cpu", BAD, &["`batch size` = \"0\""]),
+        case("train --batch 0", "train --batch 0 --out {out} --device cpu", BAD, &["`--batch` = \"0\"", "at least 1"]),
         case("train --lr NaN", "train --lr NaN --out {out} --device cpu", BAD, &["`lr` = \"NaN\""]),
         case(
             "train --grad-clip negative",
@@ -231,19 +231,24 @@ fn cases() -> Vec<Case> {
             BAD,
             &["`label dropout` = \"2\"", "[0, 1]"],
         ),
-        case("train --width 0", "train --width 0 --out {out} --device cpu", BAD, &["`width` = \"0\"", "at least 1"]),
-        case("train --width absurd", "train --width 100000000 --out {out} --device cpu", BAD, &["`width`", "too many"]),
+        case("train --width 0", "train --width 0 --out {out} --device cpu", BAD, &["`--width` = \"0\"", "at least 1"]),
+        case(
+            "train --width absurd",
+            "train --width 100000000 --out {out} --device cpu",
+            BAD,
+            &["`--width` = \"100000000\"", "at most 1048576"],
+        ),
         case(
             "train --embed-dim odd",
             "train --embed-dim 3 --out {out} --device cpu",
             BAD,
-            &["`embedding dim` = \"3\"", "even"],
+            &["`--embed-dim` = \"3\"", "even"],
         ),
         case(
             "train --fourier-scale 0",
             "train --embedding fourier --fourier-scale 0 --out {out} --device cpu",
             BAD,
-            &["`fourier scale` = \"0\""],
+            &["`--fourier-scale` = \"0\""],
         ),
         case("train --beta-min negative", "train --beta-min=-1 --out {out} --device cpu", BAD, &["`beta_min` = -1"]),
         case(
@@ -293,7 +298,7 @@ fn cases() -> Vec<Case> {
             "train --out below a file",
             "train --out {fx}/file.txt/run --width 16 --depth 1 --steps 20 --n 200 --batch 64 --device cpu",
             BAD,
-            &["file.txt", "Not a directory"],
+            &["file.txt is a file, not a folder"],
         ),
         case(
             "train --out into a read-only folder",
@@ -415,10 +420,16 @@ fn cases() -> Vec<Case> {
             &["`eta` = -1"],
         ),
         case(
+            "sample --steps beyond the grid cap (refused before allocating)",
+            "sample --model {run} --steps 1000000000 -n 2 --device cpu --out {out}",
+            BAD,
+            &["1000000000", "at most 10,000,000 steps"],
+        ),
+        case(
             "sample --solver dopri5 absurd tolerance",
             "sample --model {run} --solver ode-dopri5:1e-30 -n 4 --steps 2 --device cpu --out {out}",
             BAD,
-            &["sampling with ode-dopri5:1e-30", "step size underflow"],
+            &["`rtol` = 1e-30", "machine epsilon"],
         ),
         case(
             "sample --grid empty",
@@ -462,7 +473,7 @@ fn cases() -> Vec<Case> {
             "sample --out below a file",
             "sample --model {run} -n 16 --steps 2 --out {fx}/file.txt/sub --device cpu",
             BAD,
-            &["file.txt", "Not a directory"],
+            &["file.txt is a file, not a folder"],
         ),
         case(
             "sample --out a read-only folder",
@@ -503,6 +514,24 @@ fn cases() -> Vec<Case> {
             BAD,
             &["truncated or corrupt"],
         ),
+        case(
+            "eval --device unknown (checked before any table is written)",
+            "eval --model {run} --device tpu",
+            BAD,
+            &["`device` = \"tpu\""],
+        ),
+        case(
+            "eval --model a missing run",
+            "eval --model {fx}/nosuchrun",
+            BAD,
+            &["--model", "nosuchrun", "no such run folder or checkpoint"],
+        ),
+        case(
+            "eval --samples with 1 row",
+            "eval --model {run} --samples {fx}/row1.npy",
+            BAD,
+            &["row1.npy", "need at least 2"],
+        ),
         // ---- plot ----
         case("plot --model missing", "plot --model {fx}/nomodel", BAD, &["nomodel/model.safetensors", "No such file"]),
         // ---- demo: checked before training ----
@@ -513,6 +542,12 @@ fn cases() -> Vec<Case> {
             "demo --data spirals --out {out} --device cpu",
             BAD,
             &["`data` = \"spirals\"", "eight-gaussians"],
+        ),
+        case(
+            "demo --solver forward",
+            "demo --solver forward-em --out {out} --device cpu",
+            BAD,
+            &["`forward-em` integrates the forward SDE"],
         ),
         case("demo --train-steps 0", "demo --train-steps 0 --out {out} --device cpu", BAD, &["`steps` = \"0\""]),
     ]
@@ -711,7 +746,11 @@ fn fingerprint(root: &Path) -> Fingerprint {
     fn walk(root: &Path, dir: &Path, out: &mut Fingerprint) {
         let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
         entries.sort();
-        for p in entries.into_iter().filter(|p| *p != root.join("cases")) {
+        // The run folders' advisory lock file (`.scoresde.lock`) holds the pid of
+        // the last process to take the lock, which a command takes before it
+        // reads what it would overwrite: not user data, so not compared.
+        let ours = |p: &PathBuf| *p != root.join("cases") && p.file_name().is_none_or(|n| n != ".scoresde.lock");
+        for p in entries.into_iter().filter(ours) {
             let m = std::fs::symlink_metadata(&p).unwrap();
             let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
             let rel = p.strip_prefix(root).unwrap().to_path_buf();

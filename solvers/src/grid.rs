@@ -16,9 +16,16 @@ pub struct TimeGrid {
     times: Vec<f64>,
 }
 
+/// The most steps a grid may have: ten million (80 MB of times), far past
+/// any useful discretisation, so that a mistyped count is an error rather
+/// than an allocation the size of the machine's memory.
+pub const MAX_STEPS: usize = 10_000_000;
+
 fn check_steps(steps: usize) -> Result<()> {
     if steps == 0 {
         Err(Error::InvalidSteps { steps, reason: "need at least one step" })
+    } else if steps > MAX_STEPS {
+        Err(Error::InvalidSteps { steps, reason: "at most 10,000,000 steps (MAX_STEPS)" })
     } else {
         Ok(())
     }
@@ -196,6 +203,8 @@ mod tests {
     #[test]
     fn grids_are_validated() {
         assert!(TimeGrid::uniform(1.0, 0.0, 0).is_err());
+        assert!(TimeGrid::uniform(1.0, 0.0, MAX_STEPS + 1).is_err(), "refused before allocating");
+        assert_eq!(TimeGrid::uniform(1.0, 0.0, MAX_STEPS).unwrap().steps(), MAX_STEPS);
         assert!(TimeGrid::uniform(1.0, 1.0, 4).is_err());
         assert!(TimeGrid::uniform(f64::NAN, 0.0, 4).is_err());
         assert!(TimeGrid::new(vec![]).is_err());

@@ -48,7 +48,7 @@ pub mod vector_field;
 
 pub use counting::CountingScore;
 pub use error::{Error, Result};
-pub use grid::{TimeGrid, GRIDS};
+pub use grid::{TimeGrid, GRIDS, MAX_STEPS};
 pub use guidance::{
     check_class, ClassifierFreeGuided, ClassifierGradient, ClassifierGuided, ConditionalScore, Conditioned,
 };

@@ -143,6 +143,12 @@ pub fn heldout_path(folder: &Path) -> PathBuf {
 
 /// Loads a run folder's model: the EMA score and the data scaling.
 pub fn load_model(model: &Path, device: Device) -> anyhow::Result<(NeuralScore, Scaling, checkpoint::Meta)> {
+    if !model.exists() && !model.with_extension("safetensors").exists() {
+        anyhow::bail!(
+            "--model {}: no such run folder or checkpoint (pass the --out of `scoresde train`, or its model.safetensors)",
+            model.display()
+        );
+    }
     let ckpt = checkpoint::load(model, device)?;
     let meta = ckpt.meta.clone();
     let scaling = Scaling { mean: meta.data.mean.clone(), std: meta.data.std.clone() };

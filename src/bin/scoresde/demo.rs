@@ -105,10 +105,14 @@ fn check_args(a: &DemoArgs) -> anyhow::Result<Vec<String>> {
     let solvers: Vec<String> =
         if a.solvers.is_empty() { SAMPLERS.iter().map(|s| s.to_string()).collect() } else { a.solvers.clone() };
     for s in &solvers {
-        scoresde::solvers::by_name::<tch::Tensor>(s)?;
+        if scoresde::solvers::by_name::<tch::Tensor>(s)?.direction() != scoresde::solvers::Direction::Reverse {
+            anyhow::bail!("`{s}` integrates the forward SDE; pick samplers (see `scoresde solvers`)");
+        }
     }
     let vp = scoresde::solvers::VpSde::default();
-    scoresde::solvers::TimeGrid::by_name(&a.grid, &vp, 1.0, 1e-3, a.steps[0])?;
+    for &steps in &a.steps {
+        scoresde::solvers::TimeGrid::by_name(&a.grid, &vp, 1.0, 1e-3, steps)?;
+    }
     Ok(solvers)
 }
 

@@ -96,11 +96,12 @@ pub fn model_score_error_by_time(
 /// would replace an earlier table holding other results needs `--force`.
 pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
     let folder = run_folder(&a.model);
+    let device = common::device(&a.device)?;
+    let (_, _, meta) = load_model(&a.model, tch::Device::Cpu)?;
     let against = a.against.clone().unwrap_or_else(|| common::heldout_path(&folder));
     let reference = load_npy(&against).with_context(|| "reference data (--against)")?;
     let listed = a.samples.is_empty();
     let files = if listed { common::sample_files(&folder)? } else { a.samples.clone() };
-    let (_, _, meta) = load_model(&a.model, tch::Device::Cpu)?;
     // Writes eval.* and score_error.* there: one writer per folder.
     let _lock = common::lock_folder("--model", &folder)?;
     let source = DataSource::parse(&meta.data.source).ok();
@@ -110,7 +111,10 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
         if x.nrows() < rows {
             println!("{}: metrics of the first {} of {rows} samples", f.display(), x.nrows());
         }
-        let (sw2, mmd) = quality(&x, &reference, a.seed)?;
+        if x.nrows() < 2 {
+            bail!("{}: {} sample(s); the metrics (sliced W2, MMD) need at least 2", f.display(), x.nrows());
+        }
+        let (sw2, mmd) = quality(&x, &reference, a.seed).with_context(|| format!("evaluating {}", f.display()))?;
         let ll = match &source {
             Some(s) => exact_loglik(s, &x)?.map_or("-".into(), |v| fmt(v, 3)),
             None => "-".into(),
@@ -129,7 +133,6 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
     } else {
         eprintln!("no samples-*.npy in {}: run `scoresde sample` first or pass --samples", folder.display());
     }
-    let device = common::device(&a.device)?;
     if let Some(errors) = model_score_error_by_time(&a.model, device, a.seed)? {
         let mut t = Table::new(&["t", "sigma^2-weighted score error"]);
         for (time, e) in &errors {

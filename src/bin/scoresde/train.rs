@@ -336,6 +336,12 @@ fn start(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> an
 /// Checks that splitting `rows` rows with `--holdout` leaves at least
 /// [`MIN_TRAIN_ROWS`] training and [`MIN_HELDOUT_ROWS`] held-out rows.
 fn check_split(a: &TrainArgs, source: &DataSource, rows: usize) -> anyhow::Result<()> {
+    if rows == 0 {
+        bail!(
+            "--n 0: need at least {} samples ({MIN_TRAIN_ROWS} to train on, {MIN_HELDOUT_ROWS} held out)",
+            MIN_TRAIN_ROWS + MIN_HELDOUT_ROWS
+        );
+    }
     let (train, held) = split_sizes(rows, a.holdout)
         .map_err(|e| anyhow::anyhow!("--holdout {} with {rows} rows of --data {source}: {e}", a.holdout))?;
     if train >= MIN_TRAIN_ROWS && held >= MIN_HELDOUT_ROWS {
