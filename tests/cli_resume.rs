@@ -255,8 +255,12 @@ fn resume_refuses_conflicting_settings() {
 fn os_errors_once_and_out_that_is_a_file() {
     let dir = tmp("oserr");
     let err = fails(&["sample", "--model", s(&dir.join("none")), "--device", "cpu"]);
-    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert_eq!(err.matches("no such run folder or checkpoint").count(), 1, "{err}");
     assert!(!dir.join("none").exists(), "a failed sample creates no folder");
+    // A run folder without its checkpoint: the OS's error, once.
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let err = fails(&["sample", "--model", s(&dir.join("empty")), "--device", "cpu"]);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
     let file = dir.join("file");
     std::fs::write(&file, b"x").unwrap();
     let err = fails(&with_small(&["train", "--n", "200", "--steps", "2", "--out", s(&file)]));
