@@ -342,6 +342,8 @@ fn samples_outside_the_data_range_are_reported() {
         std: vec![1.0; 2],
         sha256: None,
         range: None,
+        // As before the shape existed: read as flat [2].
+        shape: Vec::new(),
     };
     scoresde::checkpoint::save(&old.join("model"), &trainer, &info).unwrap();
     scoresde::data::save_npy(old.join("heldout.npy"), &data).unwrap();
