@@ -344,10 +344,14 @@ impl DataSource {
     /// given for a toy or image set, which carry their own classes.
     pub fn load_dataset(&self, n: usize, seed: u64, labels: Option<&Path>) -> Result<Dataset> {
         if let (Some(l), DataSource::Toy(_) | DataSource::Images(_)) = (labels, self) {
+            let own = match self {
+                DataSource::Toy(t) if t.n_classes() == 0 => "",
+                _ => " with its own classes",
+            };
             return Err(Error::invalid(
                 "labels",
                 l.display(),
-                format!("--data {self} brings its own classes (if any); labels from a file are for .npy data"),
+                format!("labels from a file are for .npy data only; --data {self} is a built-in set{own}"),
             ));
         }
         match self {

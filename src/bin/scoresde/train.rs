@@ -222,6 +222,9 @@ fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
     if let DataSource::Toy(_) = source {
         check_split(a, &source, a.n)?;
     }
+    if let Some(l) = a.labels.as_deref().filter(|l| !l.is_file()) {
+        bail!("--labels {}: no such file", l.display());
+    }
     let data = source.load_dataset(a.n, a.seed, a.labels.as_deref()).map_err(labels_flag)?;
     if !matches!(source, DataSource::Toy(_)) {
         check_split(a, &source, data.x.nrows())?;
