@@ -102,20 +102,21 @@ impl DataInfo {
     pub fn same_data(&self, other: &DataInfo) -> bool {
         // An empty shape (JSON from before it existed) is the flat one.
         let shapes = self.shape.is_empty() || other.shape.is_empty() || self.shape == other.shape;
-        shapes && match (&self.sha256, &other.sha256) {
-            (Some(a), Some(b)) => a == b,
-            _ => {
-                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                let ranges = match (&self.range, &other.range) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                };
-                self.rows == other.rows
-                    && bits(&self.mean) == bits(&other.mean)
-                    && bits(&self.std) == bits(&other.std)
-                    && ranges
+        shapes
+            && match (&self.sha256, &other.sha256) {
+                (Some(a), Some(b)) => a == b,
+                _ => {
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let ranges = match (&self.range, &other.range) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => true,
+                    };
+                    self.rows == other.rows
+                        && bits(&self.mean) == bits(&other.mean)
+                        && bits(&self.std) == bits(&other.std)
+                        && ranges
+                }
             }
-        }
     }
 }
 

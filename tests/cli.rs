@@ -249,7 +249,10 @@ fn digits_train_conditional_and_a_classifier() {
     }
     ok(&[&["train-classifier", "--device", "cpu"], &tiny[..]].concat());
     let classifier = sidecar(&dir.join("classifier.json"));
-    assert_eq!((classifier["net"]["classes"].as_u64(), classifier["net"]["head"].as_str()), (Some(10), Some("classifier")));
+    assert_eq!(
+        (classifier["net"]["classes"].as_u64(), classifier["net"]["head"].as_str()),
+        (Some(10), Some("classifier"))
+    );
 }
 
 #[test]
@@ -261,7 +264,8 @@ fn image_npy_with_labels_trains_conditional() {
     ndarray_npy::write_npy(&xp, &x).unwrap();
     ndarray_npy::write_npy(&yp, &y).unwrap();
     let out = dir.join("run");
-    let mut args = vec!["train", "--conditional", "--data", s(&xp), "--labels", s(&yp), "--steps", "5", "--out", s(&out)];
+    let mut args =
+        vec!["train", "--conditional", "--data", s(&xp), "--labels", s(&yp), "--steps", "5", "--out", s(&out)];
     args.extend_from_slice(SMALL);
     ok(&args);
     let model = sidecar(&out.join("model.json"));

@@ -189,13 +189,7 @@ impl std::fmt::Display for ImageSet {
 
 /// Parses gzip-compressed CSV (`what` names it in errors): every line is
 /// `pixels` values in `0..=max` and then a label in `0..classes`.
-fn parse_csv_gz(
-    gz: &[u8],
-    what: &str,
-    pixels: usize,
-    max: f64,
-    classes: usize,
-) -> Result<(Array2<f64>, Vec<usize>)> {
+fn parse_csv_gz(gz: &[u8], what: &str, pixels: usize, max: f64, classes: usize) -> Result<(Array2<f64>, Vec<usize>)> {
     let mut text = String::new();
     flate2::read::GzDecoder::new(gz)
         .read_to_string(&mut text)

@@ -370,11 +370,8 @@ fn check_split(a: &TrainArgs, source: &DataSource, rows: usize) -> anyhow::Resul
         return Ok(());
     }
     let toy = matches!(source, DataSource::Toy(_));
-    let rows_from = if toy {
-        format!("--n {rows} rows of --data {source}")
-    } else {
-        format!("the {rows} rows of --data {source}")
-    };
+    let rows_from =
+        if toy { format!("--n {rows} rows of --data {source}") } else { format!("the {rows} rows of --data {source}") };
     let fix = match (toy, held < MIN_HELDOUT_ROWS) {
         (true, true) => "raise --holdout or --n",
         (true, false) => "raise --n or lower --holdout",
