@@ -582,9 +582,7 @@ pub fn load_npy_data(path: impl AsRef<Path>) -> Result<Dataset> {
         [_, h, w] => vec![1, *h, *w],
         [_, c, h, w] => vec![*c, *h, *w],
         _ => {
-            let got = dims.len();
-            let hint =
-                if got == 1 { " (a 1-D array of n values is one dimension: save it with shape (n, 1))" } else { "" };
+            let (got, hint) = (dims.len(), rank_hint(dims.len()));
             return Err(Error::data(
                 &what,
                 format!("expected a 2-D array [n, d] (rows = samples), or images [n, H, W] or [n, C, H, W]; got a {got}-D array of shape {dims:?}{hint}"),
@@ -813,6 +811,15 @@ impl NpyHeader {
     }
 }
 
+/// What to do about a data file of rank `rank` when it is 1 (else nothing).
+fn rank_hint(rank: usize) -> &'static str {
+    if rank == 1 {
+        " (a 1-D array of n values is one dimension: save it with shape (n, 1))"
+    } else {
+        ""
+    }
+}
+
 /// A clear message for an `ndarray-npy` read error.
 fn npy_error(what: &str, e: ReadNpyError) -> Error {
     let reason = match e {
@@ -820,8 +827,7 @@ fn npy_error(what: &str, e: ReadNpyError) -> Error {
             format!("unsupported element type {descr}; expected float64 ('<f8') or float32 ('<f4')")
         }
         ReadNpyError::WrongNdim(_, got) => {
-            let hint =
-                if got == 1 { " (a 1-D array of n values is one dimension: save it with shape (n, 1))" } else { "" };
+            let hint = rank_hint(got);
             format!("expected a 2-D array (rows = samples, columns = dimensions), got a {got}-D array{hint}")
         }
         ReadNpyError::ParseHeader(h) => format!("corrupt .npy header: {h}"),

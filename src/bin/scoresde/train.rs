@@ -225,7 +225,7 @@ fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
     if let Some(l) = a.labels.as_deref().filter(|l| !l.is_file()) {
         bail!("--labels {}: no such file", l.display());
     }
-    let data = source.load_dataset(a.n, a.seed, a.labels.as_deref()).map_err(labels_flag)?;
+    let data = source.load_dataset(a.n, a.seed, a.labels.as_deref()).map_err(flag_names)?;
     if !matches!(source, DataSource::Toy(_)) {
         check_split(a, &source, data.x.nrows())?;
     }
@@ -250,16 +250,6 @@ fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
     let scaled = scaling.apply(train.view())?;
     let info = DataInfo::new(source.to_string(), train.view(), &scaling)?.with_shape(data.shape.clone())?;
     Ok(Prepared { source, train, scaled, held_out, labels, classes, scaling, info })
-}
-
-/// The library's `labels` argument as the `--labels` option.
-fn labels_flag(e: scoresde::Error) -> anyhow::Error {
-    match e {
-        scoresde::Error::InvalidArgument { name, value, reason } if name == "labels" => {
-            scoresde::Error::invalid("--labels", value, reason).into()
-        }
-        e => e.into(),
-    }
 }
 
 /// A trainer continuing the checkpoint `ckpt`, which must be of the same data and kind.
@@ -395,6 +385,7 @@ fn flag_names(e: scoresde::Error) -> anyhow::Error {
             "fourier scale" => "--fourier-scale",
             "batch size" => "--batch",
             "dim" => "data dimension (columns of --data)",
+            "labels" => "--labels",
             _ => return e.into(),
         };
         return scoresde::Error::invalid(flag, value, reason.clone()).into();
