@@ -78,6 +78,28 @@ impl DataInfo {
         })
     }
 
+    /// The description of training rows `train` of `data` (from `source`),
+    /// scaled by `scaling`: [`DataInfo::new`] with the data's sample shape,
+    /// and for images the pixel range as every column's range (so that a
+    /// sample is "outside the data" when it leaves the pixel range, not when
+    /// it puts ink where no training image has any).
+    ///
+    /// # Errors
+    /// As [`DataInfo::new`] and [`DataInfo::with_shape`].
+    pub fn of_dataset(
+        source: impl Into<String>,
+        data: &crate::data::Dataset,
+        train: ndarray::ArrayView2<f64>,
+        scaling: &Scaling,
+    ) -> Result<Self> {
+        let mut info = Self::new(source, train, scaling)?.with_shape(data.shape.clone())?;
+        if let Some((lo, hi)) = data.pixel_range {
+            let d = train.ncols();
+            info.range = Some(DataRange { min: vec![lo; d], max: vec![hi; d] });
+        }
+        Ok(info)
+    }
+
     /// The same with the sample shape `shape` (e.g. `[1, 28, 28]`).
     ///
     /// # Errors
@@ -363,6 +385,16 @@ mod tests {
         let img = info.clone().with_shape(vec![1, 2, 2]).unwrap();
         assert_eq!(img.shape, vec![1, 2, 2]);
         assert!(!img.same_data(&info), "same rows, another sample shape");
+        let data = crate::data::Dataset {
+            x: x.clone(),
+            shape: vec![1, 2, 2],
+            labels: None,
+            classes: 0,
+            pixel_range: Some((-2.0, 9.0)),
+        };
+        let of = DataInfo::of_dataset("a", &data, x.view(), &Scaling::fit(x.view()).unwrap()).unwrap();
+        assert_eq!(of.shape, vec![1, 2, 2]);
+        assert_eq!(of.range, Some(DataRange { min: vec![-2.0; 4], max: vec![9.0; 4] }));
         for bad in [vec![], vec![1, 2, 3], vec![0, 4]] {
             assert!(info.clone().with_shape(bad.clone()).is_err(), "{bad:?}");
         }

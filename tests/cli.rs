@@ -247,6 +247,11 @@ fn digits_train_conditional_and_a_classifier() {
         let v = model["data"][key].as_array().unwrap();
         assert!(v.len() == 64 && v.iter().all(|m| m == 8.0), "{key}: {v:?}");
     }
+    // The range samples are checked against is the pixel range.
+    for (key, want) in [("min", 0.0), ("max", 16.0)] {
+        let v = model["data"]["range"][key].as_array().unwrap();
+        assert!(v.len() == 64 && v.iter().all(|m| m == want), "range.{key}: {v:?}");
+    }
     ok(&[&["train-classifier", "--device", "cpu"], &tiny[..]].concat());
     let classifier = sidecar(&dir.join("classifier.json"));
     assert_eq!(

@@ -248,7 +248,7 @@ fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
     let classes = if labels.is_some() { data.classes } else { 0 };
     let scaling = data.scaling(train.view())?;
     let scaled = scaling.apply(train.view())?;
-    let info = DataInfo::new(source.to_string(), train.view(), &scaling)?.with_shape(data.shape.clone())?;
+    let info = DataInfo::of_dataset(source.to_string(), &data, train.view(), &scaling)?;
     Ok(Prepared { source, train, scaled, held_out, labels, classes, scaling, info })
 }
 
