@@ -53,10 +53,16 @@ pub struct DataInfo {
     /// samples stray from the data (absent from checkpoints written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<DataRange>,
+    /// The shape of one sample, whose product is the dimension: `[C, H, W]`
+    /// for images, `[dim]` for tabular data ([`crate::data::Dataset::shape`]).
+    /// Empty in JSON written before it existed; [`load`] reads that as `[dim]`.
+    #[serde(default)]
+    pub shape: Vec<usize>,
 }
 
 impl DataInfo {
-    /// The description of training rows `train` from `source`, standardised by `scaling`.
+    /// The description of training rows `train` from `source`, standardised
+    /// by `scaling`, with the flat sample shape `[columns]` (see [`DataInfo::with_shape`]).
     ///
     /// # Errors
     /// As [`DataRange::fit`] (non-finite or empty rows).
@@ -68,28 +74,71 @@ impl DataInfo {
             std: scaling.std.clone(),
             sha256: Some(crate::data::fingerprint(train)),
             range: Some(DataRange::fit(train)?),
+            shape: vec![train.ncols()],
         })
     }
 
-    /// Whether `self` and `other` describe the same training rows: by their
-    /// hashes when both have one, else (an older checkpoint) by row count,
+    /// The description of training rows `train` of `data` (from `source`),
+    /// scaled by `scaling`: [`DataInfo::new`] with the data's sample shape,
+    /// and for images the pixel range as every column's range (so that a
+    /// sample is "outside the data" when it leaves the pixel range, not when
+    /// it puts ink where no training image has any).
+    ///
+    /// # Errors
+    /// As [`DataInfo::new`] and [`DataInfo::with_shape`].
+    pub fn of_dataset(
+        source: impl Into<String>,
+        data: &crate::data::Dataset,
+        train: ndarray::ArrayView2<f64>,
+        scaling: &Scaling,
+    ) -> Result<Self> {
+        let mut info = Self::new(source, train, scaling)?.with_shape(data.shape.clone())?;
+        if let Some((lo, hi)) = data.pixel_range {
+            let d = train.ncols();
+            info.range = Some(DataRange { min: vec![lo; d], max: vec![hi; d] });
+        }
+        Ok(info)
+    }
+
+    /// The same with the sample shape `shape` (e.g. `[1, 28, 28]`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the product of `shape` is not the
+    /// dimension (the scaling's length) or `shape` is empty.
+    pub fn with_shape(mut self, shape: Vec<usize>) -> Result<Self> {
+        if shape.is_empty() || shape.iter().product::<usize>() != self.mean.len() {
+            return Err(Error::invalid(
+                "shape",
+                format!("{shape:?}"),
+                format!("the product must be the data dimension {}", self.mean.len()),
+            ));
+        }
+        self.shape = shape;
+        Ok(self)
+    }
+
+    /// Whether `self` and `other` describe the same training rows of the same
+    /// sample shape: by their hashes when both have one, else (an older checkpoint) by row count,
     /// exact scaling and the ranges when both record one. The source's name
     /// does not matter (a moved file is the same data).
     pub fn same_data(&self, other: &DataInfo) -> bool {
-        match (&self.sha256, &other.sha256) {
-            (Some(a), Some(b)) => a == b,
-            _ => {
-                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                let ranges = match (&self.range, &other.range) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                };
-                self.rows == other.rows
-                    && bits(&self.mean) == bits(&other.mean)
-                    && bits(&self.std) == bits(&other.std)
-                    && ranges
+        // An empty shape (JSON from before it existed) is the flat one.
+        let shapes = self.shape.is_empty() || other.shape.is_empty() || self.shape == other.shape;
+        shapes
+            && match (&self.sha256, &other.sha256) {
+                (Some(a), Some(b)) => a == b,
+                _ => {
+                    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let ranges = match (&self.range, &other.range) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => true,
+                    };
+                    self.rows == other.rows
+                        && bits(&self.mean) == bits(&other.mean)
+                        && bits(&self.std) == bits(&other.std)
+                        && ranges
+                }
             }
-        }
     }
 }
 
@@ -217,13 +266,22 @@ pub fn load(spec: &Path, device: Device) -> Result<Checkpoint> {
         .as_ref()
         .and_then(|m| m.get(META_KEY))
         .ok_or_else(|| corrupt(&path, "no scoresde metadata: not a checkpoint written by scoresde"))?;
-    let meta: Meta = serde_json::from_str(json).map_err(|e| corrupt(&path, format!("unreadable metadata: {e}")))?;
+    let mut meta: Meta = serde_json::from_str(json).map_err(|e| corrupt(&path, format!("unreadable metadata: {e}")))?;
     if meta.format != FORMAT_VERSION {
         return Err(corrupt(&path, format!("format version {} (this build reads {FORMAT_VERSION})", meta.format)));
     }
     meta.net.validate().map_err(|e| corrupt(&path, e))?;
     if meta.data.mean.len() != meta.net.dim || meta.data.std.len() != meta.net.dim {
         return Err(corrupt(&path, "data scaling does not match the network's dimension"));
+    }
+    if meta.data.shape.is_empty() {
+        meta.data.shape = vec![meta.net.dim];
+    }
+    if meta.data.shape.iter().product::<usize>() != meta.net.dim {
+        return Err(corrupt(
+            &path,
+            format!("data shape {:?} does not match the network's dimension {}", meta.data.shape, meta.net.dim),
+        ));
     }
     if let Some(range) = &meta.data.range {
         range.check().map_err(|e| corrupt(&path, e))?;
@@ -308,6 +366,7 @@ mod tests {
             std: awkward(500).iter().map(|v| v.abs() + 1e-3).collect(),
             sha256: Some("ab".repeat(32)),
             range: None,
+            shape: vec![500],
         };
         for json in [serde_json::to_string(&info).unwrap(), serde_json::to_string_pretty(&info).unwrap()] {
             let back: DataInfo = serde_json::from_str(&json).unwrap();
@@ -316,6 +375,33 @@ mod tests {
             }
             assert!(back.same_data(&info));
         }
+    }
+
+    #[test]
+    fn shape_is_checked_and_defaults_to_flat_in_old_json() {
+        let x = ndarray::Array2::from_shape_vec((2, 4), awkward(8)).unwrap();
+        let info = DataInfo::new("a", x.view(), &Scaling::fit(x.view()).unwrap()).unwrap();
+        assert_eq!(info.shape, vec![4]);
+        let img = info.clone().with_shape(vec![1, 2, 2]).unwrap();
+        assert_eq!(img.shape, vec![1, 2, 2]);
+        assert!(!img.same_data(&info), "same rows, another sample shape");
+        let data = crate::data::Dataset {
+            x: x.clone(),
+            shape: vec![1, 2, 2],
+            labels: None,
+            classes: 0,
+            pixel_range: Some((-2.0, 9.0)),
+        };
+        let of = DataInfo::of_dataset("a", &data, x.view(), &Scaling::fit(x.view()).unwrap()).unwrap();
+        assert_eq!(of.shape, vec![1, 2, 2]);
+        assert_eq!(of.range, Some(DataRange { min: vec![-2.0; 4], max: vec![9.0; 4] }));
+        for bad in [vec![], vec![1, 2, 3], vec![0, 4]] {
+            assert!(info.clone().with_shape(bad.clone()).is_err(), "{bad:?}");
+        }
+        let mut json: serde_json::Value = serde_json::to_value(&img).unwrap();
+        json.as_object_mut().unwrap().remove("shape");
+        let old: DataInfo = serde_json::from_value(json).unwrap();
+        assert!(old.shape.is_empty() && old.same_data(&img) && img.same_data(&old));
     }
 
     #[test]

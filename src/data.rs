@@ -1,9 +1,12 @@
-//! Data sets: 2-D toy sets generated in code, user data from `.npy` files,
-//! per-dimension standardisation and train/held-out splits.
+//! Data sets: 2-D toy sets generated in code, the image sets `mnist` and
+//! `digits` ([`ImageSet`]), user data and labels from `.npy` files,
+//! per-dimension standardisation or pixel-range scaling, and train/held-out splits.
 //!
-//! Every data set is an `(n, d)` array of `f64`, one sample per row. All entry
-//! points that take user data run [`validate`], so a NaN, an infinity or an
-//! empty array is reported once, with where it is, as [`Error::Data`].
+//! Every data set is an `(n, d)` array of `f64`, one sample per row; images
+//! are flattened row-major, and their per-sample shape `[C, H, W]` travels
+//! beside the rows in a [`Dataset`]. All entry points that take user data run
+//! [`validate`], so a NaN, an infinity or an empty array is reported once,
+//! with where it is, as [`Error::Data`].
 //!
 //! ```
 //! use scoresde::data::{Scaling, Toy};
@@ -18,7 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ndarray::{Array1, Array2, Array3, ArrayBase, ArrayView2, Axis, Ix2};
+use ndarray::{Array1, Array2, Array3, ArrayBase, ArrayD, ArrayView2, Axis, Ix2};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WritableElement, WriteNpyExt};
 use rand::seq::SliceRandom;
 use rand::{Rng as _, SeedableRng};
@@ -28,6 +31,9 @@ use scoresde_solvers::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+mod images;
+pub use images::{ImageSet, DATA_DIR_ENV};
 
 /// The 2-D toy data sets, generated in code from a seed.
 ///
@@ -268,31 +274,42 @@ impl FromStr for Toy {
     }
 }
 
-/// Where training data comes from: a toy set generated in code, or a `.npy` file.
+/// Where training data comes from: a toy set generated in code, an image set
+/// the set-up fetched, or a `.npy` file.
 ///
-/// Parsed from a string (`"two-moons"`, `"data/x.npy"`): a toy name first,
-/// then a path ending in `.npy` that must exist.
+/// Parsed from a string (`"two-moons"`, `"mnist"`, `"data/x.npy"`): a toy
+/// name first, then an image-set name, then a path ending in `.npy` that must exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSource {
     /// A toy set, sampled with [`Toy::sample`].
     Toy(Toy),
-    /// A 2-D `.npy` file (rows = samples), read with [`load_npy`].
+    /// An image set, read with [`ImageSet::load`].
+    Images(ImageSet),
+    /// A `.npy` file of rows `[n, d]` or images `[n, H, W]` / `[n, C, H, W]`,
+    /// read with [`load_npy_data`].
     Npy(PathBuf),
 }
 
 impl DataSource {
-    /// Parses `s`: a toy-set name, or the path of an existing `.npy` file.
+    /// Parses `s`: a toy-set name, an image-set name, or the path of an existing `.npy` file.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the valid toy sets when `s` is neither;
+    /// [`Error::InvalidArgument`] naming the valid data sets when `s` is neither;
     /// it says so when `s` is a path that does not exist or is not a `.npy` file.
     pub fn parse(s: &str) -> Result<Self> {
         if let Ok(t) = Toy::from_name(s) {
             return Ok(DataSource::Toy(t));
         }
+        if let Some(i) = ImageSet::from_name(s) {
+            return Ok(DataSource::Images(i));
+        }
         let path = Path::new(s);
         let is_npy = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-        let expected = format!("expected a toy data set ({}) or the path of a .npy file", Toy::names());
+        let expected = format!(
+            "expected a toy data set ({}), an image set ({}) or the path of a .npy file",
+            Toy::names(),
+            ImageSet::names()
+        );
         if is_npy {
             if path.is_file() {
                 Ok(DataSource::Npy(path.to_path_buf()))
@@ -306,15 +323,66 @@ impl DataSource {
         }
     }
 
-    /// The data: `n` samples of a toy set drawn with `seed`, or the whole
-    /// `.npy` file (then `n` and `seed` are not used).
+    /// The data's rows: `n` samples of a toy set drawn with `seed`, or the
+    /// whole image set or `.npy` file (then `n` and `seed` are not used).
     ///
     /// # Errors
-    /// As [`Toy::sample`] or [`load_npy`].
+    /// As [`DataSource::load_dataset`].
     pub fn load(&self, n: usize, seed: u64) -> Result<Array2<f64>> {
+        Ok(self.load_dataset(n, seed, None)?.x)
+    }
+
+    /// The data with their per-sample shape, labels when the source has them
+    /// and how to scale them: `n` samples of a toy set drawn with `seed` (the
+    /// same rows as [`DataSource::load`]; labelled for the sets with classes),
+    /// the whole image set (labelled 0..=9), or the whole `.npy` file,
+    /// labelled by the `.npy` file `labels` when given ([`load_labels`]).
+    ///
+    /// # Errors
+    /// As [`Toy::sample`], [`ImageSet::load`], [`load_npy_data`] and
+    /// [`load_labels`]; [`Error::InvalidArgument`] (`labels`) when `labels` is
+    /// given for a toy or image set, which carry their own classes.
+    pub fn load_dataset(&self, n: usize, seed: u64, labels: Option<&Path>) -> Result<Dataset> {
+        if let (Some(l), DataSource::Toy(_) | DataSource::Images(_)) = (labels, self) {
+            let own = match self {
+                DataSource::Toy(t) if t.n_classes() == 0 => "",
+                _ => " with its own classes",
+            };
+            return Err(Error::invalid(
+                "labels",
+                l.display(),
+                format!("labels from a file are for .npy data only; --data {self} is a built-in set{own}"),
+            ));
+        }
         match self {
-            DataSource::Toy(t) => t.sample(n, seed),
-            DataSource::Npy(p) => load_npy(p),
+            DataSource::Toy(t) => {
+                let (x, labels) = if t.n_classes() > 0 {
+                    let (x, y) = t.sample_labelled(n, seed)?;
+                    (x, Some(y))
+                } else {
+                    (t.sample(n, seed)?, None)
+                };
+                Ok(Dataset { shape: vec![x.ncols()], x, classes: t.n_classes(), labels, pixel_range: None })
+            }
+            DataSource::Images(i) => {
+                let (x, y) = i.load()?;
+                Ok(Dataset {
+                    x,
+                    shape: i.shape().to_vec(),
+                    labels: Some(y),
+                    classes: ImageSet::CLASSES,
+                    pixel_range: Some((0.0, i.max_value())),
+                })
+            }
+            DataSource::Npy(p) => {
+                let mut data = load_npy_data(p)?;
+                if let Some(l) = labels {
+                    let (y, classes) = load_labels(l, data.x.nrows())?;
+                    data.labels = Some(y);
+                    data.classes = classes;
+                }
+                Ok(data)
+            }
         }
     }
 
@@ -322,7 +390,7 @@ impl DataSource {
     pub fn mixture(&self) -> Option<GaussianMixture> {
         match self {
             DataSource::Toy(t) => t.mixture(),
-            DataSource::Npy(_) => None,
+            DataSource::Images(_) | DataSource::Npy(_) => None,
         }
     }
 }
@@ -331,7 +399,46 @@ impl fmt::Display for DataSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DataSource::Toy(t) => f.write_str(t.name()),
+            DataSource::Images(i) => f.write_str(i.name()),
             DataSource::Npy(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A data set in memory: its rows, the shape of one sample, its labels and
+/// the value range images are scaled by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// The samples, one per row (`[n, D]`); images flattened row-major
+    /// (channel, then row, then column).
+    pub x: Array2<f64>,
+    /// The shape of one sample, whose product is `D`: `[C, H, W]` for images,
+    /// `[D]` for tabular data (`[2]` for the toy sets).
+    pub shape: Vec<usize>,
+    /// The class of each row, in `0..classes`, when the source has labels.
+    pub labels: Option<Vec<usize>>,
+    /// The number of classes: 10 for the image sets, the components of a
+    /// labelled toy set, largest label + 1 for a labels file; 0 without labels.
+    pub classes: usize,
+    /// `(min, max)` of the values when the data are images: they are scaled
+    /// from it to `[-1, 1]` ([`Scaling::from_range`]). `None` for tabular
+    /// data, which are standardised per column ([`Scaling::fit`]).
+    pub pixel_range: Option<(f64, f64)>,
+}
+
+impl Dataset {
+    /// The scaling of training rows `train` of this data set: from the pixel
+    /// range to `[-1, 1]` for images, per-column standardisation otherwise.
+    ///
+    /// # Errors
+    /// As [`Scaling::from_range`] or [`Scaling::fit`].
+    pub fn scaling(&self, train: ArrayView2<f64>) -> Result<Scaling> {
+        match self.pixel_range {
+            Some((lo, hi)) => {
+                validate(train, "data to fit the scaling on")?;
+                Scaling::from_range(lo, hi, train.ncols())
+            }
+            None => Scaling::fit(train),
         }
     }
 }
@@ -375,7 +482,17 @@ pub fn fingerprint(data: ArrayView2<f64>) -> String {
     for v in data.iter() {
         h.update(v.to_le_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
+}
+
+/// The SHA-256 of `bytes`, lower-case hex (as `sha256sum` prints it).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The magic string every `.npy` file starts with.
@@ -394,17 +511,165 @@ const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 pub fn load_npy(path: impl AsRef<Path>) -> Result<Array2<f64>> {
     let path = path.as_ref();
     let what = path.display().to_string();
+    let bytes = read_npy_bytes(path, &what)?;
+    parse_npy(&bytes, &what)
+}
+
+/// The bytes of the `.npy` file `path` (`what` in errors), after checking
+/// that it is one and that its header's shape fits in it.
+fn read_npy_bytes(path: &Path, what: &str) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.is_empty() {
-        return Err(Error::data(&what, "the file is empty (0 bytes), not a .npy file"));
+        return Err(Error::data(what, "the file is empty (0 bytes), not a .npy file"));
     }
     if !bytes.starts_with(NPY_MAGIC) {
-        return Err(Error::data(&what, "not a .npy file (it does not start with the \\x93NUMPY magic string)"));
+        return Err(Error::data(what, "not a .npy file (it does not start with the \\x93NUMPY magic string)"));
     }
     if let Some(h) = NpyHeader::parse(&bytes) {
-        h.check_len(bytes.len() as u64, &what)?;
+        h.check_len(bytes.len() as u64, what)?;
     }
-    parse_npy(&bytes, &what)
+    Ok(bytes)
+}
+
+/// The array of a `.npy` file of element type `A` in memory, any rank;
+/// `None` when the file holds another element type.
+fn read_npy_as<A: ndarray_npy::ReadableElement>(bytes: &[u8], what: &str) -> Result<Option<ArrayD<A>>> {
+    match ArrayD::<A>::read_npy(bytes) {
+        Ok(a) => Ok(Some(a)),
+        Err(ReadNpyError::WrongDescriptor(_)) => Ok(None),
+        Err(e) => Err(npy_error(what, e)),
+    }
+}
+
+/// The element type descriptor of a `.npy` file, for error messages.
+fn npy_descr(bytes: &[u8]) -> String {
+    NpyHeader::parse(bytes).and_then(|h| h.descr).unwrap_or_else(|| "(unreadable)".into())
+}
+
+/// Reads a data `.npy` file: rows `[n, d]` (tabular, `float64`/`float32`;
+/// `uint8` counts as pixels), or images `[n, H, W]` (one channel) or
+/// `[n, C, H, W]` of `uint8`, `float32` or `float64`, flattened row-major to
+/// `[n, C*H*W]` with the shape `[C, H, W]` recorded. Little- or big-endian,
+/// C or Fortran order. The [`Dataset::pixel_range`] is `(0, 255)` for
+/// `uint8`, the data's overall `(min, max)` for float images, and `None`
+/// for float rows (standardised per column). No labels.
+///
+/// # Errors
+/// As [`load_npy`], except that ranks 2 to 4 and `uint8` are accepted: the
+/// message gives a 1-D or 5-D array's rank, and another element type's descriptor.
+pub fn load_npy_data(path: impl AsRef<Path>) -> Result<Dataset> {
+    let path = path.as_ref();
+    let what = path.display().to_string();
+    let bytes = read_npy_bytes(path, &what)?;
+    let (a, pixels) = if let Some(a) = read_npy_as::<f64>(&bytes, &what)? {
+        (a, false)
+    } else if let Some(a) = read_npy_as::<f32>(&bytes, &what)? {
+        (a.mapv(f64::from), false)
+    } else if let Some(a) = read_npy_as::<u8>(&bytes, &what)? {
+        (a.mapv(f64::from), true)
+    } else {
+        return Err(Error::data(
+            &what,
+            format!(
+                "unsupported element type {}; expected float64 ('<f8'), float32 ('<f4') or uint8 ('|u1')",
+                npy_descr(&bytes)
+            ),
+        ));
+    };
+    let dims = a.shape().to_vec();
+    let shape = match dims.as_slice() {
+        [_, d] => vec![*d],
+        [_, h, w] => vec![1, *h, *w],
+        [_, c, h, w] => vec![*c, *h, *w],
+        _ => {
+            let (got, hint) = (dims.len(), rank_hint(dims.len()));
+            return Err(Error::data(
+                &what,
+                format!("expected a 2-D array [n, d] (rows = samples), or images [n, H, W] or [n, C, H, W]; got a {got}-D array of shape {dims:?}{hint}"),
+            ));
+        }
+    };
+    let (n, d) = (dims[0], shape.iter().product::<usize>());
+    let x = a
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((n, d))
+        .map_err(|e| Error::data(&what, format!("cannot flatten shape {dims:?}: {e}")))?;
+    validate(x.view(), &what)?;
+    let pixel_range = if pixels {
+        Some((0.0, f64::from(u8::MAX)))
+    } else if dims.len() > 2 {
+        Some(x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v))))
+    } else {
+        None
+    };
+    Ok(Dataset { x, shape, labels: None, classes: 0, pixel_range })
+}
+
+/// Most classes a labels file may define (labels `0..MAX_CLASSES`).
+pub const MAX_CLASSES: usize = 10_000;
+
+/// Reads the labels of `rows` rows of data from a `.npy` file: shape `[n]`
+/// or `[n, 1]`, integers (`int64`, `int32`, `uint8`) or floats with integral
+/// values, each in `0..K` where `K - 1` is the largest label and `K <=`
+/// [`MAX_CLASSES`]. Returns the labels and `K`.
+///
+/// # Errors
+/// [`Error::Data`] naming the file when it is not a readable `.npy` file,
+/// holds another element type or rank, has another count than `rows`, or
+/// holds a label that is negative, not an integer or too large (the message
+/// gives its index and value); [`Error::Io`] when it cannot be read.
+pub fn load_labels(path: impl AsRef<Path>, rows: usize) -> Result<(Vec<usize>, usize)> {
+    let path = path.as_ref();
+    let what = path.display().to_string();
+    let bytes = read_npy_bytes(path, &what)?;
+    let values: ArrayD<f64> = if let Some(a) = read_npy_as::<i64>(&bytes, &what)? {
+        a.mapv(|v| v as f64)
+    } else if let Some(a) = read_npy_as::<i32>(&bytes, &what)? {
+        a.mapv(f64::from)
+    } else if let Some(a) = read_npy_as::<u8>(&bytes, &what)? {
+        a.mapv(f64::from)
+    } else if let Some(a) = read_npy_as::<f64>(&bytes, &what)? {
+        a
+    } else if let Some(a) = read_npy_as::<f32>(&bytes, &what)? {
+        a.mapv(f64::from)
+    } else {
+        return Err(Error::data(
+            &what,
+            format!(
+                "unsupported element type {} for labels; expected integers (int64, int32, uint8) or integral floats",
+                npy_descr(&bytes)
+            ),
+        ));
+    };
+    let dims = values.shape().to_vec();
+    if !matches!(dims.as_slice(), [_] | [_, 1]) {
+        return Err(Error::data(&what, format!("labels must be a 1-D array [n] (or [n, 1]); got shape {dims:?}")));
+    }
+    if dims[0] != rows {
+        return Err(Error::data(
+            &what,
+            format!("{} labels for {rows} rows of data: need exactly one label per row", dims[0]),
+        ));
+    }
+    let mut labels = Vec::with_capacity(rows);
+    for (i, &v) in values.iter().enumerate() {
+        let bad = |why: &str| {
+            Error::data(&what, format!("label {v} at index {i} {why}; labels are classes 0..K-1 (K <= {MAX_CLASSES})"))
+        };
+        if !(v.is_finite() && v.fract() == 0.0) {
+            return Err(bad("is not an integer"));
+        }
+        if v < 0.0 {
+            return Err(bad("is negative"));
+        }
+        if v >= MAX_CLASSES as f64 {
+            return Err(bad("is out of range"));
+        }
+        labels.push(v as usize);
+    }
+    let classes = labels.iter().max().map_or(0, |m| m + 1);
+    Ok((labels, classes))
 }
 
 /// The array of a whole `.npy` file in memory, [`validate`]d.
@@ -546,6 +811,15 @@ impl NpyHeader {
     }
 }
 
+/// What to do about a data file of rank `rank` when it is 1 (else nothing).
+fn rank_hint(rank: usize) -> &'static str {
+    if rank == 1 {
+        " (a 1-D array of n values is one dimension: save it with shape (n, 1))"
+    } else {
+        ""
+    }
+}
+
 /// A clear message for an `ndarray-npy` read error.
 fn npy_error(what: &str, e: ReadNpyError) -> Error {
     let reason = match e {
@@ -553,8 +827,7 @@ fn npy_error(what: &str, e: ReadNpyError) -> Error {
             format!("unsupported element type {descr}; expected float64 ('<f8') or float32 ('<f4')")
         }
         ReadNpyError::WrongNdim(_, got) => {
-            let hint =
-                if got == 1 { " (a 1-D array of n values is one dimension: save it with shape (n, 1))" } else { "" };
+            let hint = rank_hint(got);
             format!("expected a 2-D array (rows = samples, columns = dimensions), got a {got}-D array{hint}")
         }
         ReadNpyError::ParseHeader(h) => format!("corrupt .npy header: {h}"),
@@ -941,6 +1214,22 @@ impl Scaling {
             std.push(if s > Self::DEGENERATE_REL_STD * scale { s } else { 1.0 });
         }
         Ok(Self { mean, std })
+    }
+
+    /// The map of values in `[lo, hi]` onto `[-1, 1]` in each of `d`
+    /// dimensions: mean `(lo + hi) / 2`, scale `(hi - lo) / 2` (scale 1 when
+    /// `hi = lo`, so a constant maps to 0). Images are scaled this way by
+    /// their pixel range (`0..=255` maps `0` to `-1` and `255` to `1` exactly).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `lo` or `hi` is not finite or `lo > hi`.
+    pub fn from_range(lo: f64, hi: f64, d: usize) -> Result<Self> {
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(Error::invalid("range", format!("[{lo}, {hi}]"), "need finite min <= max"));
+        }
+        let half = 0.5 * hi - 0.5 * lo;
+        let std = if half > 0.0 { half } else { 1.0 };
+        Ok(Self { mean: vec![0.5 * lo + 0.5 * hi; d], std: vec![std; d] })
     }
 
     /// The dimension `d`.

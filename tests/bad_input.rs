@@ -14,7 +14,8 @@
 //! arguments: `{run}` (the trained run folder), `{cond}` (a class-conditional
 //! run with a classifier), `{fx}` (the fixtures folder, see [`make_fixtures`]),
 //! `{out}` (a fresh, not yet existing folder for this row); `''` is an empty
-//! argument.
+//! argument. Every row runs with `SCORESDE_DATA={fx}/cache`, an image-data
+//! cache holding a corrupt `digits.csv.gz` and no `mnist_5k.csv.gz`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
@@ -209,6 +210,85 @@ fn cases() -> Vec<Case> {
             BAD,
             &["--conditional needs data with classes", "two-moons"],
         ),
+        // ---- train: image data and labels ----
+        case(
+            "train --data mnist not fetched",
+            "train --data mnist --out {out} --device cpu",
+            BAD,
+            &["mnist_5k.csv.gz", "not found", "run `bash scripts/setup`", "SCORESDE_DATA"],
+        ),
+        case(
+            "train --data digits with a corrupt cache",
+            "train --data digits --out {out} --device cpu",
+            BAD,
+            &["digits.csv.gz", "corrupt cache: SHA-256", "delete the file and run `bash scripts/setup`"],
+        ),
+        case(
+            "train --data 5-D .npy",
+            "train --data {fx}/rank5.npy --out {out} --device cpu",
+            BAD,
+            &["rank5.npy", "got a 5-D array", "[n, C, H, W]"],
+        ),
+        case(
+            "train --data images with NaN",
+            "train --data {fx}/img-nan.npy --out {out} --device cpu",
+            BAD,
+            &["img-nan.npy", "non-finite value NaN at row 7, column 3"],
+        ),
+        case(
+            "train --labels with a toy set",
+            "train --conditional --data mixture --labels {fx}/labels.npy --out {out} --device cpu",
+            BAD,
+            &["`--labels`", "for .npy data only", "--data mixture is a built-in set with its own classes"],
+        ),
+        case(
+            "train --labels with mnist",
+            "train --data mnist --labels {fx}/labels.npy --out {out} --device cpu",
+            BAD,
+            &["`--labels`", "--data mnist is a built-in set with its own classes"],
+        ),
+        case(
+            "train --labels missing",
+            "train --conditional --data {fx}/img.npy --labels {fx}/nolabels.npy --out {out} --device cpu",
+            BAD,
+            &["--labels", "nolabels.npy", "no such file"],
+        ),
+        case(
+            "train --labels count differs",
+            "train --conditional --data {fx}/img.npy --labels {fx}/labels-short.npy --out {out} --device cpu",
+            BAD,
+            &["labels-short.npy", "39 labels for 40 rows"],
+        ),
+        case(
+            "train --labels not integers",
+            "train --conditional --data {fx}/img.npy --labels {fx}/labels-half.npy --out {out} --device cpu",
+            BAD,
+            &["labels-half.npy", "label 0.5 at index 3 is not an integer"],
+        ),
+        case(
+            "train --labels negative",
+            "train-classifier --data {fx}/img.npy --labels {fx}/labels-neg.npy --out {out} --device cpu",
+            BAD,
+            &["labels-neg.npy", "label -1 at index 5 is negative"],
+        ),
+        case(
+            "train --labels out of range",
+            "train --conditional --data {fx}/img.npy --labels {fx}/labels-big.npy --out {out} --device cpu",
+            BAD,
+            &["labels-big.npy", "label 10000 at index 0 is out of range"],
+        ),
+        case(
+            "train --labels of another type",
+            "train --conditional --data {fx}/img.npy --labels {fx}/plain.npy --out {out} --device cpu",
+            BAD,
+            &["plain.npy", "labels must be a 1-D array", "[50, 2]"],
+        ),
+        case(
+            "train --conditional on images without --labels",
+            "train --conditional --data {fx}/img.npy --out {out} --device cpu",
+            BAD,
+            &["--conditional needs data with classes", "--labels", "img.npy"],
+        ),
         case(
             "train-classifier on a .npy file",
             "train-classifier --data {fx}/plain.npy --out {out} --device cpu",
@@ -361,6 +441,12 @@ fn cases() -> Vec<Case> {
             "sample --model {fx}/badscaling --device cpu",
             BAD,
             &["data scaling does not match"],
+        ),
+        case(
+            "sample --model sample shape of another dimension",
+            "sample --model {fx}/badshape --device cpu",
+            BAD,
+            &["badshape/model.safetensors", "data shape [1, 3, 1] does not match the network's dimension 2"],
         ),
         case(
             "sample --model with NaN weights",
@@ -693,6 +779,27 @@ fn make_fixtures(tree: &Tree) {
     write("truncated.npy", npy_bytes("<f8", &[10, 2], &f64_bytes(7)));
     write("empty.npy", Vec::new());
     write("text.npy", b"1.0,2.0\n3.0,4.0\n".to_vec());
+    // Images [40, 1, 2, 2] of uint8, and their labels.
+    write("img.npy", npy_bytes("|u1", &[40, 1, 2, 2], &[7u8; 160]));
+    let mut nan = f64_bytes(48);
+    nan[(7 * 4 + 3) * 8..(7 * 4 + 4) * 8].copy_from_slice(&f64::NAN.to_le_bytes());
+    write("img-nan.npy", npy_bytes("<f8", &[12, 2, 2], &nan));
+    write("rank5.npy", npy_bytes("<f8", &[2, 1, 1, 2, 2], &f64_bytes(8)));
+    let labels = |edit: &dyn Fn(&mut Vec<f64>)| {
+        let mut y: Vec<f64> = (0..40).map(|i| (i % 4) as f64).collect();
+        edit(&mut y);
+        y
+    };
+    let i64s = |y: Vec<f64>| y.iter().flat_map(|v| (*v as i64).to_le_bytes()).collect::<Vec<u8>>();
+    write("labels.npy", npy_bytes("<i8", &[40], &i64s(labels(&|_| {}))));
+    write("labels-short.npy", npy_bytes("<i8", &[39], &i64s(labels(&|y| y.truncate(39)))));
+    write("labels-neg.npy", npy_bytes("<i8", &[40], &i64s(labels(&|y| y[5] = -1.0))));
+    write("labels-big.npy", npy_bytes("<i8", &[40], &i64s(labels(&|y| y[0] = 10_000.0))));
+    let half: Vec<u8> = labels(&|y| y[3] = 0.5).iter().flat_map(|v| v.to_le_bytes()).collect();
+    write("labels-half.npy", npy_bytes("<f8", &[40], &half));
+    // The image-data cache: a digits file that is not the pinned one, no mnist.
+    std::fs::create_dir_all(fx.join("cache")).unwrap();
+    write("cache/digits.csv.gz", b"not the pinned digits".to_vec());
     let grid = |rows: usize, cols: usize| Array2::from_shape_fn((rows, cols), |(i, j)| (i * cols + j) as f64 * 0.1);
     save_npy(fx.join("plain.npy"), &grid(50, 2)).unwrap();
     save_npy(fx.join("cols3.npy"), &grid(50, 3)).unwrap();
@@ -725,6 +832,7 @@ fn make_fixtures(tree: &Tree) {
     edit_meta(tree, "otherarch", |m| m["net"]["width"] = 32.into());
     edit_meta(tree, "badscaling", |m| m["data"]["mean"] = serde_json::json!([0.0, 0.0, 0.0]));
     edit_meta(tree, "badsde", |m| m["sde"]["beta_min"] = (-1.0).into());
+    edit_meta(tree, "badshape", |m| m["data"]["shape"] = serde_json::json!([1, 3, 1]));
     let nanw = st("nanweights");
     let (header, mut data) = read_safetensors(&nanw);
     let start = header["model.layers.0.weight"]["data_offsets"][0].as_u64().unwrap() as usize;
@@ -749,7 +857,8 @@ fn fingerprint(root: &Path) -> Fingerprint {
         // The run folders' advisory lock file (`.scoresde.lock`) holds the pid of
         // the last process to take the lock, which a command takes before it
         // reads what it would overwrite: not user data, so not compared.
-        let ours = |p: &PathBuf| *p != root.join("cases") && p.file_name().is_none_or(|n| n != ".scoresde.lock");
+        let ours =
+            |p: &PathBuf| *p != root.join("cases") && p.file_name() != Some(std::ffi::OsStr::new(".scoresde.lock"));
         for p in entries.into_iter().filter(ours) {
             let m = std::fs::symlink_metadata(&p).unwrap();
             let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
@@ -816,6 +925,7 @@ fn run_case(tree: &Tree, i: usize, c: &Case) -> Ran {
     let (so, se) = (dir.join("stdout"), dir.join("stderr"));
     let started = Instant::now();
     let mut child = bin()
+        .env("SCORESDE_DATA", tree.fx().join("cache"))
         .args(&args)
         .current_dir(dir)
         .stdout(std::fs::File::create(&so).unwrap())

@@ -206,3 +206,78 @@ fn guided_sampling_and_its_errors() {
     assert!(err.contains("needs data with classes"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The digits the set-up caches, fetched here through `scripts/setup --images`
+/// when missing; `None` (the test is skipped with a note) only when that
+/// fails too, and never when `SCORESDE_IMAGES=required` (CI).
+fn digits_cached() -> Option<()> {
+    use scoresde::data::ImageSet;
+    let file = ImageSet::Digits.cache_file(&ImageSet::default_dir()).unwrap();
+    if !file.is_file() {
+        let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup");
+        let _ = Command::new("bash").arg(setup).arg("--images").status();
+    }
+    if file.is_file() {
+        return Some(());
+    }
+    assert_ne!(std::env::var("SCORESDE_IMAGES").as_deref(), Ok("required"), "{} missing", file.display());
+    eprintln!("note: skipped: {} is not cached and `bash scripts/setup --images` could not fetch it", file.display());
+    None
+}
+
+/// The sidecar of a checkpoint as JSON.
+fn sidecar(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn digits_train_conditional_and_a_classifier() {
+    if digits_cached().is_none() {
+        return;
+    }
+    let dir = tmp("digits");
+    let tiny = ["--data", "digits", "--steps", "5", "--width", "16", "--depth", "1", "--batch", "64", "--out", s(&dir)];
+    let text = ok(&[&["train", "--conditional", "--device", "cpu"], &tiny[..]].concat());
+    assert!(text.contains("on 1617 rows of digits"), "{text}");
+    let model = sidecar(&dir.join("model.json"));
+    assert_eq!(model["data"]["shape"], serde_json::json!([1, 8, 8]));
+    assert_eq!(model["net"]["classes"], 10);
+    // Scaled from the pixel range 0..=16 to [-1, 1]: centre 8, half-width 8.
+    for key in ["mean", "std"] {
+        let v = model["data"][key].as_array().unwrap();
+        assert!(v.len() == 64 && v.iter().all(|m| m == 8.0), "{key}: {v:?}");
+    }
+    // The range samples are checked against is the pixel range.
+    for (key, want) in [("min", 0.0), ("max", 16.0)] {
+        let v = model["data"]["range"][key].as_array().unwrap();
+        assert!(v.len() == 64 && v.iter().all(|m| m == want), "range.{key}: {v:?}");
+    }
+    ok(&[&["train-classifier", "--device", "cpu"], &tiny[..]].concat());
+    let classifier = sidecar(&dir.join("classifier.json"));
+    assert_eq!(
+        (classifier["net"]["classes"].as_u64(), classifier["net"]["head"].as_str()),
+        (Some(10), Some("classifier"))
+    );
+}
+
+#[test]
+fn image_npy_with_labels_trains_conditional() {
+    let dir = tmp("npy-images");
+    let x = ndarray::Array4::from_shape_fn((40, 1, 3, 3), |(n, _, h, w)| ((n * 7 + h * 3 + w) % 256) as u8);
+    let y = ndarray::Array1::from_shape_fn(40, |n| (n % 3) as i64);
+    let (xp, yp) = (dir.join("x.npy"), dir.join("y.npy"));
+    ndarray_npy::write_npy(&xp, &x).unwrap();
+    ndarray_npy::write_npy(&yp, &y).unwrap();
+    let out = dir.join("run");
+    let mut args =
+        vec!["train", "--conditional", "--data", s(&xp), "--labels", s(&yp), "--steps", "5", "--out", s(&out)];
+    args.extend_from_slice(SMALL);
+    ok(&args);
+    let model = sidecar(&out.join("model.json"));
+    assert_eq!(model["data"]["shape"], serde_json::json!([1, 3, 3]));
+    assert_eq!(model["net"]["classes"], 3);
+    assert!(model["data"]["mean"].as_array().unwrap().iter().all(|m| m == 127.5));
+    // Without --labels there are no classes to condition on.
+    let e = fails(&["train", "--conditional", "--data", s(&xp), "--out", s(&dir.join("r2")), "--device", "cpu"]);
+    assert!(e.contains("--conditional needs data with classes") && e.contains("--labels"), "{e}");
+}

@@ -1,13 +1,16 @@
 //! Data sets: toy sets (determinism, documented moments, exact laws), `.npy`
-//! IO and its errors, scaling, splits.
+//! IO and its errors (rows, images, labels), scaling, splits.
 //!
 //! Statistical checks use fixed seeds and tolerances of 5 standard errors,
 //! `5 sd / sqrt(n)`, with `sd` the sample standard deviation of the averaged quantity.
 
 use std::path::PathBuf;
 
-use ndarray::{array, Array1, Array2, Array3, ArrayView1, Axis};
-use scoresde::data::{load_npy, save_npy, split, validate, DataSource, Scaling, Toy};
+use ndarray::{array, Array1, Array2, Array3, Array4, ArrayView1, Axis, ShapeBuilder as _};
+use scoresde::data::{
+    load_labels, load_npy, load_npy_data, save_npy, split, validate, DataSource, Dataset, ImageSet, Scaling, Toy,
+    MAX_CLASSES,
+};
 use scoresde::Error;
 use scoresde_solvers::score::GaussianMixture;
 
@@ -381,4 +384,148 @@ fn splits_are_seeded_partitions() {
     all.sort_unstable();
     want.sort_unstable();
     assert_eq!(all, want);
+}
+
+#[test]
+fn image_npy_files_flatten_to_rows_and_keep_their_shape() {
+    let dir = tmpdir("images");
+    // [n, H, W] of uint8: one channel, pixel range 0..=255.
+    let u8s = Array3::from_shape_fn((3, 2, 4), |(n, h, w)| (n * 8 + h * 4 + w) as u8 * 10);
+    let p = dir.join("u8.npy");
+    ndarray_npy::write_npy(&p, &u8s).unwrap();
+    let d = load_npy_data(&p).unwrap();
+    assert_eq!(d.shape, vec![1, 2, 4]);
+    assert_eq!(d.pixel_range, Some((0.0, 255.0)));
+    assert_eq!((d.labels, d.classes), (None, 0));
+    assert_eq!(d.x, u8s.mapv(f64::from).into_shape_with_order((3, 8)).unwrap());
+    // [n, C, H, W] of float32, written in Fortran order: flattened C-major, range = min..max.
+    let f = Array4::from_shape_fn((2, 3, 2, 2).f(), |(n, c, h, w)| (n * 12 + c * 4 + h * 2 + w) as f32 - 5.0);
+    let p = dir.join("f32.npy");
+    ndarray_npy::write_npy(&p, &f).unwrap();
+    let d = load_npy_data(&p).unwrap();
+    assert_eq!(d.shape, vec![3, 2, 2]);
+    assert_eq!(d.pixel_range, Some((-5.0, 18.0)));
+    assert_eq!(d.x.row(1).to_vec(), (12..24).map(|v| v as f64 - 5.0).collect::<Vec<_>>());
+    // [n, d] of float64: tabular (standardised); of uint8: pixels.
+    let rows = Toy::TwoMoons.sample(20, 1).unwrap();
+    let p = dir.join("rows.npy");
+    save_npy(&p, &rows).unwrap();
+    let d = load_npy_data(&p).unwrap();
+    assert_eq!((d.x.clone(), d.shape.clone(), d.pixel_range), (rows.clone(), vec![2], None));
+    assert_eq!(d.scaling(d.x.view()).unwrap(), Scaling::fit(rows.view()).unwrap());
+    let p = dir.join("rows-u8.npy");
+    ndarray_npy::write_npy(&p, &Array2::<u8>::from_elem((4, 3), 7)).unwrap();
+    assert_eq!(load_npy_data(&p).unwrap().pixel_range, Some((0.0, 255.0)));
+    // Through a DataSource, with labels.
+    let labels = dir.join("labels.npy");
+    ndarray_npy::write_npy(&labels, &array![2i64, 0, 1]).unwrap();
+    let src = DataSource::parse(dir.join("u8.npy").to_str().unwrap()).unwrap();
+    let d = src.load_dataset(1, 0, Some(&labels)).unwrap();
+    assert_eq!((d.labels, d.classes, d.shape), (Some(vec![2, 0, 1]), 3, vec![1, 2, 4]));
+}
+
+#[test]
+fn bad_image_npy_files_give_clear_errors() {
+    let dir = tmpdir("bad-images");
+    let err = |name: &str| load_npy_data(dir.join(name)).unwrap_err().to_string();
+    ndarray_npy::write_npy(dir.join("r1.npy"), &Array1::<u8>::zeros(5)).unwrap();
+    let e = err("r1.npy");
+    assert!(e.contains("r1.npy") && e.contains("got a 1-D array") && e.contains("(n, 1)"), "{e}");
+    ndarray_npy::write_npy(dir.join("r5.npy"), &ndarray::Array5::<f32>::zeros((2, 1, 1, 2, 2))).unwrap();
+    let e = err("r5.npy");
+    assert!(e.contains("r5.npy") && e.contains("got a 5-D array") && e.contains("[n, C, H, W]"), "{e}");
+    ndarray_npy::write_npy(dir.join("i16.npy"), &Array3::<i16>::zeros((2, 2, 2))).unwrap();
+    let e = err("i16.npy");
+    assert!(e.contains("unsupported element type <i2") && e.contains("uint8"), "{e}");
+    let mut nan = Array3::<f64>::zeros((3, 2, 2));
+    nan[[2, 1, 0]] = f64::NAN;
+    ndarray_npy::write_npy(dir.join("nan.npy"), &nan).unwrap();
+    let e = err("nan.npy");
+    assert!(e.contains("nan.npy") && e.contains("NaN at row 2, column 2"), "{e}");
+}
+
+#[test]
+fn labels_are_validated_against_the_rows() {
+    let dir = tmpdir("labels");
+    let path = |name: &str| dir.join(name);
+    let write = |name: &str, a: &dyn Fn(&std::path::Path)| {
+        a(&path(name));
+        path(name)
+    };
+    let ok = |p: &std::path::Path, rows: usize| load_labels(p, rows).unwrap();
+    let i32s = write("i32.npy", &|p| ndarray_npy::write_npy(p, &array![1i32, 0, 4]).unwrap());
+    assert_eq!(ok(&i32s, 3), (vec![1, 0, 4], 5));
+    let u8s = write("u8.npy", &|p| ndarray_npy::write_npy(p, &array![[3u8], [3]]).unwrap());
+    assert_eq!(ok(&u8s, 2), (vec![3, 3], 4), "[n, 1] works too");
+    let floats = write("f64.npy", &|p| ndarray_npy::write_npy(p, &array![0.0f64, 2.0]).unwrap());
+    assert_eq!(ok(&floats, 2), (vec![0, 2], 3));
+    let f32s = write("f32.npy", &|p| ndarray_npy::write_npy(p, &array![1.0f32]).unwrap());
+    assert_eq!(ok(&f32s, 1), (vec![1], 2));
+
+    let err = |p: &std::path::Path, rows: usize| {
+        let e = load_labels(p, rows).unwrap_err();
+        assert!(matches!(e, Error::Data { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        e
+    };
+    assert!(err(&i32s, 4).contains("3 labels for 4 rows"));
+    let e = err(&write("neg.npy", &|p| ndarray_npy::write_npy(p, &array![0i64, -1]).unwrap()), 2);
+    assert!(e.contains("label -1 at index 1 is negative"), "{e}");
+    let e = err(&write("half.npy", &|p| ndarray_npy::write_npy(p, &array![0.5f64, 1.0]).unwrap()), 2);
+    assert!(e.contains("label 0.5 at index 0 is not an integer"), "{e}");
+    let e = err(&write("nan.npy", &|p| ndarray_npy::write_npy(p, &array![1.0, f64::NAN]).unwrap()), 2);
+    assert!(e.contains("index 1 is not an integer"), "{e}");
+    let big = MAX_CLASSES as i64;
+    let e = err(&write("big.npy", &|p| ndarray_npy::write_npy(p, &array![0i64, big]).unwrap()), 2);
+    assert!(e.contains(&format!("label {big} at index 1 is out of range")), "{e}");
+    let e = err(&write("wide.npy", &|p| ndarray_npy::write_npy(p, &Array2::<i64>::zeros((2, 2))).unwrap()), 2);
+    assert!(e.contains("1-D array") && e.contains("[2, 2]"), "{e}");
+    let e = err(&write("bool.npy", &|p| ndarray_npy::write_npy(p, &array![true, false]).unwrap()), 2);
+    assert!(e.contains("unsupported element type |b1"), "{e}");
+
+    // Only .npy data take a labels file.
+    for src in [DataSource::Toy(Toy::Mixture), DataSource::Images(ImageSet::Digits)] {
+        let e = src.load_dataset(10, 0, Some(&i32s)).unwrap_err().to_string();
+        assert!(e.contains("`labels`") && e.contains("for .npy data") && e.contains(&src.to_string()), "{e}");
+    }
+}
+
+#[test]
+fn images_scale_from_their_pixel_range_to_exactly_minus_one_to_one() {
+    for (lo, hi) in [(0.0, 255.0), (0.0, 16.0)] {
+        let s = Scaling::from_range(lo, hi, 3).unwrap();
+        let z = s.apply(array![[lo, hi, 0.5 * (lo + hi)]].view()).unwrap();
+        assert_eq!(z, array![[-1.0, 1.0, 0.0]], "[{lo}, {hi}]");
+        assert_eq!(s.invert(z.view()).unwrap(), array![[lo, hi, 0.5 * (lo + hi)]]);
+    }
+    // Any float range: the ends to within rounding.
+    let s = Scaling::from_range(-0.3, 0.7, 1).unwrap();
+    let z = s.apply(array![[-0.3], [0.7]].view()).unwrap();
+    assert!((z[[0, 0]] + 1.0).abs() < 1e-15 && (z[[1, 0]] - 1.0).abs() < 1e-15, "{z}");
+    // A constant image maps to 0; a bad range is an error.
+    assert_eq!(Scaling::from_range(3.0, 3.0, 2).unwrap().apply(array![[3.0, 3.0]].view()).unwrap(), array![[0.0, 0.0]]);
+    for (lo, hi) in [(1.0, 0.0), (f64::NAN, 1.0), (0.0, f64::INFINITY)] {
+        assert!(Scaling::from_range(lo, hi, 1).is_err(), "[{lo}, {hi}]");
+    }
+    // A Dataset with a pixel range scales by it, whatever the training rows span.
+    let d = Dataset {
+        x: array![[0.0, 10.0], [4.0, 16.0]],
+        shape: vec![1, 1, 2],
+        labels: None,
+        classes: 0,
+        pixel_range: Some((0.0, 16.0)),
+    };
+    assert_eq!(d.scaling(d.x.view()).unwrap(), Scaling::from_range(0.0, 16.0, 2).unwrap());
+}
+
+#[test]
+fn image_sets_parse_by_name() {
+    for i in ImageSet::ALL {
+        assert_eq!(DataSource::parse(i.name()).unwrap(), DataSource::Images(i));
+        assert_eq!(DataSource::Images(i).to_string(), i.name());
+        assert!(DataSource::Images(i).mixture().is_none());
+    }
+    let e = DataSource::parse("spirals").unwrap_err().to_string();
+    assert!(e.contains("mnist, digits"), "{e}");
 }

@@ -37,6 +37,7 @@ fn info(d: &Array2<f64>) -> DataInfo {
         std: vec![1.0; 2],
         sha256: None,
         range: None,
+        shape: vec![2],
     }
 }
 

@@ -167,8 +167,15 @@ fn range_report_counts_rows_outside_and_the_largest_factor() {
 #[test]
 fn checkpoints_without_a_range_still_describe_the_same_data() {
     let range = Some(DataRange { min: vec![0.0], max: vec![1.0] });
-    let info =
-        DataInfo { source: "x".into(), rows: 9, mean: vec![0.5], std: vec![0.3], sha256: None, range: range.clone() };
+    let info = DataInfo {
+        source: "x".into(),
+        rows: 9,
+        mean: vec![0.5],
+        std: vec![0.3],
+        sha256: None,
+        range: range.clone(),
+        shape: vec![1],
+    };
     let old = DataInfo { range: None, ..info.clone() };
     assert!(info.same_data(&old) && old.same_data(&info));
     let other = DataInfo { range: Some(DataRange { min: vec![0.0], max: vec![2.0] }), ..info.clone() };

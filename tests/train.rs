@@ -44,6 +44,7 @@ fn info(d: &Array2<f64>) -> DataInfo {
         std: vec![1.0; 2],
         sha256: None,
         range: None,
+        shape: vec![2],
     }
 }
 
@@ -132,6 +133,7 @@ fn resumed_run_equals_uninterrupted_run() {
     assert!(ckpt.with_extension("json").is_file(), "the sidecar is written");
     let loaded = checkpoint::load(&ckpt, Device::Cpu).unwrap();
     assert_eq!(loaded.meta.step, 15);
+    assert_eq!(loaded.meta.data.shape, vec![2]);
     let mut resumed = Trainer::with_state(loaded.net, loaded.meta.sde, loaded.meta.train, &d, loaded.state).unwrap();
     let outcome = resumed.run(50, 0, &AtomicBool::new(false), |_| {}, |_| Ok(())).unwrap();
     assert_eq!(outcome, Outcome::Finished);

@@ -1,7 +1,8 @@
-//! `scoresde train`: denoising score matching on a toy set or a .npy file;
-//! `--conditional` for a class-conditional score (classifier-free guidance),
-//! and `scoresde train-classifier` for a noise-conditional classifier
-//! (classifier guidance), both on the toy sets with classes.
+//! `scoresde train`: denoising score matching on a toy set, an image set or a
+//! .npy file; `--conditional` for a class-conditional score (classifier-free
+//! guidance), and `scoresde train-classifier` for a noise-conditional
+//! classifier (classifier guidance), both on labelled data: the toy sets with
+//! classes, mnist, digits, or a .npy file with `--labels`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -9,9 +10,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{bail, Context as _};
 use ndarray::Array2;
 use scoresde::checkpoint::{self, DataInfo};
-use scoresde::data::{
-    save_npy, split, split_indices, split_sizes, DataSource, Scaling, MIN_HELDOUT_ROWS, MIN_TRAIN_ROWS,
-};
+use scoresde::data::{save_npy, split_indices, split_sizes, DataSource, Scaling, MIN_HELDOUT_ROWS, MIN_TRAIN_ROWS};
 use scoresde::model::SdeSpec;
 use scoresde::net::{Activation, Head, NetConfig, Parameterization, TimeEmbedding};
 use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
@@ -30,10 +29,18 @@ pub enum EmbeddingKind {
 /// Options of `scoresde train` (also used by `demo`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// A toy set (eight-gaussians, swiss-roll, two-moons, checkerboard, rings, mixture) or a .npy file of shape [n, d].
+    /// A toy set (eight-gaussians, swiss-roll, two-moons, checkerboard, rings,
+    /// mixture), an image set the set-up fetches (mnist: 5,000 28x28 digits;
+    /// digits: 1,797 8x8 digits; both labelled 0-9), or a .npy file of rows
+    /// [n, d] or images [n, H, W] / [n, C, H, W] (uint8, float32, float64).
+    /// Images are scaled from their pixel range to [-1, 1], rows standardised.
     #[arg(long, default_value = "eight-gaussians")]
     pub data: String,
-    /// Samples drawn from a toy set (a .npy file is used whole). The split must
+    /// Labels of a .npy --data file, for --conditional and train-classifier:
+    /// a .npy file of n integers 0..K-1 (int64, int32, uint8, or integral floats).
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Samples drawn from a toy set (image sets and .npy files are used whole). The split must
     /// leave at least 10 training and 2 held-out rows.
     #[arg(long, default_value_t = 20_000)]
     pub n: usize,
@@ -111,8 +118,9 @@ pub struct TrainArgs {
     /// Log the mean loss every this many steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: u64,
-    /// Train a class-conditional score for classifier-free guidance (toy sets
-    /// with classes: eight-gaussians, mixture; class = component).
+    /// Train a class-conditional score for classifier-free guidance (labelled
+    /// data: eight-gaussians and mixture, class = component; mnist, digits;
+    /// a .npy file with --labels).
     #[arg(long)]
     pub conditional: bool,
     /// With --conditional: probability of training on the null label instead of the class.
@@ -196,7 +204,7 @@ struct Prepared {
     source: DataSource,
     /// Training rows in data coordinates.
     train: Array2<f64>,
-    /// Training rows scaled to zero mean and unit variance.
+    /// Training rows as the network sees them (standardised, or images scaled to [-1, 1]).
     scaled: Array2<f64>,
     held_out: Array2<f64>,
     /// The training rows' labels, for a conditional score or a classifier.
@@ -214,29 +222,33 @@ fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
     if let DataSource::Toy(_) = source {
         check_split(a, &source, a.n)?;
     }
-    let (train, held_out, labels) = if a.conditional || a.classifier {
+    if let Some(l) = a.labels.as_deref().filter(|l| !l.is_file()) {
+        bail!("--labels {}: no such file", l.display());
+    }
+    let data = source.load_dataset(a.n, a.seed, a.labels.as_deref()).map_err(flag_names)?;
+    if !matches!(source, DataSource::Toy(_)) {
+        check_split(a, &source, data.x.nrows())?;
+    }
+    let labels = if a.conditional || a.classifier {
         let what = if a.classifier { "a classifier" } else { "--conditional" };
-        let toy = match &source {
-            DataSource::Toy(t) if t.n_classes() > 0 => *t,
-            _ => bail!("{what} needs data with classes: eight-gaussians or mixture (got {source})"),
-        };
-        // The same rows as the unlabelled draw, so runs share their held-out data.
-        let (raw, labels) = toy.sample_labelled(a.n, a.seed)?;
-        let (t, h) = split_indices(raw.nrows(), a.holdout, a.seed ^ 0x5eed)?;
-        let labels = t.iter().map(|&i| labels[i]).collect();
-        (raw.select(ndarray::Axis(0), &t), raw.select(ndarray::Axis(0), &h), Some(labels))
-    } else {
-        let raw = source.load(a.n, a.seed)?;
-        if let DataSource::Npy(_) = source {
-            check_split(a, &source, raw.nrows())?;
+        match &data.labels {
+            Some(y) => Some(y),
+            None => bail!(
+                "{what} needs data with classes: eight-gaussians, mixture, mnist, digits, or a .npy file with --labels (got {source})"
+            ),
         }
-        let (train, held_out) = split(raw.view(), a.holdout, a.seed ^ 0x5eed)?;
-        (train, held_out, None)
+    } else {
+        None
     };
-    let classes = if labels.is_some() { source.mixture().map_or(0, |m| m.n_components()) } else { 0 };
-    let scaling = Scaling::fit(train.view())?;
+    // The same split with or without labels, so runs share their held-out data.
+    let (t, h) = split_indices(data.x.nrows(), a.holdout, a.seed ^ 0x5eed)?;
+    let train = data.x.select(ndarray::Axis(0), &t);
+    let held_out = data.x.select(ndarray::Axis(0), &h);
+    let labels = labels.map(|y| t.iter().map(|&i| y[i]).collect());
+    let classes = if labels.is_some() { data.classes } else { 0 };
+    let scaling = data.scaling(train.view())?;
     let scaled = scaling.apply(train.view())?;
-    let info = DataInfo::new(source.to_string(), train.view(), &scaling)?;
+    let info = DataInfo::of_dataset(source.to_string(), &data, train.view(), &scaling)?;
     Ok(Prepared { source, train, scaled, held_out, labels, classes, scaling, info })
 }
 
@@ -347,15 +359,14 @@ fn check_split(a: &TrainArgs, source: &DataSource, rows: usize) -> anyhow::Resul
     if train >= MIN_TRAIN_ROWS && held >= MIN_HELDOUT_ROWS {
         return Ok(());
     }
-    let rows_from = match source {
-        DataSource::Toy(_) => format!("--n {rows} rows of --data {source}"),
-        DataSource::Npy(_) => format!("the {rows} rows of --data {source}"),
-    };
-    let fix = match (source, held < MIN_HELDOUT_ROWS) {
-        (DataSource::Toy(_), true) => "raise --holdout or --n",
-        (DataSource::Toy(_), false) => "raise --n or lower --holdout",
-        (DataSource::Npy(_), true) => "raise --holdout or pass a --data file with more rows",
-        (DataSource::Npy(_), false) => "pass a --data file with more rows or lower --holdout",
+    let toy = matches!(source, DataSource::Toy(_));
+    let rows_from =
+        if toy { format!("--n {rows} rows of --data {source}") } else { format!("the {rows} rows of --data {source}") };
+    let fix = match (toy, held < MIN_HELDOUT_ROWS) {
+        (true, true) => "raise --holdout or --n",
+        (true, false) => "raise --n or lower --holdout",
+        (false, true) => "raise --holdout or pass a --data file with more rows",
+        (false, false) => "pass a --data file with more rows or lower --holdout",
     };
     bail!(
         "--holdout {} splits {rows_from} into {train} training and {held} held-out rows: need at least {MIN_TRAIN_ROWS} training and {MIN_HELDOUT_ROWS} held-out rows; {fix}",
@@ -374,6 +385,7 @@ fn flag_names(e: scoresde::Error) -> anyhow::Error {
             "fourier scale" => "--fourier-scale",
             "batch size" => "--batch",
             "dim" => "data dimension (columns of --data)",
+            "labels" => "--labels",
             _ => return e.into(),
         };
         return scoresde::Error::invalid(flag, value, reason.clone()).into();
@@ -455,6 +467,9 @@ fn resume_command(a: &TrainArgs, source: &DataSource) -> String {
         std::iter::once("scoresde").chain(command_name(a).split(' ')).map(String::from).collect();
     let mut push = |flag: &str, value: String| args.extend([flag.to_string(), value]);
     push("--data", a.data.clone());
+    if let Some(labels) = &a.labels {
+        push("--labels", labels.display().to_string());
+    }
     if matches!(source, DataSource::Toy(_)) {
         push("--n", a.n.to_string());
     }
