@@ -776,12 +776,12 @@ pub fn solvers_markdown_table() -> String {
             s.citation
         ));
     }
-    out.push_str(&format!("\n{}\n", x0_guard_note()));
     out
 }
 
-/// One paragraph on the x0 guard options and the solvers that take them (markdown), for
-/// the README and `scoresde solvers`.
+/// One line on the x0 guard options and the solvers that take them (markdown), for the
+/// README's "Solvers" section (`solvers/tests/readme.rs` checks it is there verbatim) and
+/// `scoresde solvers`.
 pub fn x0_guard_note() -> String {
     let names: Vec<String> = SOLVERS.iter().filter(|s| s.x0).map(|s| format!("`{}`", s.name)).collect();
     format!(

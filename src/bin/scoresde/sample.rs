@@ -27,7 +27,10 @@ pub struct SampleArgs {
     /// Run folder (or checkpoint path) written by `scoresde train`.
     #[arg(long, default_value = "out/train")]
     pub model: PathBuf,
-    /// Integrator (see `scoresde solvers`).
+    /// Integrator (see `scoresde solvers`). The ancestral, DDIM and DPM-Solver++ rows
+    /// also take an x0 guard: NAME:clip[=C] clips the predicted clean sample to
+    /// [-C, C] (default 1), NAME:threshold[=P] is Imagen's dynamic thresholding at
+    /// quantile P (default 0.995); e.g. ddim:clip, dpm2m:threshold=0.99, ddim-eta:0.5,clip.
     #[arg(long, default_value = "ancestral")]
     pub solver: String,
     /// Steps from t = 1 down to t = eps.
@@ -386,6 +389,28 @@ fn data_range(meta: &checkpoint::Meta, model: &Path) -> Option<(DataRange, &'sta
     Some((range, "the held-out data's range (the checkpoint records no training range)"))
 }
 
+/// With an x0 guard in the solver name, a note that it acts on the network's standardized
+/// coordinates (per column mean 0, sd 1), with how far the data's range reaches there.
+fn guard_note(solver: &str, scaling: &Scaling, range: Option<&DataRange>) -> anyhow::Result<Option<String>> {
+    let guard = by_name::<Tensor>(solver)?.x0_guard();
+    if guard.is_off() {
+        return Ok(None);
+    }
+    let reach = range.map(|r| {
+        let col = |j: usize| {
+            let (m, s) = (scaling.mean[j], scaling.std[j]);
+            ((r.min[j] - m) / s).abs().max(((r.max[j] - m) / s).abs())
+        };
+        (0..r.min.len().min(scaling.mean.len())).map(col).fold(0.0f64, f64::max)
+    });
+    Ok(Some(match reach {
+        Some(reach) => format!(
+            "note: x0 guard {guard} acts on the network's standardized data (per column mean 0, sd 1), where the data's range reaches |x| = {reach:.2}"
+        ),
+        None => format!("note: x0 guard {guard} acts on the network's standardized data (per column mean 0, sd 1)"),
+    }))
+}
+
 /// Samples outside the data's range make a `warning:` (rather than a `note:`)
 /// when more than this share of them is outside...
 const WARN_SHARE: f64 = 0.01;
@@ -458,6 +483,9 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         eprintln!("sampling in {} batches of {}", n.div_ceil(spec.batch), spec.batch);
     }
     let range = data_range(&meta, &a.model);
+    if let Some(line) = guard_note(&a.solver, &scaling, range.as_ref().map(|(r, _)| r))? {
+        eprintln!("{line}");
+    }
     let mut report = range.as_ref().map(|(r, _)| RangeReport::new(r.clone()));
     let mut writer = NpyWriter::create(&npy, n as u64, meta.net.dim)?;
     let mut on_batch = |x: ArrayView2<'_, f64>| -> anyhow::Result<()> {
