@@ -66,8 +66,8 @@ pub use observe::{EvalEvent, FiniteCheck, Observer, OnEval, StepEvent, Trajector
 pub use oracle::law;
 pub use oracle::{ExactConditional, GaussianMixture, LabelledMixture};
 pub use registry::{
-    by_name, solver_info, solvers_markdown_table, x0_guard_note, x0_solver_names, DefaultGrid, Order, OrderCheck, Param, ScoreEvals, SolverInfo,
-    SolverKind, SAMPLERS, SOLVERS,
+    by_name, solver_info, solvers_markdown_table, x0_guard_note, x0_solver_names, DefaultGrid, Order, OrderCheck,
+    Param, ScoreEvals, SolverInfo, SolverKind, SAMPLERS, SOLVERS,
 };
 pub use sample::{prior_sample, Run, Sampler};
 pub use score::{ExactScore, Score};

@@ -295,12 +295,24 @@ where
     fn clip_samples(&mut self, bounds: &[f64], rescale: bool) -> Result<()> {
         let n = self.len_of(Axis(0));
         if bounds.len() != n {
-            return Err(Error::ShapeMismatch { what: "clip_samples bounds", expected: vec![n], got: vec![bounds.len()] });
+            return Err(Error::ShapeMismatch {
+                what: "clip_samples bounds",
+                expected: vec![n],
+                got: vec![bounds.len()],
+            });
         }
         for (mut row, &b) in self.axis_iter_mut(Axis(0)).zip(bounds) {
             let b = cast::<F>(b);
             // Comparisons, not `max`/`min`, which would replace a NaN by the bound.
-            row.mapv_inplace(|v| if v > b { b } else if v < -b { -b } else { v });
+            row.mapv_inplace(|v| {
+                if v > b {
+                    b
+                } else if v < -b {
+                    -b
+                } else {
+                    v
+                }
+            });
             if rescale {
                 row.mapv_inplace(|v| v / b);
             }

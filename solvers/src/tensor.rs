@@ -190,7 +190,11 @@ impl State for Tensor {
         let size = self.size();
         let n = size.first().copied().unwrap_or(0).max(0) as usize;
         if bounds.len() != n {
-            return Err(Error::ShapeMismatch { what: "clip_samples bounds", expected: vec![n], got: vec![bounds.len()] });
+            return Err(Error::ShapeMismatch {
+                what: "clip_samples bounds",
+                expected: vec![n],
+                got: vec![bounds.len()],
+            });
         }
         let op = backend("clip_samples");
         let mut shape = vec![n as i64];

@@ -38,7 +38,8 @@ fn run(name: &str, factor: f64) -> scoresde_solvers::Result<Array2<f64>> {
     let mut noise = GaussianNoise::new(3);
     let x = prior_sample(&sde, &Array2::<f64>::zeros((1000, 1)), &mut noise);
     let mut solver = by_name::<Array2<f64>>(name)?;
-    let run = Sampler::new(&sde, &score).denoise(true).check_finite(false).run(solver.as_mut(), x, &grid, &mut noise)?;
+    let run =
+        Sampler::new(&sde, &score).denoise(true).check_finite(false).run(solver.as_mut(), x, &grid, &mut noise)?;
     Ok(run.x)
 }
 
@@ -141,7 +142,8 @@ fn bad_guards_are_invalid_parameters() {
 fn tensor_guard_matches_ndarray() {
     use rand::SeedableRng;
     use tch::{Kind, Tensor};
-    let x = ndarray::ArrayD::<f64>::zeros(vec![5, 2, 3, 7]).randn_like(&mut scoresde_solvers::Rng::seed_from_u64(1)) * 2.0;
+    let x =
+        ndarray::ArrayD::<f64>::zeros(vec![5, 2, 3, 7]).randn_like(&mut scoresde_solvers::Rng::seed_from_u64(1)) * 2.0;
     let flat: Vec<f64> = x.iter().copied().collect();
     for kind in [Kind::Double, Kind::Float] {
         let tol = if kind == Kind::Double { 1e-14 } else { 1e-6 };
@@ -168,4 +170,3 @@ fn tensor_guard_matches_ndarray() {
     X0Guard::threshold(1.0).unwrap().apply(&mut one).unwrap();
     assert_eq!(Vec::<f64>::try_from(&one.reshape([-1])).unwrap(), vec![0.5, -1.0, 0.25]);
 }
-

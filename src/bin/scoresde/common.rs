@@ -51,11 +51,7 @@ pub fn set_threads(n: u32) -> anyhow::Result<()> {
 /// work runs on (`--threads`).
 pub fn device(spec: &str) -> anyhow::Result<Device> {
     let device = scoresde::device::select(spec)?;
-    eprintln!(
-        "device: {device:?} (cuda: {}); threads: {}",
-        scoresde::device::cuda_report(),
-        tch::get_num_threads()
-    );
+    eprintln!("device: {device:?} (cuda: {}); threads: {}", scoresde::device::cuda_report(), tch::get_num_threads());
     Ok(device)
 }
 
