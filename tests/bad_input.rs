@@ -79,7 +79,7 @@ const USAGE: i32 = 2;
 fn cases() -> Vec<Case> {
     vec![
         // ---- usage errors (clap): exit 2 ----
-        case("no subcommand", "", USAGE, &["Usage: scoresde <COMMAND>"]),
+        case("no subcommand", "", USAGE, &["Usage: scoresde [OPTIONS] <COMMAND>"]),
         case("unknown subcommand", "frobnicate", USAGE, &["unrecognized subcommand 'frobnicate'"]),
         case("unknown option", "sample --bogus", USAGE, &["unexpected argument '--bogus'"]),
         case("sample --steps negative", "sample --steps=-3", USAGE, &["'--steps <STEPS>'", "invalid digit"]),

@@ -15,7 +15,7 @@ use scoresde::net::NetConfig;
 use scoresde::rng::RowNoise;
 use scoresde::solvers::{
     by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, EvalEvent, OnEval,
-    Sampler, Score, Sde, StepEvent, TimeGrid,
+    Sampler, Score, Sde, StepEvent, TimeGrid, X0Guard,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -391,10 +391,9 @@ fn data_range(meta: &checkpoint::Meta, model: &Path) -> Option<(DataRange, &'sta
 
 /// With an x0 guard in the solver name, a note that it acts on the network's standardized
 /// coordinates (per column mean 0, sd 1), with how far the data's range reaches there.
-fn guard_note(solver: &str, scaling: &Scaling, range: Option<&DataRange>) -> anyhow::Result<Option<String>> {
-    let guard = by_name::<Tensor>(solver)?.x0_guard();
+fn guard_note(guard: X0Guard, scaling: &Scaling, range: Option<&DataRange>) -> Option<String> {
     if guard.is_off() {
-        return Ok(None);
+        return None;
     }
     let reach = range.map(|r| {
         let col = |j: usize| {
@@ -403,12 +402,12 @@ fn guard_note(solver: &str, scaling: &Scaling, range: Option<&DataRange>) -> any
         };
         (0..r.min.len().min(scaling.mean.len())).map(col).fold(0.0f64, f64::max)
     });
-    Ok(Some(match reach {
+    Some(match reach {
         Some(reach) => format!(
             "note: x0 guard {guard} acts on the network's standardized data (per column mean 0, sd 1), where the data's range reaches |x| = {reach:.2}"
         ),
         None => format!("note: x0 guard {guard} acts on the network's standardized data (per column mean 0, sd 1)"),
-    }))
+    })
 }
 
 /// Samples outside the data's range make a `warning:` (rather than a `note:`)
@@ -441,6 +440,8 @@ fn range_warning(report: &RangeReport, what: &str) -> Option<String> {
 /// range check, figure, and the class report with `--class`.
 pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     let n = sample_count(a.n)?;
+    // The solver name (and its x0 guard) is checked before anything is loaded or locked.
+    let guard = by_name::<Tensor>(&a.solver)?.x0_guard();
     let device = common::device(&a.device)?;
     let (model, scaling, meta) = load_model(&a.model, device)?;
     // One writer per folder: not while a training writes there.
@@ -483,7 +484,7 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         eprintln!("sampling in {} batches of {}", n.div_ceil(spec.batch), spec.batch);
     }
     let range = data_range(&meta, &a.model);
-    if let Some(line) = guard_note(&a.solver, &scaling, range.as_ref().map(|(r, _)| r))? {
+    if let Some(line) = guard_note(guard, &scaling, range.as_ref().map(|(r, _)| r)) {
         eprintln!("{line}");
     }
     let mut report = range.as_ref().map(|(r, _)| RangeReport::new(r.clone()));
