@@ -424,7 +424,7 @@ fn cases() -> Vec<Case> {
             "sample x0 clip on a solver that forms no x0",
             "sample --model {run} --solver ode-euler:clip --device cpu",
             BAD,
-            &["`x0 guard` = ode-euler:clip", "forms no x0 estimate", "ddim", "dpm2m"],
+            &["`x0 guard` = clip=1", "`ode-euler` forms no x0 estimate", "ddim", "dpm2m"],
         ),
         case(
             "sample x0 threshold on a solver that forms no x0",

@@ -3,7 +3,8 @@
 //! Each row ([`SolverInfo`]) declares what a solver is: its name, constructor, update
 //! rule, [`Order`] (and strong order where it has one), whether it is deterministic
 //! ([`SolverKind`]), its [`ScoreEvals`] per step, the [`DefaultGrid`] its paper uses, its
-//! [`Direction`], how its order is checked ([`OrderCheck`]) and a citation. Everything
+//! [`Direction`], how its order is checked ([`OrderCheck`]), whether it takes an x0 guard
+//! and a citation. Everything
 //! that lists solvers reads this table and nothing else: [`by_name`], [`SAMPLERS`],
 //! [`solver_info`], the `scoresde solvers` listing, the README's "Solvers" table
 //! ([`solvers_markdown_table`]), the convergence study, `examples/swap_solvers.rs`, and
@@ -15,7 +16,9 @@
 //!    its doc comment giving the update rule, order and citation; export it.
 //! 2. Add one row to the `solvers!` table below (an identifier, `name`, `build`, and the
 //!    declared fields). A parameterised form (`ddim-eta:ETA`) also needs one arm in
-//!    `build_param`.
+//!    `build_param`. A solver that forms the Tweedie estimate `x0_hat` declares `x0: true`
+//!    and implements [`Solver::set_x0_guard`] / [`Solver::x0_guard`], applying the
+//!    [`X0Guard`] where it forms `x0_hat`; `solvers/tests/x0_guard.rs` then checks it.
 //!
 //! Its tests come for free: `solvers/tests/ode.rs` measures the order of its exact law on
 //! 1-D Gaussian data on its default grid and checks it against the declared [`Order`]
@@ -727,24 +730,15 @@ pub fn solver_info(name: &str) -> Result<&'static SolverInfo> {
 pub fn by_name<S: State>(name: &str) -> Result<Box<dyn Solver<S>>> {
     let spec = parse(name)?;
     let guard = match spec.guard {
-        None => X0Guard::Off,
-        Some(_) if !spec.info.x0 => {
-            return Err(Error::param(
-                "x0 guard",
-                name,
-                format!(
-                    "`{}` forms no x0 estimate to clip; x0 clipping and dynamic thresholding apply to {}",
-                    spec.info.name,
-                    x0_solver_names()
-                ),
-            ))
-        }
         Some((key, value)) => X0Guard::from_option(key, value).unwrap_or(Ok(X0Guard::Off))?,
+        None => X0Guard::Off,
     };
     let mut solver = match spec.positional {
         Some(args) => build_param(spec.info, args)?,
         None => spec.info.build()?,
     };
+    // A solver that forms no x0_hat refuses a guard (`SolverInfo::x0` declares which do;
+    // solvers/tests/x0_guard.rs checks the two agree).
     solver.set_x0_guard(guard)?;
     Ok(solver)
 }

@@ -52,9 +52,22 @@ fn max_abs(x: &Array2<f64>) -> f64 {
     x.iter().map(|v| if v.is_finite() { v.abs() } else { f64::INFINITY }).fold(0.0, f64::max)
 }
 
+/// The rows that declare `x0` are the ancestral, DDIM and DPM-Solver++ rows, and exactly
+/// they accept a guard by name (with their positional parameter too, where they have one).
 #[test]
-fn the_x0_rows_are_the_ancestral_ddim_and_dpm_rows() {
+fn the_x0_rows_are_the_ones_that_take_a_guard() {
     assert_eq!(x0_rows(), ["ancestral", "ancestral-large", "ddim", "ddim-eta1", "dpm1", "dpm2m"]);
+    for info in SOLVERS {
+        let mut names = vec![format!("{}:clip", info.name)];
+        if let Some(p) = info.param {
+            let arg = if p.prefix == "ode-dopri5" { "1e-4" } else { "0.5" };
+            names.push(format!("{}:{arg},threshold", p.prefix));
+        }
+        for name in names {
+            let got = by_name::<Array2<f64>>(&name);
+            assert_eq!(got.is_ok(), info.x0, "{name}: {:?}", got.err());
+        }
+    }
 }
 
 /// Exact score, data inside [-1, 1]: the guard never bites, so guarded runs agree with
