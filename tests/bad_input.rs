@@ -80,7 +80,7 @@ const USAGE: i32 = 2;
 fn cases() -> Vec<Case> {
     vec![
         // ---- usage errors (clap): exit 2 ----
-        case("no subcommand", "", USAGE, &["Usage: scoresde <COMMAND>"]),
+        case("no subcommand", "", USAGE, &["Usage: scoresde [OPTIONS] <COMMAND>"]),
         case("unknown subcommand", "frobnicate", USAGE, &["unrecognized subcommand 'frobnicate'"]),
         case("unknown option", "sample --bogus", USAGE, &["unexpected argument '--bogus'"]),
         case("sample --steps negative", "sample --steps=-3", USAGE, &["'--steps <STEPS>'", "invalid digit"]),
@@ -505,6 +505,63 @@ fn cases() -> Vec<Case> {
             BAD,
             &["`eta` = -1"],
         ),
+        // ---- sample: x0 guard in the solver name ----
+        case(
+            "sample x0 clip on a solver that forms no x0",
+            "sample --model {run} --solver ode-euler:clip --device cpu",
+            BAD,
+            &["`x0 guard` = clip=1", "`ode-euler` forms no x0 estimate", "ddim", "dpm2m"],
+        ),
+        case(
+            "sample x0 threshold on a solver that forms no x0",
+            "sample --model {run} --solver edm-heun:threshold=0.99 --device cpu",
+            BAD,
+            &["`x0 guard`", "`edm-heun` forms no x0 estimate"],
+        ),
+        case("sample x0 clip 0", "sample --model {run} --solver ddim:clip=0 --device cpu", BAD, &["`clip` = 0", "> 0"]),
+        case(
+            "sample x0 clip negative",
+            "sample --model {run} --solver ancestral:clip=-2 --device cpu",
+            BAD,
+            &["`clip` = -2"],
+        ),
+        case("sample x0 clip NaN", "sample --model {run} --solver ddim:clip=nan --device cpu", BAD, &["`clip` = NaN"]),
+        case(
+            "sample x0 clip not a number",
+            "sample --model {run} --solver dpm2m:clip=big --device cpu",
+            BAD,
+            &["`clip` = big", "not a number"],
+        ),
+        case(
+            "sample x0 threshold above 1",
+            "sample --model {run} --solver dpm2m:threshold=1.5 --device cpu",
+            BAD,
+            &["`threshold` = 1.5", "(0, 1]"],
+        ),
+        case(
+            "sample x0 threshold 0",
+            "sample --model {run} --solver dpm1:threshold=0 --device cpu",
+            BAD,
+            &["`threshold` = 0", "(0, 1]"],
+        ),
+        case(
+            "sample x0 clip and threshold together",
+            "sample --model {run} --solver ddim:clip,threshold --device cpu",
+            BAD,
+            &["`x0 guard`", "exclude each other"],
+        ),
+        case(
+            "sample unknown solver option",
+            "sample --model {run} --solver ddim:eta=0.5 --device cpu",
+            BAD,
+            &["`option` = eta=0.5", "clip[=C] and threshold[=P]"],
+        ),
+        // ---- --threads, global to every command ----
+        case("--threads above the cap", "train --threads 5000 --out {out}", USAGE, &["5000", "0..=1024"]),
+        case("--threads negative", "sample --model {run} --threads -1 --device cpu", USAGE, &["-1", "0..=1024"]),
+        case("--threads not a number", "eval --model {run} --threads many", USAGE, &["many", "--threads"]),
+        case("--threads empty", "plot --model {run} --threads ''", USAGE, &["--threads"]),
+        case("--threads before the command", "--threads 1.5 solvers", USAGE, &["1.5", "--threads"]),
         case(
             "sample --steps beyond the grid cap (refused before allocating)",
             "sample --model {run} --steps 1000000000 -n 2 --device cpu --out {out}",

@@ -281,3 +281,37 @@ fn image_npy_with_labels_trains_conditional() {
     let e = fails(&["train", "--conditional", "--data", s(&xp), "--out", s(&dir.join("r2")), "--device", "cpu"]);
     assert!(e.contains("--conditional needs data with classes") && e.contains("--labels"), "{e}");
 }
+
+/// `--threads N` is global: every subcommand takes it (before or after its name), the
+/// commands that pick a device report the count on their device line, and 0 leaves
+/// libtorch's default. Bad values are rows of tests/bad_input.rs.
+#[test]
+fn threads_option_on_every_command() {
+    let subcommands = ["train", "train-classifier", "sample", "eval", "plot", "demo", "solvers"];
+    let before = vec!["--threads", "0", "sample", "--help"];
+    for args in subcommands.iter().map(|sub| vec![*sub, "--threads", "3", "--help"]).chain([before]) {
+        let text = ok(&args);
+        assert!(text.contains("--threads <N>"), "scoresde {args:?}:\n{text}");
+    }
+    let dir = tmp("threads");
+    let m = s(&dir);
+    let mut train = vec!["train", "--steps", "5", "--out", m, "--threads", "2"];
+    train.extend_from_slice(SMALL);
+    assert!(ok(&train).contains("threads: 2"), "train --threads 2");
+    let sample = ["sample", "--model", m, "--steps", "3", "-n", "50", "--device", "cpu", "--threads", "1"];
+    assert!(ok(&sample).contains("threads: 1"), "sample --threads 1");
+    // The default is one thread.
+    let text = ok(&["sample", "--model", m, "--steps", "3", "-n", "50", "--device", "cpu", "--seed", "1"]);
+    assert!(text.contains("threads: 1"), "{text}");
+    let text = ok(&["--threads", "0", "eval", "--model", m, "--device", "cpu"]);
+    let n: usize = text
+        .split("threads: ")
+        .nth(1)
+        .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 1, "eval --threads 0 reports libtorch's default:\n{text}");
+    ok(&["plot", "--model", m, "--threads", "1"]);
+    ok(&["solvers", "--threads", "4"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -19,6 +19,8 @@
 //! * [`VectorField`]: ODE right-hand sides ([`ProbabilityFlow`], the likelihood's augmented
 //!   flow), kept apart from the ODE methods that integrate them.
 //! * Guidance: [`ClassifierGuided`] and [`ClassifierFreeGuided`] wrap scores (see [`guidance`]).
+//! * [`X0Guard`]: optional clipping or dynamic thresholding of the predicted clean sample
+//!   in the solvers that form it.
 //! * [`Sampler`]: runs a solver over a [`TimeGrid`] with [`Observer`]s, counting score
 //!   evaluations through a [`CountingScore`].
 //!
@@ -45,6 +47,7 @@ pub mod state;
 #[cfg(feature = "tch")]
 pub mod tensor;
 pub mod vector_field;
+pub mod x0_guard;
 
 pub use counting::CountingScore;
 pub use error::{Error, Result};
@@ -63,8 +66,8 @@ pub use observe::{EvalEvent, FiniteCheck, Observer, OnEval, StepEvent, Trajector
 pub use oracle::law;
 pub use oracle::{ExactConditional, GaussianMixture, LabelledMixture};
 pub use registry::{
-    by_name, solver_info, solvers_markdown_table, DefaultGrid, Order, OrderCheck, Param, ScoreEvals, SolverInfo,
-    SolverKind, SAMPLERS, SOLVERS,
+    by_name, solver_info, solvers_markdown_table, x0_guard_note, x0_solver_names, DefaultGrid, Order, OrderCheck,
+    Param, ScoreEvals, SolverInfo, SolverKind, SAMPLERS, SOLVERS,
 };
 pub use sample::{prior_sample, Run, Sampler};
 pub use score::{ExactScore, Score};
@@ -72,6 +75,7 @@ pub use sde::{sde_by_name, CosineVpSde, Sde, SubVpSde, VeSde, VpSde, SDES};
 pub use solver::{Corrector, Ctx, Direction, Solver};
 pub use state::{Element, Rng, State};
 pub use vector_field::{ProbabilityFlow, VectorField};
+pub use x0_guard::X0Guard;
 
 /// Everything a user of the solvers needs, in one import.
 pub mod prelude {
@@ -81,6 +85,6 @@ pub mod prelude {
         EdmHeun, Error, ExactConditional, ExactScore, ForwardEulerMaruyama, GaussianMixture, GaussianNoise,
         LabelledMixture, Langevin, Noise, Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion,
         ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde, TimeGrid,
-        Trajectory, Variance, VeSde, VpSde,
+        Trajectory, Variance, VeSde, VpSde, X0Guard,
     };
 }

@@ -3,7 +3,8 @@
 //! Each row ([`SolverInfo`]) declares what a solver is: its name, constructor, update
 //! rule, [`Order`] (and strong order where it has one), whether it is deterministic
 //! ([`SolverKind`]), its [`ScoreEvals`] per step, the [`DefaultGrid`] its paper uses, its
-//! [`Direction`], how its order is checked ([`OrderCheck`]) and a citation. Everything
+//! [`Direction`], how its order is checked ([`OrderCheck`]), whether it takes an x0 guard
+//! and a citation. Everything
 //! that lists solvers reads this table and nothing else: [`by_name`], [`SAMPLERS`],
 //! [`solver_info`], the `scoresde solvers` listing, the README's "Solvers" table
 //! ([`solvers_markdown_table`]), the convergence study, `examples/swap_solvers.rs`, and
@@ -15,7 +16,9 @@
 //!    its doc comment giving the update rule, order and citation; export it.
 //! 2. Add one row to the `solvers!` table below (an identifier, `name`, `build`, and the
 //!    declared fields). A parameterised form (`ddim-eta:ETA`) also needs one arm in
-//!    `build_param`.
+//!    `build_param`. A solver that forms the Tweedie estimate `x0_hat` declares `x0: true`
+//!    and implements [`Solver::set_x0_guard`] / [`Solver::x0_guard`], applying the
+//!    [`X0Guard`] where it forms `x0_hat`; `solvers/tests/x0_guard.rs` then checks it.
 //!
 //! Its tests come for free: `solvers/tests/ode.rs` measures the order of its exact law on
 //! 1-D Gaussian data on its default grid and checks it against the declared [`Order`]
@@ -39,6 +42,7 @@ use crate::integrators::{
 use crate::sde::Sde;
 use crate::solver::{Direction, Solver};
 use crate::state::State;
+use crate::x0_guard::X0Guard;
 
 /// The convergence order a solver declares, for an exact score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +228,9 @@ pub struct SolverInfo {
     pub check: OrderCheck,
     /// A parameterised form of the name, if any.
     pub param: Option<Param>,
+    /// Whether it forms the Tweedie estimate `x0_hat` and so takes an [`X0Guard`]
+    /// (`NAME:clip[=C]`, `NAME:threshold[=P]`; see [`by_name`]).
+    pub x0: bool,
     /// Where the method comes from.
     pub citation: &'static str,
     id: Id,
@@ -295,6 +302,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[32, 64, 128, 256, 512], measured: 1.05 },
         param: None,
+        x0: false,
         citation: "Maruyama 1955; Kloeden & Platen 1992 §10.2",
     }
     ReverseEm {
@@ -311,6 +319,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 1.01 },
         param: None,
+        x0: false,
         citation: "Anderson 1982; Song et al. 2021 eq. 6",
     }
     ReverseDiffusion {
@@ -327,6 +336,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 1.01 },
         param: None,
+        x0: false,
         citation: "Song et al. 2021 App. E",
     }
     Ancestral {
@@ -343,6 +353,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 0.93 },
         param: None,
+        x0: true,
         citation: "Ho et al. 2020 Alg. 2",
     }
     AncestralLarge {
@@ -359,6 +370,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 1.01 },
         param: None,
+        x0: true,
         citation: "Ho et al. 2020 §3.2",
     }
     Pc {
@@ -377,6 +389,7 @@ solvers! {
             "SNR-rule step depends on the batch, so its law is not affine: parts checked (`reverse-diffusion` above, the corrector in tests/langevin.rs)",
         ),
         param: None,
+        x0: false,
         citation: "Song et al. 2021 Alg. 1",
     }
     Langevin {
@@ -393,6 +406,7 @@ solvers! {
         affine: false,
         check: OrderCheck::Elsewhere("MCMC at each level: step rule and stationary variance `v/(1 − e/2v)` (tests/langevin.rs)"),
         param: None,
+        x0: false,
         citation: "Song et al. 2021 Alg. 4",
     }
     AnnealedLangevin {
@@ -409,6 +423,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Elsewhere("MCMC at each level: step rule (tests/langevin.rs)"),
         param: None,
+        x0: false,
         citation: "Song & Ermon 2019 Alg. 1",
     }
     OdeEuler {
@@ -425,6 +440,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 0.99 },
         param: None,
+        x0: false,
         citation: "Song et al. 2021 eq. 13; Euler",
     }
     OdeHeun {
@@ -441,6 +457,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 1.99 },
         param: None,
+        x0: false,
         citation: "Song et al. 2021 eq. 13; Heun 1900",
     }
     OdeRk4 {
@@ -457,6 +474,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[32, 64, 128, 256], measured: 4.07 },
         param: None,
+        x0: false,
         citation: "Kutta 1901",
     }
     OdeDopri5 {
@@ -473,6 +491,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Elsewhere("adaptive: error ≤ 100 × rtol for rtol 1e-3…1e-9 (tests/ode.rs)"),
         param: Some(Param { prefix: "ode-dopri5", syntax: "RTOL[:ATOL]" }),
+        x0: false,
         citation: "Dormand & Prince 1980; Hairer et al. 1993 §II.5",
     }
     Ddim {
@@ -489,6 +508,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 0.99 },
         param: None,
+        x0: true,
         citation: "Song, Meng & Ermon 2021 eq. 12",
     }
     DdimEta1 {
@@ -505,6 +525,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[256, 512, 1024, 2048, 4096], measured: 0.99 },
         param: Some(Param { prefix: "ddim-eta", syntax: "ETA" }),
+        x0: true,
         citation: "Song, Meng & Ermon 2021",
     }
     Dpm1 {
@@ -521,6 +542,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 0.99 },
         param: None,
+        x0: true,
         citation: "Lu et al. 2022 (DPM-Solver++)",
     }
     Dpm2m {
@@ -537,6 +559,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 2.00 },
         param: None,
+        x0: true,
         citation: "Lu et al. 2022, Alg. 2",
     }
     EdmHeun {
@@ -553,6 +576,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 2.01 },
         param: None,
+        x0: false,
         citation: "Karras et al. 2022, Alg. 1",
     }
     EdmHeunChurn {
@@ -569,6 +593,7 @@ solvers! {
         affine: true,
         check: OrderCheck::Elsewhere("churn depends on N: Monte Carlo moments vs its exact law (tests/ode.rs)"),
         param: None,
+        x0: false,
         citation: "Karras et al. 2022, Alg. 2",
     }
 }
@@ -629,31 +654,93 @@ fn unknown(name: &str) -> Error {
     Error::UnknownSolver { name: name.to_string(), known: known.join(", ") }
 }
 
+/// A solver name taken apart (see [`by_name`]).
+struct Spec<'a> {
+    info: &'static SolverInfo,
+    /// The positional parameter (`0.5` of `ddim-eta:0.5`).
+    positional: Option<&'a str>,
+    /// The x0 guard option, `(key, value)`, not yet validated.
+    guard: Option<(&'a str, Option<&'a str>)>,
+}
+
+/// Takes `NAME[:ITEM[,ITEM]...]` apart: each `ITEM` is an x0 guard option
+/// (`clip[=C]`, `threshold[=P]`) or the one positional parameter of a parameterised form.
+fn parse(name: &str) -> Result<Spec<'_>> {
+    let Some((head, args)) = name.split_once(':') else {
+        let info = SOLVERS.iter().find(|s| s.name == name).ok_or_else(|| unknown(name))?;
+        return Ok(Spec { info, positional: None, guard: None });
+    };
+    let (mut positional, mut guard) = (None, None);
+    for item in args.split(',') {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (item, None),
+        };
+        if X0Guard::from_option(key, value).is_some() {
+            if guard.is_some() {
+                return Err(Error::param("x0 guard", args, "clip and threshold exclude each other: give one"));
+            }
+            guard = Some((key, value));
+        } else if value.is_some() {
+            return Err(Error::param(
+                "option",
+                item,
+                "unknown; solver options are clip[=C] and threshold[=P] (x0 clipping, dynamic thresholding)",
+            ));
+        } else if positional.is_none() {
+            positional = Some(item);
+        } else {
+            return Err(Error::param("parameter", item, "a solver name takes one positional parameter"));
+        }
+    }
+    let info = match positional {
+        Some(_) => SOLVERS.iter().find(|s| s.param.is_some_and(|p| p.prefix == head)),
+        None => SOLVERS.iter().find(|s| s.name == head),
+    };
+    Ok(Spec { info: info.ok_or_else(|| unknown(name))?, positional, guard })
+}
+
+/// The names of the rows that take an [`X0Guard`], comma-separated (for messages).
+pub fn x0_solver_names() -> String {
+    SOLVERS.iter().filter(|s| s.x0).map(|s| s.name).collect::<Vec<_>>().join(", ")
+}
+
 /// The row of a name: a name in [`SOLVERS`], or a parameterised form (`ddim-eta:0.5`,
-/// `ode-dopri5:1e-4`), which gives the row that declares that form.
+/// `ode-dopri5:1e-4`), which gives the row that declares that form; x0 guard options
+/// (`ddim:clip=1`) leave the row as it is.
 ///
 /// # Errors
-/// [`Error::UnknownSolver`] listing the known names.
+/// [`Error::UnknownSolver`] listing the known names; [`Error::InvalidParameter`] for an
+/// unknown option or more than one positional parameter.
 pub fn solver_info(name: &str) -> Result<&'static SolverInfo> {
-    let found = match name.split_once(':') {
-        Some((prefix, _)) => SOLVERS.iter().find(|s| s.param.is_some_and(|p| p.prefix == prefix)),
-        None => SOLVERS.iter().find(|s| s.name == name),
-    };
-    found.ok_or_else(|| unknown(name))
+    parse(name).map(|spec| spec.info)
 }
 
 /// A solver from its name (see [`SOLVERS`] and the README's "Solvers" table), with
 /// default settings; `ddim-eta:ETA` and `ode-dopri5:RTOL[:ATOL]` set a parameter.
 ///
+/// Solvers that form `x0_hat` ([`SolverInfo::x0`]) also take an [`X0Guard`] after a colon,
+/// or after a comma behind a positional parameter: `ddim:clip` (= `clip=1`),
+/// `ancestral:clip=2`, `dpm2m:threshold` (= `threshold=0.995`), `ddim-eta:0.5,threshold=0.99`.
+///
 /// # Errors
 /// [`Error::UnknownSolver`] listing the known names; [`Error::InvalidParameter`]
-/// for a bad parameter of a parameterised name.
+/// for a bad parameter of a parameterised name, a bad or unknown option, both `clip` and
+/// `threshold`, or a guard on a solver that forms no `x0_hat`.
 pub fn by_name<S: State>(name: &str) -> Result<Box<dyn Solver<S>>> {
-    let info = solver_info(name)?;
-    match name.split_once(':') {
-        Some((_, args)) => build_param(info, args),
-        None => info.build(),
-    }
+    let spec = parse(name)?;
+    let guard = match spec.guard {
+        Some((key, value)) => X0Guard::from_option(key, value).unwrap_or(Ok(X0Guard::Off))?,
+        None => X0Guard::Off,
+    };
+    let mut solver = match spec.positional {
+        Some(args) => build_param(spec.info, args)?,
+        None => spec.info.build()?,
+    };
+    // A solver that forms no x0_hat refuses a guard (`SolverInfo::x0` declares which do;
+    // solvers/tests/x0_guard.rs checks the two agree).
+    solver.set_x0_guard(guard)?;
+    Ok(solver)
 }
 
 /// The README's "Solvers" table, rendered from [`SOLVERS`] (markdown, one row each).
@@ -684,4 +771,20 @@ pub fn solvers_markdown_table() -> String {
         ));
     }
     out
+}
+
+/// One line on the x0 guard options and the solvers that take them (markdown), for the
+/// README's "Solvers" section (`solvers/tests/readme.rs` checks it is there verbatim) and
+/// `scoresde solvers`.
+pub fn x0_guard_note() -> String {
+    let names: Vec<String> = SOLVERS.iter().filter(|s| s.x0).map(|s| format!("`{}`", s.name)).collect();
+    format!(
+        "x0 guard: {} form the Tweedie estimate `x̂₀ = (x + σ_t² s) / a_t` and take \
+         `NAME:clip[=C]` (clip `x̂₀` to `[−C, C]`, default 1) or `NAME:threshold[=P]` (dynamic \
+         thresholding, Saharia et al. 2022: per sample `s = max(1, quantile_P |x̂₀|)`, \
+         `x̂₀ ← clip(x̂₀, −s, s)/s`, default P = 0.995), also after a positional parameter \
+         (`ddim-eta:0.5,clip`); the final denoising step applies the same guard. Off by default; \
+         for data scaled to about [−1, 1].",
+        names.join(", ")
+    )
 }

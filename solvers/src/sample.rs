@@ -58,7 +58,8 @@ impl<'a, S: State> Sampler<'a, S> {
         self
     }
 
-    /// Finishes a reverse-time run with the noise-free Tweedie step at the last time.
+    /// Finishes a reverse-time run with the noise-free Tweedie step at the last time
+    /// (and the solver's [`crate::X0Guard`] on its result, if it has one).
     pub fn denoise(mut self, yes: bool) -> Self {
         self.denoise = yes;
         self
@@ -136,6 +137,7 @@ impl<'a, S: State> Sampler<'a, S> {
         if self.denoise && solver.direction() == Direction::Reverse {
             score.step.set(n_steps + 1);
             x = tweedie_denoise(x, grid.end(), self.sde, score)?;
+            solver.x0_guard().apply(&mut x)?;
             if self.check_finite && !x.all_finite() {
                 return Err(Error::NonFinite { step: n_steps + 1, t: grid.end() });
             }

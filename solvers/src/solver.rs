@@ -5,12 +5,13 @@
 //! can do itself stays out of them: [`crate::Sampler`] counts score
 //! evaluations by handing the integrator a [`crate::CountingScore`].
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
 use crate::noise::Noise;
 use crate::score::Score;
 use crate::sde::Sde;
 use crate::state::State;
+use crate::x0_guard::X0Guard;
 
 /// What an integrator sees at each step: the SDE, the score and the noise.
 pub struct Ctx<'a, S: State> {
@@ -59,6 +60,33 @@ pub trait Solver<S: State>: Send {
     /// Whatever the score or noise source returns; shape mismatches; for
     /// adaptive solvers, a non-finite stage or a stalled step-size controller.
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S>;
+
+    /// The guard applied to the predicted clean sample `x0_hat` ([`X0Guard::Off`] unless
+    /// set); [`crate::Sampler`] applies it after the final Tweedie denoising step too.
+    fn x0_guard(&self) -> X0Guard {
+        X0Guard::Off
+    }
+
+    /// Sets the guard on `x0_hat` (see [`crate::x0_guard`]). Solvers that form `x0_hat`
+    /// (the rows of [`crate::SOLVERS`] with `x0: true`) accept any guard.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming `x0 guard` from a solver that forms no `x0_hat`
+    /// (the default), unless the guard is [`X0Guard::Off`].
+    fn set_x0_guard(&mut self, guard: X0Guard) -> Result<()> {
+        if guard.is_off() {
+            return Ok(());
+        }
+        Err(Error::param(
+            "x0 guard",
+            guard,
+            format!(
+                "`{}` forms no x0 estimate to clip; x0 clipping and dynamic thresholding apply to {}",
+                self.name(),
+                crate::registry::x0_solver_names()
+            ),
+        ))
+    }
 }
 
 /// A corrector: a Markov move at fixed `t` that leaves `p_t` (approximately) invariant.
@@ -87,6 +115,12 @@ impl<S: State, T: Solver<S> + ?Sized> Solver<S> for Box<T> {
     }
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         (**self).step(x, t, t_next, ctx)
+    }
+    fn x0_guard(&self) -> X0Guard {
+        (**self).x0_guard()
+    }
+    fn set_x0_guard(&mut self, guard: X0Guard) -> Result<()> {
+        (**self).set_x0_guard(guard)
     }
 }
 

@@ -14,6 +14,7 @@ use rand::Rng as _;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{Error, Result};
+use crate::x0_guard::{check_level, interpolate, quantile_position};
 
 /// The random number generator every noise source uses: small, fast, seedable,
 /// and identical on every platform.
@@ -79,6 +80,23 @@ pub trait State: Send + 'static {
 
     /// Standard normal draws of the same shape (and device) as `self`.
     fn randn_like(&self, rng: &mut Rng) -> Self;
+
+    /// For each sample, the `p`-quantile of the absolute values of all its elements
+    /// (every axis but the leading one), interpolated linearly between order statistics
+    /// as numpy and `torch.quantile` do by default; computed in f64 on the host from the
+    /// two order statistics. A NaN counts as larger than every number (as `torch.sort`
+    /// orders it); a sample with no elements gives 0. Used by [`crate::X0Guard`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `p` lies in `[0, 1]`; backend failures.
+    fn abs_quantiles(&self, p: f64) -> Result<Vec<f64>>;
+
+    /// Clips sample `i` to `[-bounds[i], bounds[i]]` and, when `rescale`, divides it by
+    /// `bounds[i]`. NaN elements stay NaN. Used by [`crate::X0Guard`].
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] unless there is one bound per sample; backend failures.
+    fn clip_samples(&mut self, bounds: &[f64], rescale: bool) -> Result<()>;
 }
 
 /// Arrays at least this long are updated in parallel (rayon).
@@ -256,6 +274,50 @@ where
             sum += (f(e) / scale).powi(2);
         });
         Ok((sum / self.len() as f64).sqrt())
+    }
+
+    fn abs_quantiles(&self, p: f64) -> Result<Vec<f64>> {
+        check_level(p)?;
+        Ok(self
+            .axis_iter(Axis(0))
+            .map(|row| {
+                let mut v: Vec<f64> = row.iter().map(|x| x.to_f64().unwrap_or(f64::NAN).abs()).collect();
+                if v.is_empty() {
+                    return 0.0;
+                }
+                v.sort_unstable_by(f64::total_cmp);
+                let (lo, hi, frac) = quantile_position(v.len(), p);
+                interpolate(v[lo], v[hi], frac)
+            })
+            .collect())
+    }
+
+    fn clip_samples(&mut self, bounds: &[f64], rescale: bool) -> Result<()> {
+        let n = self.len_of(Axis(0));
+        if bounds.len() != n {
+            return Err(Error::ShapeMismatch {
+                what: "clip_samples bounds",
+                expected: vec![n],
+                got: vec![bounds.len()],
+            });
+        }
+        for (mut row, &b) in self.axis_iter_mut(Axis(0)).zip(bounds) {
+            let b = cast::<F>(b);
+            // Comparisons, not `max`/`min`, which would replace a NaN by the bound.
+            row.mapv_inplace(|v| {
+                if v > b {
+                    b
+                } else if v < -b {
+                    -b
+                } else {
+                    v
+                }
+            });
+            if rescale {
+                row.mapv_inplace(|v| v / b);
+            }
+        }
+        Ok(())
     }
 
     /// Small arrays draw straight from `rng`. Large ones take one key from

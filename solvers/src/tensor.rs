@@ -17,6 +17,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::state::{Rng, State};
+use crate::x0_guard::{check_level, interpolate, quantile_position};
 
 fn backend(op: &'static str) -> impl Fn(tch::TchError) -> Error {
     move |e| Error::Backend { op, message: e.to_string() }
@@ -159,6 +160,56 @@ impl State for Tensor {
             Kind::Float8e5m2 | Kind::Float8e5m2fnuz => 2f64.powi(-2),
             _ => 1.0,
         }
+    }
+
+    /// Sorts `|x|` per sample on the tensor's device and reads only the two order
+    /// statistics of each sample back to the host.
+    fn abs_quantiles(&self, p: f64) -> Result<Vec<f64>> {
+        check_level(p)?;
+        let op = backend("abs_quantiles");
+        let b = self.size().first().copied().unwrap_or(0);
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        let flat = self.f_abs().and_then(|a| a.f_reshape([b, -1])).map_err(&op)?;
+        let n = flat.size()[1] as usize;
+        if n == 0 {
+            return Ok(vec![0.0; b as usize]);
+        }
+        let (lo, hi, frac) = quantile_position(n, p);
+        let (sorted, _) = flat.f_sort(1, false).map_err(&op)?;
+        let column = |i: usize| -> Result<Vec<f64>> {
+            let c = sorted.f_select(1, i as i64).and_then(|c| c.f_to_kind(Kind::Double)).map_err(&op)?;
+            Vec::<f64>::try_from(&c.to_device(tch::Device::Cpu)).map_err(&op)
+        };
+        let (lo, hi) = (column(lo)?, column(hi)?);
+        Ok(lo.into_iter().zip(hi).map(|(l, h)| interpolate(l, h, frac)).collect())
+    }
+
+    fn clip_samples(&mut self, bounds: &[f64], rescale: bool) -> Result<()> {
+        let size = self.size();
+        let n = size.first().copied().unwrap_or(0).max(0) as usize;
+        if bounds.len() != n {
+            return Err(Error::ShapeMismatch {
+                what: "clip_samples bounds",
+                expected: vec![n],
+                got: vec![bounds.len()],
+            });
+        }
+        let op = backend("clip_samples");
+        let mut shape = vec![n as i64];
+        shape.resize(size.len().max(1), 1);
+        let b = Tensor::from_slice(bounds)
+            .f_to_kind(self.kind())
+            .and_then(|b| b.f_to_device(self.device()))
+            .and_then(|b| b.f_reshape(shape.as_slice()))
+            .map_err(&op)?;
+        let neg = b.f_neg().map_err(&op)?;
+        let _ = self.f_clamp_tensor_(Some(&neg), Some(&b)).map_err(&op)?;
+        if rescale {
+            let _ = self.f_div_(&b).map_err(&op)?;
+        }
+        Ok(())
     }
 
     fn randn_like(&self, rng: &mut Rng) -> Self {

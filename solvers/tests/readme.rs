@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use scoresde_solvers::{solvers_markdown_table, SOLVERS};
+use scoresde_solvers::{solvers_markdown_table, x0_guard_note, SOLVERS};
 
 const BEGIN: &str = "<!-- solvers-table: generated from solvers/src/registry.rs -->\n";
 const END: &str = "<!-- /solvers-table -->\n";
@@ -50,4 +50,12 @@ fn readme_solvers_table_is_the_registry() {
              Regenerate it: UPDATE_README=1 cargo test -p scoresde-solvers --test readme"
         );
     }
+}
+
+/// The README states the x0 guard syntax and its solvers as the registry does.
+#[test]
+fn readme_states_the_x0_guard_note() {
+    let readme = std::fs::read_to_string(readme_path()).expect("read README.md");
+    let note = x0_guard_note();
+    assert!(readme.lines().any(|l| l == note), "README.md lacks this line (copy it below the solvers table):\n{note}");
 }

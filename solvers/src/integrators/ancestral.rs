@@ -1,8 +1,10 @@
 //! Ancestral sampling (DDPM).
 
 use crate::error::Result;
+use crate::integrators::x0_hat;
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
+use crate::x0_guard::X0Guard;
 
 /// Which reverse-step variance ancestral sampling uses (Ho et al. 2020, §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,20 +27,32 @@ pub enum Variance {
 /// For the VP-SDE with `beta = sigma_ts^2 = 1 - a_ts^2` the mean is DDPM's
 /// `(x + beta s) / sqrt(1 - beta)`. Weak order 1 as a discretisation of the
 /// reverse SDE. One score evaluation per step.
+///
+/// With an [`X0Guard`] ([`Ancestral::with_x0_guard`]), `x0_hat` is formed explicitly,
+/// clipped or thresholded, and the mean is `c_x x + c_0 guard(x0_hat)` (Ho et al.'s
+/// sampler clips `x0_hat` to `[-1, 1]` this way); without one the two terms are folded
+/// into one update of `x` by `s`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ancestral {
     variance: Variance,
+    guard: X0Guard,
 }
 
 impl Ancestral {
     /// Ancestral sampling with the "fixed small" (posterior) variance.
     pub fn new() -> Self {
-        Self { variance: Variance::Small }
+        Self { variance: Variance::Small, guard: X0Guard::Off }
     }
 
     /// Ancestral sampling with the given variance choice.
     pub fn with_variance(variance: Variance) -> Self {
-        Self { variance }
+        Self { variance, guard: X0Guard::Off }
+    }
+
+    /// The same sampler with `guard` applied to `x0_hat`.
+    pub fn with_x0_guard(mut self, guard: X0Guard) -> Self {
+        self.guard = guard;
+        self
     }
 }
 
@@ -64,7 +78,22 @@ impl<S: State> Solver<S> for Ancestral {
         };
         let s = ctx.score.score(&x, t)?;
         let z = ctx.noise.step_normal(t, t_next, &x)?;
-        x.axpbypcz(c_x + c_0 / a_t, c_0 * var_t / a_t, &s, var.sqrt(), &z)?;
+        if self.guard.is_off() {
+            x.axpbypcz(c_x + c_0 / a_t, c_0 * var_t / a_t, &s, var.sqrt(), &z)?;
+        } else {
+            let mut x0 = x0_hat(s, &x, a_t, var_t)?;
+            self.guard.apply(&mut x0)?;
+            x.axpbypcz(c_x, c_0, &x0, var.sqrt(), &z)?;
+        }
         Ok(x)
+    }
+
+    fn x0_guard(&self) -> X0Guard {
+        self.guard
+    }
+
+    fn set_x0_guard(&mut self, guard: X0Guard) -> Result<()> {
+        self.guard = guard;
+        Ok(())
     }
 }

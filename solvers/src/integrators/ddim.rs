@@ -1,8 +1,10 @@
 //! DDIM, deterministic or with eta-scaled noise.
 
 use crate::error::{Error, Result};
+use crate::integrators::x0_hat;
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
+use crate::x0_guard::X0Guard;
 
 /// Denoising diffusion implicit models (Song, Meng & Ermon 2021, eq. 12), in
 /// the (a, sigma) form of any SDE with a Gaussian kernel. From `t` to `s = t_next`:
@@ -19,15 +21,23 @@ use crate::state::State;
 /// global order 1. `eta = 1` is exactly ancestral sampling with the posterior
 /// ("fixed small") variance, a weak order 1 sampler of the reverse SDE.
 /// One score evaluation per step.
+///
+/// With an [`X0Guard`] ([`Ddim::with_x0_guard`]), `x0_hat` is clipped or thresholded
+/// and `eps_hat` re-derived from it, `eps_hat = (x - a_t x0) / sigma_t`, so that the
+/// update stays on the line through `x` and the guarded `x0`:
+/// `x <- (keep / sigma_t) x + (a_s - keep a_t / sigma_t) x0 + sigma_eta z`,
+/// `keep = sqrt(sigma_s^2 - sigma_eta^2)` (what diffusers' DDIM does when it clips).
+/// At `eta = 0` this is guarded `dpm1`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ddim {
     eta: f64,
+    guard: X0Guard,
 }
 
 impl Ddim {
     /// Deterministic DDIM (`eta = 0`).
     pub fn new() -> Self {
-        Self { eta: 0.0 }
+        Self { eta: 0.0, guard: X0Guard::Off }
     }
 
     /// DDIM with noise scale `eta` in `[0, 1]` (0: deterministic, 1: ancestral).
@@ -50,7 +60,13 @@ impl Ddim {
                  for DDPM's larger variance use `ancestral-large`)",
             ));
         }
-        Ok(Self { eta })
+        Ok(Self { eta, guard: X0Guard::Off })
+    }
+
+    /// The same sampler with `guard` applied to `x0_hat`.
+    pub fn with_x0_guard(mut self, guard: X0Guard) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// The noise scale.
@@ -77,10 +93,22 @@ impl<S: State> Solver<S> for Ddim {
         let (_, var_ts) = sde.transition(t_next, t);
         let var_eta = (self.eta * self.eta * var_ts * (sig_s / sig_t).powi(2)).max(0.0);
         let keep = (sig_s * sig_s - var_eta).max(0.0).sqrt();
+        let s = ctx.score.score(&x, t)?;
+        if !self.guard.is_off() {
+            let mut x0 = x0_hat(s, &x, a_t, sig_t * sig_t)?;
+            self.guard.apply(&mut x0)?;
+            let (c_x, c_0) = (keep / sig_t, a_s - keep * a_t / sig_t);
+            if self.eta > 0.0 {
+                let z = ctx.noise.step_normal(t, t_next, &x)?;
+                x.axpbypcz(c_x, c_0, &x0, var_eta.sqrt(), &z)?;
+            } else {
+                x.axpby(c_x, c_0, &x0)?;
+            }
+            return Ok(x);
+        }
         // x_s = (a_s/a_t)(x + sigma_t^2 s) - keep sigma_t s + sigma_eta z.
         let c_x = a_s / a_t;
         let c_s = c_x * sig_t * sig_t - keep * sig_t;
-        let s = ctx.score.score(&x, t)?;
         if self.eta > 0.0 {
             let z = ctx.noise.step_normal(t, t_next, &x)?;
             x.axpbypcz(c_x, c_s, &s, var_eta.sqrt(), &z)?;
@@ -88,5 +116,14 @@ impl<S: State> Solver<S> for Ddim {
             x.axpby(c_x, c_s, &s)?;
         }
         Ok(x)
+    }
+
+    fn x0_guard(&self) -> X0Guard {
+        self.guard
+    }
+
+    fn set_x0_guard(&mut self, guard: X0Guard) -> Result<()> {
+        self.guard = guard;
+        Ok(())
     }
 }

@@ -2,8 +2,10 @@
 
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
+use crate::integrators::x0_hat;
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
+use crate::x0_guard::X0Guard;
 
 /// DPM-Solver++ (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling
 /// of Diffusion Probabilistic Models", Algorithm 2 for 2M): an exponential
@@ -21,15 +23,24 @@ use crate::state::State;
 /// Deterministic; global order 1 and 2. One score evaluation per step (2M
 /// reuses the previous step's `x0_hat`; a step that does not continue the
 /// previous one restarts at first order).
+///
+/// With an [`X0Guard`] ([`DpmSolverPp::with_x0_guard`]), each `x0_hat` is clipped or
+/// thresholded as soon as it is formed, and 2M keeps the guarded value (Lu et al. 2022 §5
+/// use dynamic thresholding this way).
 pub struct DpmSolverPp<S> {
     order: usize,
+    guard: X0Guard,
     /// The previous step's `(x0_hat at its start, its h, its end time)`.
     prev: Option<(S, f64, f64)>,
 }
 
 impl<S> std::fmt::Debug for DpmSolverPp<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DpmSolverPp").field("order", &self.order).field("has_history", &self.prev.is_some()).finish()
+        f.debug_struct("DpmSolverPp")
+            .field("order", &self.order)
+            .field("guard", &self.guard)
+            .field("has_history", &self.prev.is_some())
+            .finish()
     }
 }
 
@@ -40,7 +51,7 @@ impl<S> DpmSolverPp<S> {
     /// [`Error::InvalidParameter`] for another order.
     pub fn new(order: usize) -> Result<Self> {
         if order == 1 || order == 2 {
-            Ok(Self { order, prev: None })
+            Ok(Self { order, guard: X0Guard::Off, prev: None })
         } else {
             Err(Error::param("order", order, "DPM-Solver++ is implemented for orders 1 and 2 (2M)"))
         }
@@ -48,12 +59,18 @@ impl<S> DpmSolverPp<S> {
 
     /// The multistep second-order method, DPM-Solver++(2M).
     pub fn two_m() -> Self {
-        Self { order: 2, prev: None }
+        Self { order: 2, guard: X0Guard::Off, prev: None }
     }
 
     /// The first-order method (DDIM with eta = 0).
     pub fn first_order() -> Self {
-        Self { order: 1, prev: None }
+        Self { order: 1, guard: X0Guard::Off, prev: None }
+    }
+
+    /// The same solver with `guard` applied to each `x0_hat`.
+    pub fn with_x0_guard(mut self, guard: X0Guard) -> Self {
+        self.guard = guard;
+        self
     }
 }
 
@@ -71,13 +88,22 @@ impl<S: State> Solver<S> for DpmSolverPp<S> {
         Ok(())
     }
 
+    fn x0_guard(&self) -> X0Guard {
+        self.guard
+    }
+
+    fn set_x0_guard(&mut self, guard: X0Guard) -> Result<()> {
+        self.guard = guard;
+        Ok(())
+    }
+
     fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let sde = ctx.sde;
         let (a_t, a_s) = (sde.alpha(t), sde.alpha(t_next));
         let (sig_t, sig_s) = (sde.sigma(t), sde.sigma(t_next));
         let h = sde.log_snr(t_next) - sde.log_snr(t);
-        let mut x0 = ctx.score.score(&x, t)?;
-        x0.axpby(sig_t * sig_t / a_t, 1.0 / a_t, &x)?;
+        let mut x0 = x0_hat(ctx.score.score(&x, t)?, &x, a_t, sig_t * sig_t)?;
+        self.guard.apply(&mut x0)?;
         // -a_s (e^{-h} - 1), without cancellation for small h.
         let c0 = -a_s * (-h).exp_m1();
         let history = match self.prev.take() {

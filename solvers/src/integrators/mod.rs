@@ -33,3 +33,4 @@ pub use reverse_diffusion::ReverseDiffusion;
 pub use reverse_em::ReverseEulerMaruyama;
 pub use sgld::{Sgld, StepSchedule};
 pub use tweedie::tweedie_denoise;
+pub(crate) use tweedie::x0_hat;

@@ -17,3 +17,12 @@ pub fn tweedie_denoise<S: State>(mut x: S, t: f64, sde: &dyn Sde, score: &dyn Sc
     x.axpby(1.0 / a, var / a, &s)?;
     Ok(x)
 }
+
+/// The Tweedie estimate from a score already evaluated: `x0_hat = (x + var s) / a`,
+/// written into the score's buffer (`var = sigma(t)^2`, `a = a(t)`). The solvers that
+/// form `x0_hat` explicitly (DPM-Solver++, and ancestral / DDIM with an
+/// [`crate::X0Guard`]) all use this.
+pub(crate) fn x0_hat<S: State>(mut s: S, x: &S, a: f64, var: f64) -> Result<S> {
+    s.axpby(var / a, 1.0 / a, x)?;
+    Ok(s)
+}

@@ -22,10 +22,36 @@ pub enum Status {
     Interrupted,
 }
 
-/// The device from `--device`, printed with how CUDA was found.
+/// The default of `--threads`: one thread each for libtorch and rayon. Measured on a
+/// 2-core machine shared with other builds (README, "Threads"): training the default
+/// MLP runs several times faster with 1 thread than with libtorch's default.
+pub const DEFAULT_THREADS: u32 = 1;
+/// The largest `--threads` accepted.
+pub const MAX_THREADS: u32 = 1024;
+
+/// `--threads N`: libtorch's intra-op threads and rayon's global pool get `n` threads;
+/// 0 leaves both at their own defaults (one per core). Called once, in `main`, before
+/// any tensor work. libtorch's inter-op pool is left alone: nothing here runs
+/// independent ops concurrently, and it can only be set before its first use.
+///
+/// # Errors
+/// When rayon's global pool was already built.
+pub fn set_threads(n: u32) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    tch::set_num_threads(n as i32);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n as usize)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("--threads {n}: cannot size the thread pool ({e})"))
+}
+
+/// The device from `--device`, printed with how CUDA was found and the threads tensor
+/// work runs on (`--threads`).
 pub fn device(spec: &str) -> anyhow::Result<Device> {
     let device = scoresde::device::select(spec)?;
-    eprintln!("device: {device:?} (cuda: {})", scoresde::device::cuda_report());
+    eprintln!("device: {device:?} (cuda: {}); threads: {}", scoresde::device::cuda_report(), tch::get_num_threads());
     Ok(device)
 }
 

@@ -38,6 +38,13 @@ const EXIT_USAGE: u8 = 2;
 #[derive(Parser, Debug)]
 #[command(name = "scoresde", version, about = "Score-based generative modelling with SDEs")]
 struct Cli {
+    /// Threads for tensor work (libtorch's intra-op pool) and for the host-side
+    /// parallel loops (rayon): N from 1 to 1024, or 0 for each library's own default
+    /// (one per core). Small models on a shared CPU run fastest with 1 (README, "Threads").
+    #[arg(long, global = true, value_name = "N", default_value_t = common::DEFAULT_THREADS.into(),
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(0..=i64::from(common::MAX_THREADS)))]
+    threads: i64,
     #[command(subcommand)]
     command: Command,
 }
@@ -105,6 +112,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
+    // The parser keeps --threads within 0..=MAX_THREADS.
+    if let Err(e) = common::set_threads(u32::try_from(cli.threads).unwrap_or(common::DEFAULT_THREADS)) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(EXIT_FAILED);
+    }
     match run(&cli.command) {
         Ok(Status::Done) => ExitCode::SUCCESS,
         Ok(Status::Interrupted) => ExitCode::from(CTRL_C.exit_code()),
@@ -140,4 +152,5 @@ fn list_solvers() {
         println!("{line}");
     }
     println!("\ngrids: {}", scoresde::solvers::GRIDS.join(", "));
+    println!("\n{}", scoresde::solvers::x0_guard_note().replace('`', ""));
 }

@@ -15,7 +15,7 @@ use scoresde::net::NetConfig;
 use scoresde::rng::RowNoise;
 use scoresde::solvers::{
     by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, EvalEvent, OnEval,
-    Sampler, Score, Sde, StepEvent, TimeGrid,
+    Sampler, Score, Sde, StepEvent, TimeGrid, X0Guard,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -27,7 +27,10 @@ pub struct SampleArgs {
     /// Run folder (or checkpoint path) written by `scoresde train`.
     #[arg(long, default_value = "out/train")]
     pub model: PathBuf,
-    /// Integrator (see `scoresde solvers`).
+    /// Integrator (see `scoresde solvers`). The ancestral, DDIM and DPM-Solver++ rows
+    /// also take an x0 guard: NAME:clip[=C] clips the predicted clean sample to
+    /// [-C, C] (default 1), NAME:threshold[=P] is Imagen's dynamic thresholding at
+    /// quantile P (default 0.995); e.g. ddim:clip, dpm2m:threshold=0.99, ddim-eta:0.5,clip.
     #[arg(long, default_value = "ancestral")]
     pub solver: String,
     /// Steps from t = 1 down to t = eps.
@@ -386,6 +389,27 @@ fn data_range(meta: &checkpoint::Meta, model: &Path) -> Option<(DataRange, &'sta
     Some((range, "the held-out data's range (the checkpoint records no training range)"))
 }
 
+/// With an x0 guard in the solver name, a note that it acts on the network's standardized
+/// coordinates (per column mean 0, sd 1), with how far the data's range reaches there.
+fn guard_note(guard: X0Guard, scaling: &Scaling, range: Option<&DataRange>) -> Option<String> {
+    if guard.is_off() {
+        return None;
+    }
+    let reach = range.map(|r| {
+        let col = |j: usize| {
+            let (m, s) = (scaling.mean[j], scaling.std[j]);
+            ((r.min[j] - m) / s).abs().max(((r.max[j] - m) / s).abs())
+        };
+        (0..r.min.len().min(scaling.mean.len())).map(col).fold(0.0f64, f64::max)
+    });
+    Some(match reach {
+        Some(reach) => format!(
+            "note: x0 guard {guard} acts on the network's standardized data (per column mean 0, sd 1), where the data's range reaches |x| = {reach:.2}"
+        ),
+        None => format!("note: x0 guard {guard} acts on the network's standardized data (per column mean 0, sd 1)"),
+    })
+}
+
 /// Samples outside the data's range make a `warning:` (rather than a `note:`)
 /// when more than this share of them is outside...
 const WARN_SHARE: f64 = 0.01;
@@ -416,6 +440,8 @@ fn range_warning(report: &RangeReport, what: &str) -> Option<String> {
 /// range check, figure, and the class report with `--class`.
 pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     let n = sample_count(a.n)?;
+    // The solver name (and its x0 guard) is checked before anything is loaded or locked.
+    let guard = by_name::<Tensor>(&a.solver)?.x0_guard();
     let device = common::device(&a.device)?;
     let (model, scaling, meta) = load_model(&a.model, device)?;
     // One writer per folder: not while a training writes there.
@@ -458,6 +484,9 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         eprintln!("sampling in {} batches of {}", n.div_ceil(spec.batch), spec.batch);
     }
     let range = data_range(&meta, &a.model);
+    if let Some(line) = guard_note(guard, &scaling, range.as_ref().map(|(r, _)| r)) {
+        eprintln!("{line}");
+    }
     let mut report = range.as_ref().map(|(r, _)| RangeReport::new(r.clone()));
     let mut writer = NpyWriter::create(&npy, n as u64, meta.net.dim)?;
     let mut on_batch = |x: ArrayView2<'_, f64>| -> anyhow::Result<()> {
