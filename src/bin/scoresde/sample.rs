@@ -143,7 +143,10 @@ pub fn sample_bytes_per_row(net: &NetConfig) -> u64 {
         n(net.dim).saturating_mul(12),
         n(net.embedding.dim()).saturating_mul(3),
         n(net.label_width()),
-        n(net.depth).saturating_add(1).saturating_mul(n(net.width).saturating_mul(2)),
+        match net.unet_config() {
+            Some(u) => u.activation_floats(),
+            None => n(net.depth).saturating_add(1).saturating_mul(n(net.width).saturating_mul(2)),
+        },
         n(net.out_width()).saturating_mul(2),
     ]
     .iter()
