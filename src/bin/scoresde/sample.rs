@@ -57,7 +57,8 @@ pub struct SampleArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Also draw the progressive denoising, from the state at t = 1, 0.5, 0.3,
-    /// 0.2, 0.1, 0.05 and the end (2-D data: the samples at each time; more
+    /// 0.2, 0.1, 0.05 and the end (2-D data: the samples at each time; image
+    /// models: a grid, rows the first 8 samples, columns the times; more
     /// dimensions: paths of the first four dimensions over their histograms).
     #[arg(long)]
     pub trajectory: bool,
@@ -497,10 +498,19 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     }
     println!("wrote {}", npy.display());
     let held = scoresde::data::load_npy(common::heldout_path(&run_folder(&a.model))).ok();
-    let what = crate::plot::sample_figure(&png, &crate::plot::figure_title(&npy), s.x.view(), held.as_ref())?;
+    let title = crate::plot::figure_title(&npy);
+    let image = crate::plot::ImageSpec::of(&meta);
+    let what = match image {
+        Some(spec) => crate::plot::image_samples_figure(&png, &title, s.x.view(), spec)?,
+        None => crate::plot::sample_figure(&png, &title, s.x.view(), held.as_ref())?,
+    };
     println!("wrote {} ({what})", png.display());
     if a.trajectory {
-        match crate::plot::trajectory_figure(&trajectory_png, &s.snapshots, held.as_ref())? {
+        let drawn = match image {
+            Some(spec) => crate::plot::image_trajectory_figure(&trajectory_png, &s.snapshots, spec)?,
+            None => crate::plot::trajectory_figure(&trajectory_png, &s.snapshots, held.as_ref())?,
+        };
+        match drawn {
             Some(what) => println!("wrote {} ({what})", trajectory_png.display()),
             None => eprintln!("note: no trajectory figure: fewer than 2 times were recorded ({} steps)", a.steps),
         }

@@ -84,7 +84,7 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',', value_name = "C,H,W")]
     pub image_shape: Vec<usize>,
     /// With --net unet: channels of the first level.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     pub base_channels: usize,
     /// With --net unet: channel multiplier per level (every level but the last halves the resolution).
     #[arg(long, value_delimiter = ',', default_value = "1,2,2")]
