@@ -38,11 +38,12 @@ fn main() -> anyhow::Result<()> {
     tch::set_num_threads(a.threads);
     let [c, h, w] = a.shape[..] else { anyhow::bail!("--shape C,H,W") };
     let net = NetConfig::unet(UnetConfig::small(c, h, w));
-    let data = Array2::from_shape_fn((1000, c * h * w), |(i, j)| ((i * 7919 + j * 104_729) % 1000) as f64 / 500.0 - 1.0);
+    let data =
+        Array2::from_shape_fn((1000, c * h * w), |(i, j)| ((i * 7919 + j * 104_729) % 1000) as f64 / 500.0 - 1.0);
     let config = TrainConfig { steps: a.warmup + a.steps, batch_size: a.batch, ..TrainConfig::default() };
     let mut trainer = Trainer::new(net.clone(), SdeSpec::default(), config, &data, Device::Cpu)?;
     for _ in 0..a.warmup {
-        trainer.step()?;
+        let _ = trainer.step()?;
     }
     let start = Instant::now();
     for _ in 0..a.steps {

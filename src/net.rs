@@ -446,9 +446,9 @@ impl ScoreNet {
         config.validate()?;
         let mut slots = Vec::new();
         let mut offset = 0i64;
-        let unet = config.unet_config().map(|u| {
-            UNet::new(u.clone(), config.embedding.dim(), config.classes, config.head == Head::Classifier)
-        });
+        let unet = config
+            .unet_config()
+            .map(|u| UNet::new(u.clone(), config.embedding.dim(), config.classes, config.head == Head::Classifier));
         for l in config.layers().into_iter().filter(|_| unet.is_none()) {
             let (fan_in, fan_out) = (l.fan_in as i64, l.fan_out as i64);
             slots.push(Slot { weight: offset, bias: offset + fan_in * fan_out, fan_in, fan_out });
@@ -664,7 +664,11 @@ impl ScoreNet {
                     let (lo, hi) = (y.f_min()?.f_int64_value(&[])?, y.f_max()?.f_int64_value(&[])?);
                     if lo < 0 || hi >= width {
                         let bad = if lo < 0 { lo } else { hi };
-                        return Err(Error::invalid("labels", bad, format!("must be in 0..={} ({} is the null label)", width - 1, width - 1)));
+                        return Err(Error::invalid(
+                            "labels",
+                            bad,
+                            format!("must be in 0..={} ({} is the null label)", width - 1, width - 1),
+                        ));
                     }
                 }
                 Ok(Some(y))
@@ -707,8 +711,7 @@ impl ScoreNet {
         if self.unet.is_some() {
             // Convolutions have no first layer to fold the time into: the general path.
             let times = Tensor::f_full([batch], t, (Kind::Float, x.device()))?;
-            let labels =
-                class.map(|c| Tensor::f_full([batch], c as i64, (Kind::Int64, x.device()))).transpose()?;
+            let labels = class.map(|c| Tensor::f_full([batch], c as i64, (Kind::Int64, x.device()))).transpose()?;
             return self.forward_labelled(params, x, &times, labels.as_ref());
         }
         let half = self.freqs_host.len();

@@ -61,7 +61,8 @@ pub(crate) fn dropout_mask(shape: &[i64], p: f64, seed: u64, device: Device) -> 
     let shr = |z: &Tensor, k: i64| -> std::result::Result<Tensor, tch::TchError> {
         z.f_bitwise_right_shift_tensor_scalar(k)?.f_bitwise_and((1i64 << (64 - k)) - 1)
     };
-    let mut z = Tensor::f_arange_start(1, n + 1, (Kind::Int64, device))?.f_mul_scalar(golden)?.f_add_scalar(seed as i64)?;
+    let mut z =
+        Tensor::f_arange_start(1, n + 1, (Kind::Int64, device))?.f_mul_scalar(golden)?.f_add_scalar(seed as i64)?;
     z = z.f_bitwise_xor_tensor(&shr(&z, 30)?)?.f_mul_scalar(0xBF58_476D_1CE4_E5B9u64 as i64)?;
     z = z.f_bitwise_xor_tensor(&shr(&z, 27)?)?.f_mul_scalar(0x94D0_49BB_1331_11EBu64 as i64)?;
     z = z.f_bitwise_xor_tensor(&shr(&z, 31)?)?;
@@ -183,13 +184,19 @@ mod tests {
                 z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
                 z ^= z >> 31;
                 let u = (z >> 40) as f64 / (1u64 << 24) as f64;
-                if u >= 0.25 { 1.0 / 0.75 } else { 0.0 }
+                if u >= 0.25 {
+                    1.0 / 0.75
+                } else {
+                    0.0
+                }
             })
             .collect();
         assert_eq!(Vec::<f32>::try_from(m.reshape([-1])).unwrap(), host);
         // Kept share 0.75, sd sqrt(0.75 * 0.25 / 20000) = 0.0031: within 5 sd.
         let kept = host.iter().filter(|&&v| v > 0.0).count() as f64 / 20_000.0;
         assert!((kept - 0.75).abs() < 5.0 * 0.0031, "{kept}");
-        assert!(!dropout_mask(&[100], 0.5, 1, Device::Cpu).unwrap().equal(&dropout_mask(&[100], 0.5, 2, Device::Cpu).unwrap()));
+        assert!(!dropout_mask(&[100], 0.5, 1, Device::Cpu)
+            .unwrap()
+            .equal(&dropout_mask(&[100], 0.5, 2, Device::Cpu).unwrap()));
     }
 }

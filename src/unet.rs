@@ -178,7 +178,11 @@ impl UnetConfig {
             return Err(Error::invalid("channel multipliers", mults, format!("each must be 1 to {}", Self::MAX_MULT)));
         }
         if !(1..=Self::MAX_RES_BLOCKS).contains(&self.res_blocks) {
-            return Err(Error::invalid("res blocks", self.res_blocks, format!("must be 1 to {}", Self::MAX_RES_BLOCKS)));
+            return Err(Error::invalid(
+                "res blocks",
+                self.res_blocks,
+                format!("must be 1 to {}", Self::MAX_RES_BLOCKS),
+            ));
         }
         let heights: Vec<usize> = self.resolutions().iter().map(|r| r.0).collect();
         if let Some(a) = self.attn.iter().find(|a| !heights.contains(a)) {
@@ -195,7 +199,10 @@ impl UnetConfig {
             return Err(Error::invalid(
                 "groups",
                 self.groups,
-                format!("must divide the base channels ({}), so that every GroupNorm's channels split evenly", self.base),
+                format!(
+                    "must divide the base channels ({}), so that every GroupNorm's channels split evenly",
+                    self.base
+                ),
             ));
         }
         Ok(())
@@ -375,8 +382,8 @@ impl UNet {
         let base = config.base;
         let temb_ch = 4 * base;
         let temb = [b.linear("temb.0", embed_dim, temb_ch), b.linear("temb.1", temb_ch, temb_ch)];
-        let class_emb =
-            (classes > 0 && !classifier).then(|| b.layout.add("class_emb.weight".into(), &[classes + 1, temb_ch], Init::Unit));
+        let class_emb = (classes > 0 && !classifier)
+            .then(|| b.layout.add("class_emb.weight".into(), &[classes + 1, temb_ch], Init::Unit));
         let conv_in = b.conv("conv_in", config.channels, base, 3, 1);
         let heights: Vec<usize> = config.resolutions().iter().map(|r| r.0).collect();
         let attn_at = |level: usize| heights.get(level).is_some_and(|h| config.attn.contains(h));
@@ -665,7 +672,8 @@ mod tests {
     fn every_parameterization_gives_a_score_of_the_input_shape() {
         use crate::model::{NeuralScore, SdeSpec};
         use crate::solvers::Score;
-        for parameterization in [Parameterization::Eps, Parameterization::Score, Parameterization::X0, Parameterization::V]
+        for parameterization in
+            [Parameterization::Eps, Parameterization::Score, Parameterization::X0, Parameterization::V]
         {
             let n = net(NetConfig { parameterization, ..NetConfig::unet(tiny(1, 8, 8)) });
             let p = n.init_params(2).unwrap();
@@ -743,7 +751,10 @@ mod tests {
         check(UnetConfig { base: 0, ..tiny(1, 8, 8) }, "base channels");
         let wrong_dim = NetConfig { dim: 63, ..NetConfig::unet(tiny(1, 8, 8)) };
         assert!(wrong_dim.validate().unwrap_err().to_string().contains("image shape"));
-        assert_eq!(NetConfig { dim: 63, ..NetConfig::unet(UnetConfig { mults: vec![], ..tiny(1, 8, 8) }) }.num_params(), usize::MAX);
+        assert_eq!(
+            NetConfig { dim: 63, ..NetConfig::unet(UnetConfig { mults: vec![], ..tiny(1, 8, 8) }) }.num_params(),
+            usize::MAX
+        );
     }
 
     #[test]

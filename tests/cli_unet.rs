@@ -62,9 +62,29 @@ fn train_and_sample_a_tiny_unet() {
     scoresde::data::save_npy(&data, &bars(120)).unwrap();
     let out = dir.join("run");
     let train = [
-        "train", "--net", "unet", "--data", s(&data), "--image-shape", "1,8,8", "--base-channels", "8",
-        "--channel-mults", "1,2", "--groups", "4", "--attn", "4", "--steps", "6", "--batch", "16", "--device",
-        "cpu", "--out", s(&out),
+        "train",
+        "--net",
+        "unet",
+        "--data",
+        s(&data),
+        "--image-shape",
+        "1,8,8",
+        "--base-channels",
+        "8",
+        "--channel-mults",
+        "1,2",
+        "--groups",
+        "4",
+        "--attn",
+        "4",
+        "--steps",
+        "6",
+        "--batch",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        s(&out),
     ];
     let text = ok(&train);
     assert!(text.contains("U-Net on 1x8x8 images") && text.contains(" parameters)"), "{text}");
@@ -73,7 +93,17 @@ fn train_and_sample_a_tiny_unet() {
     assert_eq!(sidecar["net"]["arch"]["base"], 8);
 
     let text = ok(&[
-        "sample", "--model", s(&out), "--solver", "ancestral", "--steps", "5", "-n", "16", "--trajectory", "--device",
+        "sample",
+        "--model",
+        s(&out),
+        "--solver",
+        "ancestral",
+        "--steps",
+        "5",
+        "-n",
+        "16",
+        "--trajectory",
+        "--device",
         "cpu",
     ]);
     assert!(text.contains("first 16 samples, 1x8x8"), "{text}");

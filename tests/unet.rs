@@ -39,12 +39,23 @@ fn bars(n: usize) -> Array2<f64> {
     Array2::from_shape_fn((n, 64), |(i, p)| {
         let (y, x, k) = (p / 8, p % 8, 1 + (i * 5) % 6);
         let on = if i % 2 == 0 { y == k && (1..7).contains(&x) } else { x == k && (1..7).contains(&y) };
-        if on { 1.0 } else { -1.0 }
+        if on {
+            1.0
+        } else {
+            -1.0
+        }
     })
 }
 
 fn info(d: &Array2<f64>) -> DataInfo {
-    DataInfo { source: "bars".into(), rows: d.nrows(), mean: vec![0.0; 64], std: vec![1.0; 64], sha256: None, range: None }
+    DataInfo {
+        source: "bars".into(),
+        rows: d.nrows(),
+        mean: vec![0.0; 64],
+        std: vec![1.0; 64],
+        sha256: None,
+        range: None,
+    }
 }
 
 fn config(steps: u64) -> TrainConfig {
@@ -96,7 +107,8 @@ fn unet_classifier_trains_and_guides_image_states() {
     let d = bars(64);
     let labels: Vec<usize> = (0..64).map(|i| i % 2).collect();
     let net = NetConfig { classes: 2, head: Head::Classifier, ..tiny() };
-    let mut tr = Trainer::new(net, SdeSpec::default(), config(4), &d, Device::Cpu).unwrap().with_labels(&labels).unwrap();
+    let mut tr =
+        Trainer::new(net, SdeSpec::default(), config(4), &d, Device::Cpu).unwrap().with_labels(&labels).unwrap();
     run(&mut tr);
     let classifier = tr.ema_classifier().unwrap();
     let x = Tensor::randn([3, 1, 8, 8], (Kind::Float, Device::Cpu));
@@ -112,8 +124,8 @@ fn x0_and_v_parameterizations_lower_the_loss() {
     let d = bars(64);
     for parameterization in [Parameterization::X0, Parameterization::V] {
         let net = NetConfig { parameterization, ..tiny() };
-        let mut tr = Trainer::new(net, SdeSpec::default(), TrainConfig { steps: 60, ..config(60) }, &d, Device::Cpu)
-            .unwrap();
+        let mut tr =
+            Trainer::new(net, SdeSpec::default(), TrainConfig { steps: 60, ..config(60) }, &d, Device::Cpu).unwrap();
         tr.run(20, 0, &AtomicBool::new(false), |_| {}, |_| Ok(())).unwrap();
         let l = &tr.state().losses;
         assert!(l.iter().all(|(_, v)| v.is_finite()), "{parameterization:?}: {l:?}");

@@ -46,7 +46,12 @@ impl ImageSpec {
 const IMAGE_GRID: usize = 8;
 
 /// The first 64 samples of an image model as an 8x8 grid of images.
-pub fn image_samples_figure(path: &Path, title: &str, x: ArrayView2<'_, f64>, spec: ImageSpec) -> anyhow::Result<String> {
+pub fn image_samples_figure(
+    path: &Path,
+    title: &str,
+    x: ArrayView2<'_, f64>,
+    spec: ImageSpec,
+) -> anyhow::Result<String> {
     let n = x.nrows().min(IMAGE_GRID * IMAGE_GRID);
     let [c, h, w] = spec.shape;
     let what = format!("first {n} samples, {c}x{h}x{w}, black {:.3} to white {:.3}", spec.range.0, spec.range.1);

@@ -14,8 +14,8 @@ use scoresde::data::{
 };
 use scoresde::model::SdeSpec;
 use scoresde::net::{Activation, Arch, Head, NetConfig, Parameterization, TimeEmbedding};
-use scoresde::unet::UnetConfig;
 use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
+use scoresde::unet::UnetConfig;
 
 use crate::common::{self, CtrlC, Status};
 use scoresde::checkpoint::Meta;
@@ -212,7 +212,11 @@ pub fn image_shape(a: &TrainArgs, dim: usize, data_shape: Option<&[usize]>) -> a
     let shape: Vec<usize> = if !a.image_shape.is_empty() {
         a.image_shape.clone()
     } else if let Some(s) = data_shape {
-        if s.len() == 2 { vec![1, s[0], s[1]] } else { s.to_vec() }
+        if s.len() == 2 {
+            vec![1, s[0], s[1]]
+        } else {
+            s.to_vec()
+        }
     } else {
         let side = (dim as f64).sqrt().round() as usize;
         if side * side != dim {
@@ -238,7 +242,12 @@ pub fn image_shape(a: &TrainArgs, dim: usize, data_shape: Option<&[usize]>) -> a
 
 /// The network of `train`'s options for `dim`-dimensional data and
 /// `classes` classes; a U-Net's image shape as [`image_shape`] says.
-pub fn net_config(a: &TrainArgs, dim: usize, classes: usize, data_shape: Option<&[usize]>) -> anyhow::Result<NetConfig> {
+pub fn net_config(
+    a: &TrainArgs,
+    dim: usize,
+    classes: usize,
+    data_shape: Option<&[usize]>,
+) -> anyhow::Result<NetConfig> {
     let (wrong, kind) = match a.net {
         NetKind::Mlp => (&UNET_OPTIONS[..], "mlp"),
         NetKind::Unet => (&MLP_OPTIONS[..], "unet"),
