@@ -22,6 +22,9 @@ struct Args {
     /// Image shapes C,H,W to measure (repeat the option for several).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 28, 28])]
     shape: Vec<usize>,
+    /// Base channels [default: `UnetConfig::small`'s].
+    #[arg(long)]
+    base: Option<usize>,
     /// Training batch size.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -37,7 +40,8 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     tch::set_num_threads(a.threads);
     let [c, h, w] = a.shape[..] else { anyhow::bail!("--shape C,H,W") };
-    let net = NetConfig::unet(UnetConfig::small(c, h, w));
+    let small = UnetConfig::small(c, h, w);
+    let net = NetConfig::unet(UnetConfig { base: a.base.unwrap_or(small.base), ..small });
     let data =
         Array2::from_shape_fn((1000, c * h * w), |(i, j)| ((i * 7919 + j * 104_729) % 1000) as f64 / 500.0 - 1.0);
     let config = TrainConfig { steps: a.warmup + a.steps, batch_size: a.batch, ..TrainConfig::default() };
@@ -51,7 +55,8 @@ fn main() -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{{\"shape\": [{c}, {h}, {w}], \"params\": {}, \"batch\": {}, \"threads\": {}, \"steps_per_s\": {:.3}}}",
+        "{{\"shape\": [{c}, {h}, {w}], \"base\": {}, \"params\": {}, \"batch\": {}, \"threads\": {}, \"steps_per_s\": {:.3}}}",
+        net.unet_config().map_or(0, |u| u.base),
         net.num_params(),
         a.batch,
         a.threads,
