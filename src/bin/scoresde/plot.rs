@@ -311,7 +311,8 @@ pub fn plot_score_error_by_time(path: &Path, errors: &[(f64, f64)]) -> anyhow::R
 }
 
 /// `scoresde plot`: the loss curve, and each sample file beside the held-out
-/// data ([`sample_figure`]). These figures are drawn from files of the run
+/// data ([`sample_figure`]), or for an image model as an image grid
+/// ([`image_samples_figure`]). These figures are drawn from files of the run
 /// folder that stay there, by the same code as `train` and `sample` draw them,
 /// so redrawing replaces them with the same figure or a more recent one.
 pub fn run(a: &PlotArgs) -> anyhow::Result<Status> {
@@ -329,7 +330,10 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<Status> {
             println!("{}: drawing the first {} of {rows} samples", f.display(), x.nrows());
         }
         let png = f.with_extension("png");
-        let what = sample_figure(&png, &figure_title(&f), x.view(), reference.as_ref())?;
+        let what = match ImageSpec::of(&meta).filter(|spec| spec.shape.iter().product::<usize>() == x.ncols()) {
+            Some(spec) => image_samples_figure(&png, &figure_title(&f), x.view(), spec)?,
+            None => sample_figure(&png, &figure_title(&f), x.view(), reference.as_ref())?,
+        };
         println!("wrote {} ({what})", png.display());
     }
     Ok(Status::Done)
