@@ -172,9 +172,14 @@ fn check_step_memory(net: &NetConfig, batch: usize, device: Device) -> Result<()
     let gb = |b: u64| b as f64 / 1e9;
     let fixed = step_bytes(net, 0);
     if fixed > budget {
+        // The size that sets the parameter count.
+        let (name, value) = match net.unet_config() {
+            Some(u) => ("base channels", u.base),
+            None => ("width", net.width),
+        };
         return Err(Error::invalid(
-            "width",
-            net.width,
+            name,
+            value,
             format!(
                 "training {} parameters needs about {:.1} GB, more than half of this machine's {:.1} GB of memory: use a smaller network",
                 net.num_params(),
