@@ -380,8 +380,16 @@ fn check_disk(path: &Path, n: usize, dim: usize) -> anyhow::Result<()> {
 }
 
 /// The range to check samples against: the training data's (recorded in the
-/// checkpoint), else the run folder's held-out data's, with words saying which.
+/// checkpoint), else the run folder's held-out data's, with words saying
+/// which; for an image model, the pixel range of [`crate::plot::ImageSpec`] in every column.
 fn data_range(meta: &checkpoint::Meta, model: &Path) -> Option<(DataRange, &'static str)> {
+    if let Some(spec) = crate::plot::ImageSpec::of(meta) {
+        // Images: a pixel's range is every pixel's (a border pixel that is
+        // always black in the data is not out of range when nearly black).
+        let dim = meta.net.dim;
+        let range = DataRange { min: vec![spec.range.0; dim], max: vec![spec.range.1; dim] };
+        return Some((range, "the training images' pixel range"));
+    }
     if let Some(range) = &meta.data.range {
         return Some((range.clone(), "the training data's range"));
     }
