@@ -17,6 +17,7 @@ pub mod net;
 pub mod plot;
 pub mod rng;
 pub mod train;
+pub mod unet;
 
 /// The README's code blocks, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

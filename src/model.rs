@@ -200,8 +200,17 @@ impl NeuralScore {
         }
         // A fresh output tensor outside any graph: scale it in place.
         let mut out = tch::no_grad(|| self.net.forward_at_class(&self.params, &x, t, class))?;
-        if self.net.config().parameterization == Parameterization::Eps {
-            let _ = out.f_mul_scalar_(-1.0 / self.sde.sigma(t))?;
+        let sigma = self.sde.sigma(t);
+        match self.net.config().parameterization {
+            Parameterization::Score => {}
+            Parameterization::Eps => {
+                let _ = out.f_mul_scalar_(-1.0 / sigma)?;
+            }
+            p => {
+                // 0-dim coefficients broadcast as scalars on any device.
+                let (a, s) = (Tensor::from(self.sde.alpha(t) as f32), Tensor::from(sigma as f32));
+                out = tch::no_grad(|| p.eps_hat(out, &x, &a, &s))?.f_mul_scalar(-1.0 / sigma)?;
+            }
         }
         Ok(out)
     }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::unet::{UNet, UnetConfig};
 
 /// The hidden-layer non-linearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -101,6 +102,48 @@ pub enum Parameterization {
     Eps,
     /// The network predicts the score itself.
     Score,
+    /// The network predicts the clean data `x_0` (Karras et al. 2022's
+    /// denoiser): `eps_hat = (x_t - a x0_hat) / sigma`.
+    X0,
+    /// The network predicts the velocity `v = a eps - sigma x_0` (Salimans &
+    /// Ho 2022): `eps_hat = (sigma x_t + a v_hat) / (a^2 + sigma^2)`.
+    V,
+}
+
+impl Parameterization {
+    /// The noise estimate `eps_hat` in `x_t = a x_0 + sigma eps` that the
+    /// network output `out` at `x_t` stands for, given the perturbation
+    /// kernel's `a(t)` and `sigma(t)` (scalars or tensors broadcasting
+    /// against `out`): the one conversion training and sampling share. The
+    /// score is then `-eps_hat / sigma`.
+    ///
+    /// # Errors
+    /// libtorch errors (shapes that do not broadcast).
+    pub fn eps_hat(self, out: Tensor, x_t: &Tensor, a: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Parameterization::Eps => out,
+            Parameterization::Score => out.f_mul(sigma)?.f_neg()?,
+            Parameterization::X0 => x_t.f_sub(&out.f_mul(a)?)?.f_div(sigma)?,
+            Parameterization::V => {
+                let norm = a.f_square()?.f_add(&sigma.f_square()?)?;
+                x_t.f_mul(sigma)?.f_add(&out.f_mul(a)?)?.f_div(&norm)?
+            }
+        })
+    }
+}
+
+/// The network's architecture family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Arch {
+    /// The MLP over `[x, embed(t), onehot(y)]`: [`NetConfig::width`],
+    /// [`NetConfig::depth`], [`NetConfig::activation`] apply.
+    #[default]
+    Mlp,
+    /// The convolutional U-Net of [`crate::unet`] for images of
+    /// `dim = channels * height * width` pixels; the MLP's width, depth and
+    /// activation are ignored (and not checked).
+    Unet(UnetConfig),
 }
 
 /// What the network outputs.
@@ -138,6 +181,9 @@ pub struct NetConfig {
     /// What the output is.
     #[serde(default)]
     pub head: Head,
+    /// The architecture ([`Arch::Mlp`] in checkpoints written before there was a choice).
+    #[serde(default)]
+    pub arch: Arch,
 }
 
 impl NetConfig {
@@ -153,6 +199,22 @@ impl NetConfig {
             parameterization: Parameterization::Eps,
             classes: 0,
             head: Head::Score,
+            arch: Arch::Mlp,
+        }
+    }
+
+    /// A U-Net score for images of `unet.channels x unet.height x unet.width`
+    /// (`dim` is their product), 32-wide sinusoidal time embedding,
+    /// eps-prediction. The MLP fields keep [`NetConfig::mlp`]'s values, unused.
+    pub fn unet(unet: UnetConfig) -> Self {
+        Self { arch: Arch::Unet(unet.clone()), ..Self::mlp(unet.dim()) }
+    }
+
+    /// The U-Net's configuration, when the architecture is a U-Net.
+    pub fn unet_config(&self) -> Option<&UnetConfig> {
+        match &self.arch {
+            Arch::Unet(u) => Some(u),
+            Arch::Mlp => None,
         }
     }
 
@@ -203,8 +265,19 @@ impl NetConfig {
             }
         };
         positive("dim", self.dim)?;
-        positive("width", self.width)?;
-        positive("depth", self.depth)?;
+        if let Arch::Unet(u) = &self.arch {
+            u.validate()?;
+            if u.dim() != self.dim {
+                return Err(Error::invalid(
+                    "image shape",
+                    format!("{}x{}x{}", u.channels, u.height, u.width),
+                    format!("{} pixels, but the data have dim = {} values per sample", u.dim(), self.dim),
+                ));
+            }
+        } else {
+            positive("width", self.width)?;
+            positive("depth", self.depth)?;
+        }
         let e = self.embedding.dim();
         if e == 0 || e % 2 != 0 {
             return Err(Error::invalid("embedding dim", e, "must be even and at least 2"));
@@ -224,9 +297,21 @@ impl NetConfig {
                 Ok(())
             }
         };
+        cap("embedding dim", e, Self::MAX_EMBED_DIM, "time-embedding features")?;
+        if let Arch::Unet(u) = &self.arch {
+            cap("classes", self.classes, Self::MAX_WIDTH, "classes")?;
+            let n = self.num_params();
+            if n > Self::MAX_PARAMS {
+                return Err(Error::invalid(
+                    "base channels",
+                    u.base,
+                    format!("the U-Net would have {n} parameters; at most {}", Self::MAX_PARAMS),
+                ));
+            }
+            return Ok(());
+        }
         cap("depth", self.depth, Self::MAX_DEPTH, "hidden layers")?;
         cap("width", self.width, Self::MAX_WIDTH, "units per hidden layer")?;
-        cap("embedding dim", e, Self::MAX_EMBED_DIM, "time-embedding features")?;
         self.check_params()
     }
 
@@ -307,6 +392,13 @@ impl NetConfig {
     /// Number of trainable parameters of a valid configuration (see
     /// [`NetConfig::validate`]); saturates at `usize::MAX` instead of overflowing.
     pub fn num_params(&self) -> usize {
+        if let Arch::Unet(u) = &self.arch {
+            if u.validate().is_err() {
+                return usize::MAX;
+            }
+            let net = UNet::new(u.clone(), self.embedding.dim(), self.classes, self.head == Head::Classifier);
+            return usize::try_from(net.num_params()).unwrap_or(usize::MAX);
+        }
         self.param_groups().iter().fold(0usize, |acc, g| acc.saturating_add(g.unwrap_or(usize::MAX)))
     }
 }
@@ -326,11 +418,17 @@ struct Slot {
     fan_out: i64,
 }
 
-/// The MLP score network. See the [module docs](self).
+/// The score network (or noise-conditional classifier): the MLP of the
+/// [module docs](self), or the U-Net of [`crate::unet`] when
+/// [`NetConfig::arch`] says so. Either way ONE flat parameter vector, so
+/// training, EMA and checkpoints do not depend on the architecture.
 #[derive(Debug)]
 pub struct ScoreNet {
     config: NetConfig,
+    /// The MLP's layers (empty for a U-Net).
     slots: Vec<Slot>,
+    /// The U-Net's layout, when the architecture is a U-Net.
+    unet: Option<UNet>,
     /// Embedding frequencies `w` (not trained), shape `[embedding.dim / 2]`.
     freqs: Tensor,
     /// The same frequencies on the host, for [`ScoreNet::forward_at`].
@@ -348,7 +446,10 @@ impl ScoreNet {
         config.validate()?;
         let mut slots = Vec::new();
         let mut offset = 0i64;
-        for l in config.layers() {
+        let unet = config
+            .unet_config()
+            .map(|u| UNet::new(u.clone(), config.embedding.dim(), config.classes, config.head == Head::Classifier));
+        for l in config.layers().into_iter().filter(|_| unet.is_none()) {
             let (fan_in, fan_out) = (l.fan_in as i64, l.fan_out as i64);
             slots.push(Slot { weight: offset, bias: offset + fan_in * fan_out, fan_in, fan_out });
             offset += fan_out * (fan_in + 1);
@@ -368,7 +469,7 @@ impl ScoreNet {
         let freqs = freqs.to_kind(Kind::Float);
         let freqs_host = Vec::<f32>::try_from(&freqs)?;
         let freqs = freqs.to_device(device);
-        Ok(Self { config, slots, freqs, freqs_host, device })
+        Ok(Self { config, slots, unet, freqs, freqs_host, device })
     }
 
     /// The architecture.
@@ -412,6 +513,9 @@ impl ScoreNet {
     /// # Errors
     /// libtorch errors (out of device memory).
     pub fn init_params(&self, seed: u64) -> Result<Tensor> {
+        if let Some(u) = &self.unet {
+            return u.init_params(seed, self.device);
+        }
         let mut rng = crate::rng::rng(seed, crate::rng::INIT, 0);
         let mut values = Vec::with_capacity(self.num_params() as usize);
         for s in &self.slots {
@@ -424,12 +528,19 @@ impl ScoreNet {
 
     /// Number of trainable parameters.
     pub fn num_params(&self) -> i64 {
+        if let Some(u) = &self.unet {
+            return u.num_params();
+        }
         self.slots.last().map_or(0, |s| s.bias + s.fan_out)
     }
 
-    /// Named views of a flat parameter vector: `layers.{i}.weight` (`[out, in]`)
-    /// and `layers.{i}.bias` (`[out]`), for checkpoints.
+    /// Named views of a flat parameter vector, for checkpoints: for the MLP
+    /// `layers.{i}.weight` (`[out, in]`) and `layers.{i}.bias` (`[out]`), for
+    /// the U-Net the names of [`crate::unet`].
     pub fn named(&self, params: &Tensor) -> Vec<(String, Tensor)> {
+        if let Some(u) = &self.unet {
+            return u.named(params);
+        }
         let mut out = Vec::with_capacity(2 * self.slots.len());
         for (i, s) in self.slots.iter().enumerate() {
             out.push((format!("layers.{i}.weight"), self.weight(params, s)));
@@ -444,6 +555,9 @@ impl ScoreNet {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the tensor that is missing or has the wrong shape.
     pub fn flatten_named(&self, find: impl Fn(&str) -> Option<Tensor>) -> Result<Tensor> {
+        if let Some(u) = &self.unet {
+            return u.flatten_named(find, self.device);
+        }
         let mut parts = Vec::with_capacity(2 * self.slots.len());
         for (i, s) in self.slots.iter().enumerate() {
             for (name, shape) in [
@@ -494,20 +608,49 @@ impl ScoreNet {
     /// As [`ScoreNet::forward`], and [`Error::InvalidArgument`] for labels given
     /// to a network without label input, or labels of the wrong shape or range.
     pub fn forward_labelled(&self, params: &Tensor, x: &Tensor, t: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_train(params, x, t, labels, None)
+    }
+
+    /// As [`ScoreNet::forward_labelled`], in training mode when
+    /// `dropout_seed` is given: the U-Net's residual blocks then apply
+    /// dropout ([`UnetConfig::dropout`]) with masks that depend only on the
+    /// seed (see [`Trainer`](crate::train::Trainer)). The MLP has no dropout.
+    ///
+    /// # Errors
+    /// As [`ScoreNet::forward_labelled`].
+    pub fn forward_train(
+        &self,
+        params: &Tensor,
+        x: &Tensor,
+        t: &Tensor,
+        labels: Option<&Tensor>,
+        dropout_seed: Option<u64>,
+    ) -> Result<Tensor> {
         let batch = self.check_input(params, x)?;
         if t.size() != [batch] {
             return Err(Error::invalid("times", format!("shape {:?}", t.size()), format!("expected [{batch}]")));
         }
+        let labels = self.labels(batch, labels, x.device())?;
+        if let Some(u) = &self.unet {
+            return u.forward(params, x, &self.embed(t), labels.as_ref(), dropout_seed);
+        }
         let mut inputs = vec![x.shallow_clone(), self.embed(t)];
+        if let Some(y) = labels {
+            inputs.push(y.f_one_hot(self.config.label_width() as i64)?.f_to_kind(x.kind())?);
+        }
+        let h = Tensor::f_cat(&inputs, 1)?;
+        self.hidden(params, h, 0)
+    }
+
+    /// The labels a conditional score sees (int64 `[batch]`, `None` replaced
+    /// by the null label `classes`); `None` for a network without labels.
+    fn labels(&self, batch: i64, labels: Option<&Tensor>, device: Device) -> Result<Option<Tensor>> {
         let width = self.config.label_width() as i64;
         match labels {
             _ if width == 0 && labels.is_some() => {
-                return Err(Error::invalid("labels", "given", "the network takes no class labels"));
+                Err(Error::invalid("labels", "given", "the network takes no class labels"))
             }
-            None if width > 0 => {
-                let null = Tensor::f_full([batch], width - 1, (Kind::Int64, x.device()))?;
-                inputs.push(null.f_one_hot(width)?.f_to_kind(x.kind())?);
-            }
+            None if width > 0 => Ok(Some(Tensor::f_full([batch], width - 1, (Kind::Int64, device))?)),
             Some(y) => {
                 if y.size() != [batch] {
                     return Err(Error::invalid(
@@ -516,13 +659,22 @@ impl ScoreNet {
                         format!("expected [{batch}]"),
                     ));
                 }
-                // one_hot rejects labels outside 0..width.
-                inputs.push(y.f_to_kind(Kind::Int64)?.f_one_hot(width)?.f_to_kind(x.kind())?);
+                let y = y.f_to_kind(Kind::Int64)?;
+                if batch > 0 {
+                    let (lo, hi) = (y.f_min()?.f_int64_value(&[])?, y.f_max()?.f_int64_value(&[])?);
+                    if lo < 0 || hi >= width {
+                        let bad = if lo < 0 { lo } else { hi };
+                        return Err(Error::invalid(
+                            "labels",
+                            bad,
+                            format!("must be in 0..={} ({} is the null label)", width - 1, width - 1),
+                        ));
+                    }
+                }
+                Ok(Some(y))
             }
-            None => {}
+            None => Ok(None),
         }
-        let h = Tensor::f_cat(&inputs, 1)?;
-        self.hidden(params, h, 0)
     }
 
     /// [`ScoreNet::forward`] with one time `t` for the whole batch, as in
@@ -545,7 +697,7 @@ impl ScoreNet {
     /// # Errors
     /// As [`ScoreNet::forward_labelled`]; a class out of range.
     pub fn forward_at_class(&self, params: &Tensor, x: &Tensor, t: f64, class: Option<usize>) -> Result<Tensor> {
-        self.check_input(params, x)?;
+        let batch = self.check_input(params, x)?;
         let width = self.config.label_width();
         match class {
             Some(_) if width == 0 => {
@@ -555,6 +707,12 @@ impl ScoreNet {
                 return Err(Error::invalid("class", c, format!("the network has {} classes", width - 1)));
             }
             _ => {}
+        }
+        if self.unet.is_some() {
+            // Convolutions have no first layer to fold the time into: the general path.
+            let times = Tensor::f_full([batch], t, (Kind::Float, x.device()))?;
+            let labels = class.map(|c| Tensor::f_full([batch], c as i64, (Kind::Int64, x.device()))).transpose()?;
+            return self.forward_labelled(params, x, &times, labels.as_ref());
         }
         let half = self.freqs_host.len();
         let emb = if self.device == Device::Cpu {
@@ -585,6 +743,16 @@ impl ScoreNet {
 
     /// Checks shapes; returns the batch size.
     fn check_input(&self, params: &Tensor, x: &Tensor) -> Result<i64> {
+        if params.size() != [self.num_params()] {
+            return Err(Error::invalid(
+                "parameters",
+                format!("shape {:?}", params.size()),
+                format!("expected [{}]", self.num_params()),
+            ));
+        }
+        if let Some(u) = &self.unet {
+            return u.batch_of(x);
+        }
         let size = x.size();
         if size.len() != 2 || size[1] != self.config.dim as i64 {
             return Err(Error::invalid(

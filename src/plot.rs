@@ -10,6 +10,8 @@
 //!   linear or logarithmic axes, legend beside the plot (convergence plots, loss curves).
 //! * [`heatmap_panels`]: scalar fields on regular 2-D grids side by side
 //!   (densities, log-likelihoods), one shared or one per-panel colour scale.
+//! * [`image_grid`]: images (rows of `C*H*W` pixels) as a grid of tiles,
+//!   grey-scale or RGB (samples of an image model; progressive denoising).
 //!
 //! Text is rendered with the DejaVu Sans font embedded in the binary (no
 //! system fonts needed). Every figure is first written to a temporary file in
@@ -1162,6 +1164,88 @@ pub fn heatmap_panels(path: impl AsRef<Path>, panels: &[HeatmapPanel<'_>], opts:
     })
 }
 
+/// Options of [`image_grid`].
+#[derive(Debug, Clone)]
+pub struct ImageGridOptions {
+    /// Tiles per row of the grid.
+    pub cols: usize,
+    /// Pixel values mapped to black and white (values outside are clipped).
+    pub range: (f64, f64),
+    /// Figure title (lines separated by `\n`).
+    pub title: Option<String>,
+}
+
+/// Draws images as a grid of tiles, row-major: row `i` of `images` is one
+/// image of `shape = [C, H, W]` (pixels in C, H, W order); 1 channel is drawn
+/// grey-scale, 3 as RGB, others as the first channel's grey. A value `v`
+/// becomes the intensity `(v - lo) / (hi - lo)`, clipped to `[0, 1]`; NaN is
+/// drawn red. Each image pixel is a square of `max(1, 64 / max(H, W))` screen
+/// pixels, tiles 2 pixels apart on white, centred under the title.
+///
+/// # Errors
+/// [`PlotError::Invalid`] for no images, a row length that is not `C*H*W`,
+/// no columns, a bad range, or a figure over 8192 pixels on a side; the
+/// errors of writing the PNG.
+pub fn image_grid(
+    path: impl AsRef<Path>,
+    images: ArrayView2<'_, f64>,
+    shape: [usize; 3],
+    opts: &ImageGridOptions,
+) -> Result<()> {
+    let [c, h, w] = shape;
+    let pixels = c.checked_mul(h).and_then(|p| p.checked_mul(w));
+    if images.nrows() == 0 || pixels != Some(images.ncols()) || pixels == Some(0) {
+        return Err(PlotError::Invalid(format!(
+            "image grid: {} rows of {} values are not images of shape {c}x{h}x{w}",
+            images.nrows(),
+            images.ncols()
+        )));
+    }
+    if opts.cols == 0 {
+        return Err(PlotError::Invalid("image grid: need at least 1 column".into()));
+    }
+    check_range("image grid pixel", opts.range)?;
+    let scale = (64 / h.max(w)).max(1);
+    let (tile_w, tile_h) = (w * scale, h * scale);
+    const GAP: usize = 2;
+    let cols = opts.cols.min(images.nrows());
+    let rows = images.nrows().div_ceil(cols);
+    let top = title_height(opts.title.as_deref()) as usize;
+    // Wide enough for a title line of about 50 characters.
+    let width = (GAP + cols * (tile_w + GAP)).max(if opts.title.is_some() { 560 } else { 0 });
+    let height = top + GAP + rows * (tile_h + GAP);
+    const MAX_SIDE: usize = 8192;
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(PlotError::Invalid(format!(
+            "image grid of {rows}x{cols} tiles of {tile_h}x{tile_w} pixels is over {MAX_SIDE} pixels on a side"
+        )));
+    }
+    let left = (width - cols * (tile_w + GAP) + GAP) / 2;
+    let (lo, hi) = opts.range;
+    let level = |v: f64| ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0;
+    render(path.as_ref(), (width as u32, height as u32), |root| {
+        let area = titled(root, opts.title.as_deref())?;
+        for (k, img) in images.rows().into_iter().enumerate() {
+            let (x0, y0) = (left + (k % cols) * (tile_w + GAP), GAP + (k / cols) * (tile_h + GAP));
+            for (y, x) in (0..h).flat_map(|y| (0..w).map(move |x| (y, x))) {
+                let at = |ch: usize| img[(ch * h + y) * w + x];
+                let colour = if (0..c).any(|ch| at(ch).is_nan()) {
+                    RGBColor(255, 0, 0)
+                } else if c == 3 {
+                    RGBColor(level(at(0)) as u8, level(at(1)) as u8, level(at(2)) as u8)
+                } else {
+                    let g = level(at(0)) as u8;
+                    RGBColor(g, g, g)
+                };
+                let (px, py) = ((x0 + x * scale) as i32, (y0 + y * scale) as i32);
+                let rect = [(px, py), (px + scale as i32, py + scale as i32)];
+                area.draw(&Rectangle::new(rect, colour.filled())).map_err(draw_err)?;
+            }
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1171,6 +1255,25 @@ mod tests {
         let d = std::env::temp_dir().join(format!("scoresde-plot-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn image_grid_draws_pixels_and_rejects_misshapen_rows() {
+        let dir = tmpdir("imagegrid");
+        let path = dir.join("grid.png");
+        // Two 1x4x4 images: all -1 (black) and all 0 (mid-grey); 16 px per pixel.
+        let x = Array2::from_shape_fn((2, 16), |(i, _)| if i == 0 { -1.0 } else { 0.0 });
+        let opts = ImageGridOptions { cols: 2, range: (-1.0, 1.0), title: None };
+        image_grid(&path, x.view(), [1, 4, 4], &opts).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (2 + 2 * (64 + 2), 2 + 64 + 2));
+        assert_eq!(img.get_pixel(2 + 10, 2 + 10).0, [0, 0, 0], "the first tile is black");
+        assert_eq!(img.get_pixel(2 + 66 + 10, 2 + 10).0, [127, 127, 127], "the second is grey");
+        assert_eq!(img.get_pixel(1, 1).0, [255, 255, 255], "on white");
+        assert!(image_grid(&path, x.view(), [1, 4, 5], &opts).is_err(), "16 values are not 4x5 images");
+        assert!(image_grid(&path, x.view(), [1, 4, 4], &ImageGridOptions { cols: 0, ..opts.clone() }).is_err());
+        assert!(image_grid(&path, x.view(), [1, 4, 4], &ImageGridOptions { range: (1.0, 1.0), ..opts }).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) const INIT: u64 = 3;
 pub(crate) const FOURIER: u64 = 4;
 /// Stream of a sampling run's per-row noise ([`RowNoise`]).
 const ROWS: u64 = 5;
+/// Stream of the training dropout masks.
+pub(crate) const DROPOUT: u64 = 6;
 
 /// Mixes a seed, a stream and a counter (a training step, say) into a new
 /// seed (splitmix64 finaliser).
@@ -41,6 +43,31 @@ pub(crate) fn mix(seed: u64, stream: u64, k: u64) -> u64 {
 /// A generator for draw `k` of `stream` under `seed`.
 pub(crate) fn rng(seed: u64, stream: u64, k: u64) -> Rng {
     Rng::seed_from_u64(mix(seed, stream, k))
+}
+
+/// An inverted-dropout mask of `shape` on `device`: each entry `1 / (1 - p)`
+/// with probability `1 - p`, else 0, from a counter-based generator computed
+/// on the device (entry `i` is splitmix64 of `seed + (i + 1) * golden`, its
+/// top 24 bits a uniform), so no host draw the size of an activation and no
+/// libtorch generator: the mask depends on `(seed, i)` only, the same on
+/// every device. Integer products wrap (two's complement), as splitmix64 needs.
+///
+/// # Errors
+/// libtorch errors (out of memory).
+pub(crate) fn dropout_mask(shape: &[i64], p: f64, seed: u64, device: Device) -> Result<Tensor> {
+    let n: i64 = shape.iter().product();
+    let golden = 0x9E37_79B9_7F4A_7C15u64 as i64;
+    // z >>> k (logical): arithmetic shift, then clear the sign-extended bits.
+    let shr = |z: &Tensor, k: i64| -> std::result::Result<Tensor, tch::TchError> {
+        z.f_bitwise_right_shift_tensor_scalar(k)?.f_bitwise_and((1i64 << (64 - k)) - 1)
+    };
+    let mut z =
+        Tensor::f_arange_start(1, n + 1, (Kind::Int64, device))?.f_mul_scalar(golden)?.f_add_scalar(seed as i64)?;
+    z = z.f_bitwise_xor_tensor(&shr(&z, 30)?)?.f_mul_scalar(0xBF58_476D_1CE4_E5B9u64 as i64)?;
+    z = z.f_bitwise_xor_tensor(&shr(&z, 27)?)?.f_mul_scalar(0x94D0_49BB_1331_11EBu64 as i64)?;
+    z = z.f_bitwise_xor_tensor(&shr(&z, 31)?)?;
+    let u = shr(&z, 40)?.f_to_kind(Kind::Float)?.f_mul_scalar(1.0 / (1u64 << 24) as f64)?;
+    Ok(u.f_ge(p)?.f_to_kind(Kind::Float)?.f_mul_scalar(1.0 / (1.0 - p))?.f_view(shape)?)
 }
 
 /// Host values as a tensor of `shape` and `kind` on `device`: one host→device copy.
@@ -143,5 +170,33 @@ mod tests {
         assert_ne!(first(rng(7, TIMES, 3)), first(rng(7, BATCH, 3)));
         assert_ne!(first(rng(7, TIMES, 3)), first(rng(7, TIMES, 4)));
         assert_ne!(first(rng(7, TIMES, 3)), first(rng(8, TIMES, 3)));
+    }
+
+    #[test]
+    fn dropout_mask_is_splitmix_and_keeps_one_minus_p() {
+        let m = dropout_mask(&[4, 5000], 0.25, 42, Device::Cpu).unwrap();
+        assert_eq!(m.size(), [4, 5000]);
+        // Entry i is splitmix64 of 42 + (i + 1) * golden: the host reference.
+        let host: Vec<f32> = (0..20_000u64)
+            .map(|i| {
+                let mut z = 42u64.wrapping_add((i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let u = (z >> 40) as f64 / (1u64 << 24) as f64;
+                if u >= 0.25 {
+                    1.0 / 0.75
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        assert_eq!(Vec::<f32>::try_from(m.reshape([-1])).unwrap(), host);
+        // Kept share 0.75, sd sqrt(0.75 * 0.25 / 20000) = 0.0031: within 5 sd.
+        let kept = host.iter().filter(|&&v| v > 0.0).count() as f64 / 20_000.0;
+        assert!((kept - 0.75).abs() < 5.0 * 0.0031, "{kept}");
+        assert!(!dropout_mask(&[100], 0.5, 1, Device::Cpu)
+            .unwrap()
+            .equal(&dropout_mask(&[100], 0.5, 2, Device::Cpu).unwrap()));
     }
 }

@@ -21,7 +21,8 @@
 //!
 //! Adam (Kingma & Ba 2015) with linear warm-up and global-norm gradient
 //! clipping; an exponential moving average of the weights is kept for
-//! sampling. Every random draw of step `k` is a function of `(seed, k)` only,
+//! sampling. Every random draw of step `k` (with the U-Net's dropout masks,
+//! [`crate::rng`]) is a function of `(seed, k)` only,
 //! so a run resumed from a checkpoint equals an uninterrupted one (on the CPU,
 //! bit for bit).
 
@@ -34,7 +35,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{FrozenHead, FrozenNet, NeuralClassifier, NeuralScore, SdeSpec};
-use crate::net::{Head, NetConfig, Parameterization, ScoreNet};
+use crate::net::{Head, NetConfig, ScoreNet};
 use crate::solvers::Sde;
 
 /// The weighting `w(t)` of the eps-form loss; see the [module docs](self).
@@ -132,16 +133,21 @@ impl TrainConfig {
 /// (f32): eight copies of the parameters (weights, gradient, EMA, two Adam
 /// moments and the update's temporaries) plus, per row, the step's draws, the
 /// noised inputs, the time embedding, and each layer's output and activation
-/// with their gradients. Saturates instead of overflowing.
+/// with their gradients (for a U-Net, [`crate::unet::UnetConfig::activation_floats`] twice). Saturates instead of overflowing.
 pub fn step_bytes(net: &NetConfig, batch: usize) -> u64 {
     let params = (net.num_params() as u64).saturating_mul(8 * 4);
     let n = |v: usize| v as u64;
+    let layers = match net.unet_config() {
+        // Activations and their gradients.
+        Some(u) => u.activation_floats().saturating_mul(2),
+        None => n(net.depth).saturating_mul(n(net.width).saturating_mul(4)),
+    };
     let per_row = [
         (n(net.dim).saturating_add(6)).saturating_mul(2), // host draws and their device copy, the row index
         n(net.dim).saturating_mul(5),                     // x0, eps, x_t, output, residual
         n(net.embedding.dim()).saturating_mul(3),
         n(net.label_width()).saturating_mul(2),
-        n(net.depth).saturating_mul(n(net.width).saturating_mul(4)),
+        layers,
         n(net.out_width()).saturating_mul(2),
     ]
     .iter()
@@ -166,9 +172,14 @@ fn check_step_memory(net: &NetConfig, batch: usize, device: Device) -> Result<()
     let gb = |b: u64| b as f64 / 1e9;
     let fixed = step_bytes(net, 0);
     if fixed > budget {
+        // The size that sets the parameter count.
+        let (name, value) = match net.unet_config() {
+            Some(u) => ("base channels", u.base),
+            None => ("width", net.width),
+        };
         return Err(Error::invalid(
-            "width",
-            net.width,
+            name,
+            value,
             format!(
                 "training {} parameters needs about {:.1} GB, more than half of this machine's {:.1} GB of memory: use a smaller network",
                 net.num_params(),
@@ -456,6 +467,7 @@ impl Trainer {
             }
         };
         let Draws { coef, eps, idx } = self.draws(step)?;
+        let dropout = crate::rng::mix(self.config.seed, crate::rng::DROPOUT, step);
         let b = self.config.batch_size as i64;
         let device = self.net.device();
         let x0 = self.data.f_index_select(0, &idx)?;
@@ -464,7 +476,7 @@ impl Trainer {
         let y = labels.map(|l| l.f_index_select(0, &idx)).transpose()?;
         if config.head == Head::Classifier {
             let y = y.ok_or_else(|| Error::invalid("labels", "none", "a classifier needs labels"))?;
-            let logits = self.net.forward(&self.state.params, &xt, &t)?;
+            let logits = self.net.forward_train(&self.state.params, &xt, &t, None, Some(dropout))?;
             return Ok(logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
                 &y,
                 None::<Tensor>,
@@ -481,12 +493,9 @@ impl Trainer {
             }
             None => None,
         };
-        let out = self.net.forward_labelled(&self.state.params, &xt, &t, y.as_ref())?;
-        // r = sigma * s_theta + eps, the residual of the eps-form loss.
-        let r = match config.parameterization {
-            Parameterization::Eps => eps - out,
-            Parameterization::Score => out * sigma + eps,
-        };
+        let out = self.net.forward_train(&self.state.params, &xt, &t, y.as_ref(), Some(dropout))?;
+        // r = eps - eps_hat = sigma * s_theta + eps, the residual of the eps-form loss.
+        let r = eps - config.parameterization.eps_hat(out, &xt, &a, &sigma)?;
         let per_sample = r.square().f_mean_dim([1i64].as_slice(), false, Kind::Float)?;
         Ok((per_sample * w).mean(Kind::Float))
     }

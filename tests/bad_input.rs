@@ -693,6 +693,55 @@ fn cases() -> Vec<Case> {
             &["`forward-em` integrates the forward SDE"],
         ),
         case("demo --train-steps 0", "demo --train-steps 0 --out {out} --device cpu", BAD, &["`steps` = \"0\""]),
+        // ---- U-Net configuration (on 8x8 images, fx/images64.npy) ----
+        case(
+            "train --net unet --channel-mults with a 0",
+            "train --net unet --data {fx}/images64.npy --channel-mults 1,0 --out {out} --device cpu",
+            BAD,
+            &["`--channel-mults` = \"[1, 0]\"", "each must be 1 to 64"],
+        ),
+        case(
+            "train --net unet --attn at a resolution it does not have",
+            "train --net unet --data {fx}/images64.npy --attn 3 --out {out} --device cpu",
+            BAD,
+            &["`--attn` = \"3\"", "not a feature-map height", "[8, 4, 2]"],
+        ),
+        case(
+            "train --net unet --groups not dividing the channels",
+            "train --net unet --data {fx}/images64.npy --groups 3 --out {out} --device cpu",
+            BAD,
+            &["`--groups` = \"3\"", "must divide the base channels (16)"],
+        ),
+        case(
+            "train --net unet on non-image data",
+            "train --net unet --out {out} --device cpu",
+            BAD,
+            &["--net unet is for images", "2 columns", "--image-shape C,H,W"],
+        ),
+        case(
+            "train --net unet --image-shape not the data's",
+            "train --net unet --data {fx}/images64.npy --image-shape 1,4,4 --out {out} --device cpu",
+            BAD,
+            &["--image-shape 1,4,4 has 16 values per sample", "64 columns"],
+        ),
+        case(
+            "train --net unet --image-shape too small",
+            "train --net unet --data {fx}/plain.npy --image-shape 1,2,1 --out {out} --device cpu",
+            BAD,
+            &["`--image-shape` = \"1x2x1\"", "4 to 8192 pixels"],
+        ),
+        case(
+            "train --net unet with an MLP option",
+            "train --net unet --data {fx}/images64.npy --width 64 --out {out} --device cpu",
+            BAD,
+            &["--width does not apply to --net unet"],
+        ),
+        case(
+            "train --net mlp with a U-Net option",
+            "train --base-channels 8 --out {out} --device cpu",
+            BAD,
+            &["--base-channels does not apply to --net mlp"],
+        ),
     ]
 }
 
@@ -860,6 +909,7 @@ fn make_fixtures(tree: &Tree) {
     let grid = |rows: usize, cols: usize| Array2::from_shape_fn((rows, cols), |(i, j)| (i * cols + j) as f64 * 0.1);
     save_npy(fx.join("plain.npy"), &grid(50, 2)).unwrap();
     save_npy(fx.join("cols3.npy"), &grid(50, 3)).unwrap();
+    save_npy(fx.join("images64.npy"), &grid(50, 64).mapv(|v| (v * 0.7).sin())).unwrap();
     save_npy(fx.join("rows0.npy"), &grid(0, 2)).unwrap();
     save_npy(fx.join("cols0.npy"), &grid(8, 0)).unwrap();
     save_npy(fx.join("row1.npy"), &grid(1, 2)).unwrap();

@@ -5,12 +5,93 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array2, ArrayView2};
 use scoresde::data::{load_npy, load_npy_head};
 use scoresde::plot::{
-    line_chart, paths_over_density, scatter_matrix, scatter_panels, Bounds, DensityGrid, DensityOptions, DensityPanel,
-    LineChartOptions, MatrixOptions, PathSet, ScatterOptions, Series,
+    image_grid, line_chart, paths_over_density, scatter_matrix, scatter_panels, Bounds, DensityGrid, DensityOptions,
+    DensityPanel, ImageGridOptions, LineChartOptions, MatrixOptions, PathSet, ScatterOptions, Series,
 };
 
 use crate::common::{self, Status};
 use crate::sample::MAX_KEPT;
+
+/// How an image model's samples are drawn: one sample's shape `[C, H, W]`
+/// and the pixel values shown as black and white.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageSpec {
+    /// One sample's shape.
+    pub shape: [usize; 3],
+    /// Values drawn black and white: the training data's range (over all
+    /// pixels) when the checkpoint records it, else `[-1, 1]`.
+    pub range: (f64, f64),
+}
+
+impl ImageSpec {
+    /// The image spec of a checkpoint's model; `None` for a model that is not an image model (the MLP).
+    pub fn of(meta: &scoresde::checkpoint::Meta) -> Option<Self> {
+        let u = meta.net.unet_config()?;
+        let range = meta
+            .data
+            .range
+            .as_ref()
+            .map(|r| {
+                let lo = r.min.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = r.max.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (lo, hi)
+            })
+            .filter(|(lo, hi)| lo.is_finite() && hi.is_finite() && lo < hi)
+            .unwrap_or((-1.0, 1.0));
+        Some(Self { shape: [u.channels, u.height, u.width], range })
+    }
+}
+
+/// Tiles per side of an image model's sample grid.
+const IMAGE_GRID: usize = 8;
+
+/// The first 64 samples of an image model as an 8x8 grid of images.
+pub fn image_samples_figure(
+    path: &Path,
+    title: &str,
+    x: ArrayView2<'_, f64>,
+    spec: ImageSpec,
+) -> anyhow::Result<String> {
+    let n = x.nrows().min(IMAGE_GRID * IMAGE_GRID);
+    let [c, h, w] = spec.shape;
+    let what = format!("first {n} samples, {c}x{h}x{w}, black {:.3} to white {:.3}", spec.range.0, spec.range.1);
+    let opts = ImageGridOptions { cols: IMAGE_GRID, range: spec.range, title: Some(format!("{title}\n{what}")) };
+    image_grid(path, x.slice(ndarray::s![..n, ..]), spec.shape, &opts)?;
+    Ok(what)
+}
+
+/// The progressive denoising of an image model: rows are the first 8
+/// samples, columns the recorded times, latest (t ~ 0) last. `None` when
+/// fewer than 2 times were recorded.
+pub fn image_trajectory_figure(
+    path: &Path,
+    snapshots: &[(f64, Array2<f64>)],
+    spec: ImageSpec,
+) -> anyhow::Result<Option<String>> {
+    let mut by_time: Vec<&(f64, Array2<f64>)> = snapshots.iter().collect();
+    by_time.sort_by(|a, b| b.0.total_cmp(&a.0));
+    by_time.dedup_by(|a, b| a.0 == b.0);
+    if by_time.len() < 2 {
+        return Ok(None);
+    }
+    let rows = by_time.iter().map(|(_, x)| x.nrows()).min().unwrap_or(0).min(IMAGE_GRID);
+    let d = by_time[0].1.ncols();
+    let mut tiles = Array2::<f64>::zeros((rows * by_time.len(), d));
+    for i in 0..rows {
+        for (j, (_, x)) in by_time.iter().enumerate() {
+            tiles.row_mut(i * by_time.len() + j).assign(&x.row(i));
+        }
+    }
+    let times: Vec<String> = by_time.iter().map(|(t, _)| format!("{t:.2}")).collect();
+    let what = format!("rows: {rows} samples; columns: t = {}", times.join(" "));
+    let opts = ImageGridOptions {
+        cols: by_time.len(),
+        range: spec.range,
+        title: Some(format!("progressive denoising\n{what}")),
+    };
+    image_grid(path, tiles.view(), spec.shape, &opts)?;
+    Ok(Some(what))
+}
 
 /// Options of `scoresde plot`.
 #[derive(clap::Args, Debug, Clone)]
@@ -230,7 +311,8 @@ pub fn plot_score_error_by_time(path: &Path, errors: &[(f64, f64)]) -> anyhow::R
 }
 
 /// `scoresde plot`: the loss curve, and each sample file beside the held-out
-/// data ([`sample_figure`]). These figures are drawn from files of the run
+/// data ([`sample_figure`]), or for an image model as an image grid
+/// ([`image_samples_figure`]). These figures are drawn from files of the run
 /// folder that stay there, by the same code as `train` and `sample` draw them,
 /// so redrawing replaces them with the same figure or a more recent one.
 pub fn run(a: &PlotArgs) -> anyhow::Result<Status> {
@@ -248,7 +330,10 @@ pub fn run(a: &PlotArgs) -> anyhow::Result<Status> {
             println!("{}: drawing the first {} of {rows} samples", f.display(), x.nrows());
         }
         let png = f.with_extension("png");
-        let what = sample_figure(&png, &figure_title(&f), x.view(), reference.as_ref())?;
+        let what = match ImageSpec::of(&meta).filter(|spec| spec.shape.iter().product::<usize>() == x.ncols()) {
+            Some(spec) => image_samples_figure(&png, &figure_title(&f), x.view(), spec)?,
+            None => sample_figure(&png, &figure_title(&f), x.view(), reference.as_ref())?,
+        };
         println!("wrote {} ({what})", png.display());
     }
     Ok(Status::Done)

@@ -60,7 +60,8 @@ pub struct SampleArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Also draw the progressive denoising, from the state at t = 1, 0.5, 0.3,
-    /// 0.2, 0.1, 0.05 and the end (2-D data: the samples at each time; more
+    /// 0.2, 0.1, 0.05 and the end (2-D data: the samples at each time; image
+    /// models: a grid, rows the first 8 samples, columns the times; more
     /// dimensions: paths of the first four dimensions over their histograms).
     #[arg(long)]
     pub trajectory: bool,
@@ -146,7 +147,10 @@ pub fn sample_bytes_per_row(net: &NetConfig) -> u64 {
         n(net.dim).saturating_mul(12),
         n(net.embedding.dim()).saturating_mul(3),
         n(net.label_width()),
-        n(net.depth).saturating_add(1).saturating_mul(n(net.width).saturating_mul(2)),
+        match net.unet_config() {
+            Some(u) => u.activation_floats(),
+            None => n(net.depth).saturating_add(1).saturating_mul(n(net.width).saturating_mul(2)),
+        },
         n(net.out_width()).saturating_mul(2),
     ]
     .iter()
@@ -379,8 +383,16 @@ fn check_disk(path: &Path, n: usize, dim: usize) -> anyhow::Result<()> {
 }
 
 /// The range to check samples against: the training data's (recorded in the
-/// checkpoint), else the run folder's held-out data's, with words saying which.
+/// checkpoint), else the run folder's held-out data's, with words saying
+/// which; for an image model, the pixel range of [`crate::plot::ImageSpec`] in every column.
 fn data_range(meta: &checkpoint::Meta, model: &Path) -> Option<(DataRange, &'static str)> {
+    if let Some(spec) = crate::plot::ImageSpec::of(meta) {
+        // Images: a pixel's range is every pixel's (a border pixel that is
+        // always black in the data is not out of range when nearly black).
+        let dim = meta.net.dim;
+        let range = DataRange { min: vec![spec.range.0; dim], max: vec![spec.range.1; dim] };
+        return Some((range, "the training images' pixel range"));
+    }
     if let Some(range) = &meta.data.range {
         return Some((range.clone(), "the training data's range"));
     }
@@ -523,10 +535,19 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     }
     println!("wrote {}", npy.display());
     let held = scoresde::data::load_npy(common::heldout_path(&run_folder(&a.model))).ok();
-    let what = crate::plot::sample_figure(&png, &crate::plot::figure_title(&npy), s.x.view(), held.as_ref())?;
+    let title = crate::plot::figure_title(&npy);
+    let image = crate::plot::ImageSpec::of(&meta);
+    let what = match image {
+        Some(spec) => crate::plot::image_samples_figure(&png, &title, s.x.view(), spec)?,
+        None => crate::plot::sample_figure(&png, &title, s.x.view(), held.as_ref())?,
+    };
     println!("wrote {} ({what})", png.display());
     if a.trajectory {
-        match crate::plot::trajectory_figure(&trajectory_png, &s.snapshots, held.as_ref())? {
+        let drawn = match image {
+            Some(spec) => crate::plot::image_trajectory_figure(&trajectory_png, &s.snapshots, spec)?,
+            None => crate::plot::trajectory_figure(&trajectory_png, &s.snapshots, held.as_ref())?,
+        };
+        match drawn {
             Some(what) => println!("wrote {} ({what})", trajectory_png.display()),
             None => eprintln!("note: no trajectory figure: fewer than 2 times were recorded ({} steps)", a.steps),
         }

@@ -12,8 +12,9 @@ use ndarray::Array2;
 use scoresde::checkpoint::{self, DataInfo};
 use scoresde::data::{save_npy, split_indices, split_sizes, DataSource, Scaling, MIN_HELDOUT_ROWS, MIN_TRAIN_ROWS};
 use scoresde::model::SdeSpec;
-use scoresde::net::{Activation, Head, NetConfig, Parameterization, TimeEmbedding};
+use scoresde::net::{Activation, Arch, Head, NetConfig, Parameterization, TimeEmbedding};
 use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
+use scoresde::unet::UnetConfig;
 
 use crate::common::{self, CtrlC, Status};
 use scoresde::checkpoint::Meta;
@@ -24,6 +25,15 @@ use scoresde::fsutil::FolderLock;
 pub enum EmbeddingKind {
     Sinusoidal,
     Fourier,
+}
+
+/// `--net`: which architecture.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetKind {
+    /// The MLP (tabular and 2-D data).
+    Mlp,
+    /// The U-Net (images; see --image-shape).
+    Unet,
 }
 
 /// Options of `scoresde train` (also used by `demo`).
@@ -73,13 +83,39 @@ pub struct TrainArgs {
     /// What the network predicts.
     #[arg(long = "param", value_enum, default_value_t = Parameterization::Eps)]
     pub parameterization: Parameterization,
-    /// Hidden width.
+    /// Network: mlp (tabular data) or unet (images of --image-shape).
+    #[arg(long, value_enum, default_value_t = NetKind::Mlp)]
+    pub net: NetKind,
+    /// With --net unet: the shape C,H,W of one sample (the data's columns are
+    /// its pixels in C, H, W order) [default: 1,S,S when the data have S*S columns].
+    #[arg(long, value_delimiter = ',', value_name = "C,H,W")]
+    pub image_shape: Vec<usize>,
+    /// With --net unet: channels of the first level.
+    #[arg(long, default_value_t = 16)]
+    pub base_channels: usize,
+    /// With --net unet: channel multiplier per level (every level but the last halves the resolution).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,2")]
+    pub channel_mults: Vec<usize>,
+    /// With --net unet: residual blocks per level.
+    #[arg(long, default_value_t = 1)]
+    pub res_blocks: usize,
+    /// With --net unet: feature-map heights with self-attention (e.g. 7 for
+    /// 28x28 images with three levels: 28, 14, 7) [default: none].
+    #[arg(long, value_delimiter = ',', value_name = "HEIGHTS")]
+    pub attn: Vec<usize>,
+    /// With --net unet: dropout probability in the residual blocks.
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// With --net unet: GroupNorm groups (must divide --base-channels).
+    #[arg(long, default_value_t = 8)]
+    pub groups: usize,
+    /// Hidden width (--net mlp).
     #[arg(long, default_value_t = 128)]
     pub width: usize,
-    /// Hidden layers.
+    /// Hidden layers (--net mlp).
     #[arg(long, default_value_t = 3)]
     pub depth: usize,
-    /// Hidden non-linearity.
+    /// Hidden non-linearity (--net mlp).
     #[arg(long, value_enum, default_value_t = Activation::Silu)]
     pub activation: Activation,
     /// Time embedding.
@@ -165,13 +201,90 @@ impl Trained {
     }
 }
 
-/// The network of `train`'s options for `dim`-dimensional data and `classes` classes.
-pub fn net_config(a: &TrainArgs, dim: usize, classes: usize) -> NetConfig {
+/// Options that only the U-Net reads, and only the MLP reads (clap ids, flags).
+const UNET_OPTIONS: [(&str, &str); 7] = [
+    ("image_shape", "--image-shape"),
+    ("base_channels", "--base-channels"),
+    ("channel_mults", "--channel-mults"),
+    ("res_blocks", "--res-blocks"),
+    ("attn", "--attn"),
+    ("dropout", "--dropout"),
+    ("groups", "--groups"),
+];
+const MLP_OPTIONS: [(&str, &str); 3] = [("width", "--width"), ("depth", "--depth"), ("activation", "--activation")];
+
+/// The image shape `[C, H, W]` of `dim`-column data for `--net unet`: from
+/// `--image-shape`, else from `data_shape` (the data set's own per-sample
+/// shape, when it has one), else `[1, S, S]` when `dim = S * S`.
+pub fn image_shape(a: &TrainArgs, dim: usize, data_shape: Option<&[usize]>) -> anyhow::Result<[usize; 3]> {
+    let shape: Vec<usize> = if !a.image_shape.is_empty() {
+        a.image_shape.clone()
+    } else if let Some(s) = data_shape {
+        if s.len() == 2 {
+            vec![1, s[0], s[1]]
+        } else {
+            s.to_vec()
+        }
+    } else {
+        let side = (dim as f64).sqrt().round() as usize;
+        if side * side != dim {
+            bail!(
+                "--net unet is for images: --data {} has {dim} columns per sample, not a square image; pass --image-shape C,H,W (C*H*W = {dim}) or use --net mlp",
+                a.data
+            );
+        }
+        vec![1, side, side]
+    };
+    let [c, h, w] = shape[..] else {
+        bail!("--image-shape {:?}: give three sizes C,H,W", shape);
+    };
+    if c.checked_mul(h).and_then(|p| p.checked_mul(w)) != Some(dim) {
+        bail!(
+            "--image-shape {c},{h},{w} has {} values per sample, but --data {} has {dim} columns: the U-Net is for images whose pixels are the columns",
+            c.saturating_mul(h).saturating_mul(w),
+            a.data
+        );
+    }
+    Ok([c, h, w])
+}
+
+/// The network of `train`'s options for `dim`-dimensional data and
+/// `classes` classes; a U-Net's image shape as [`image_shape`] says.
+pub fn net_config(
+    a: &TrainArgs,
+    dim: usize,
+    classes: usize,
+    data_shape: Option<&[usize]>,
+) -> anyhow::Result<NetConfig> {
+    let (wrong, kind) = match a.net {
+        NetKind::Mlp => (&UNET_OPTIONS[..], "mlp"),
+        NetKind::Unet => (&MLP_OPTIONS[..], "unet"),
+    };
+    if let Some((_, flag)) = wrong.iter().find(|(id, _)| a.given.iter().any(|g| g == id)) {
+        bail!("{flag} does not apply to --net {kind}: leave it out, or pick the other --net");
+    }
     let embedding = match a.embedding {
         EmbeddingKind::Sinusoidal => TimeEmbedding::Sinusoidal { dim: a.embed_dim },
         EmbeddingKind::Fourier => TimeEmbedding::Fourier { dim: a.embed_dim, scale: a.fourier_scale },
     };
-    NetConfig {
+    let arch = match a.net {
+        NetKind::Mlp => Arch::Mlp,
+        NetKind::Unet => {
+            let [channels, height, width] = image_shape(a, dim, data_shape)?;
+            Arch::Unet(UnetConfig {
+                channels,
+                height,
+                width,
+                base: a.base_channels,
+                mults: a.channel_mults.clone(),
+                res_blocks: a.res_blocks,
+                attn: a.attn.clone(),
+                dropout: a.dropout,
+                groups: a.groups,
+            })
+        }
+    };
+    Ok(NetConfig {
         dim,
         width: a.width,
         depth: a.depth,
@@ -180,7 +293,8 @@ pub fn net_config(a: &TrainArgs, dim: usize, classes: usize) -> NetConfig {
         parameterization: a.parameterization,
         classes,
         head: if a.classifier { Head::Classifier } else { Head::Score },
-    }
+        arch,
+    })
 }
 
 /// The optimisation settings of `train`'s options.
@@ -318,6 +432,20 @@ fn conflicts(a: &TrainArgs, meta: &Meta) -> Vec<String> {
         ("label_dropout", "--label-dropout", a.label_dropout.to_string(), t.label_dropout.to_string()),
         ("seed", "--seed", a.seed.to_string(), t.seed.to_string()),
     ];
+    let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+    match &net.arch {
+        Arch::Mlp => pairs.push(("net", "--net", cli_name(a.net), cli_name(NetKind::Mlp))),
+        Arch::Unet(u) => pairs.extend([
+            ("net", "--net", cli_name(a.net), cli_name(NetKind::Unet)),
+            ("image_shape", "--image-shape", list(&a.image_shape), list(&[u.channels, u.height, u.width])),
+            ("base_channels", "--base-channels", a.base_channels.to_string(), u.base.to_string()),
+            ("channel_mults", "--channel-mults", list(&a.channel_mults), list(&u.mults)),
+            ("res_blocks", "--res-blocks", a.res_blocks.to_string(), u.res_blocks.to_string()),
+            ("attn", "--attn", list(&a.attn), list(&u.attn)),
+            ("dropout", "--dropout", a.dropout.to_string(), u.dropout.to_string()),
+            ("groups", "--groups", a.groups.to_string(), u.groups.to_string()),
+        ]),
+    }
     if let Some(scale) = scale {
         pairs.push(("fourier_scale", "--fourier-scale", a.fourier_scale.to_string(), scale.to_string()));
     }
@@ -335,7 +463,9 @@ fn start(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> an
         bail!("{} exists: pass --resume to continue it or --force to start over", weights.display());
     }
     let sde = SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max };
-    let net = net_config(a, data.train.ncols(), data.classes);
+    // Images carry their [C, H, W] (DataInfo::shape); tabular data a flat [D].
+    let image = Some(data.info.shape.as_slice()).filter(|s| s.len() >= 2);
+    let net = net_config(a, data.train.ncols(), data.classes, image)?;
     let mut config = train_config(a);
     let rows = data.train.nrows();
     if config.batch_size > rows {
@@ -386,6 +516,13 @@ fn flag_names(e: scoresde::Error) -> anyhow::Error {
             "batch size" => "--batch",
             "dim" => "data dimension (columns of --data)",
             "labels" => "--labels",
+            "image shape" => "--image-shape",
+            "base channels" => "--base-channels",
+            "channel multipliers" => "--channel-mults",
+            "res blocks" => "--res-blocks",
+            "attention resolutions" => "--attn",
+            "dropout" => "--dropout",
+            "groups" => "--groups",
             _ => return e.into(),
         };
         return scoresde::Error::invalid(flag, value, reason.clone()).into();
@@ -438,7 +575,8 @@ pub fn train(a: &TrainArgs, ctrl_c: &CtrlC) -> anyhow::Result<Trained> {
     let heldout = common::heldout_path(&a.out);
     save_npy(&heldout, &data.held_out)?;
     eprintln!(
-        "training {} parameters on {} rows of {} (seed {}) for {} steps",
+        "training {} ({} parameters) on {} rows of {} (seed {}) for {} steps",
+        describe_net(trainer.net().config()),
         trainer.net().num_params(),
         data.train.nrows(),
         data.source,
@@ -501,6 +639,17 @@ fn command_name(a: &TrainArgs) -> &'static str {
         "train --conditional"
     } else {
         "train"
+    }
+}
+
+/// The architecture in a few words, for the start-of-training line.
+fn describe_net(net: &NetConfig) -> String {
+    match &net.arch {
+        Arch::Mlp => format!("an MLP {}x{}", net.depth, net.width),
+        Arch::Unet(u) => format!(
+            "a U-Net on {}x{}x{} images, base {} channels x {:?}, {} res block(s) per level",
+            u.channels, u.height, u.width, u.base, u.mults, u.res_blocks
+        ),
     }
 }
 
