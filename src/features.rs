@@ -883,8 +883,11 @@ mod tests {
         assert!(PixelScaling::fit(ndarray::array![[f64::NAN]].view()).is_err());
     }
 
+    /// Images and their labels.
+    type Labelled = (Array2<f64>, Vec<usize>);
+
     /// The synthetic shapes, split into training and held-out rows.
-    fn shape_split(n_train: usize, n_held: usize, seed: u64) -> ((Array2<f64>, Vec<usize>), (Array2<f64>, Vec<usize>)) {
+    fn shape_split(n_train: usize, n_held: usize, seed: u64) -> (Labelled, Labelled) {
         let (x, y) = shapes(n_train + n_held, 8, 0.3, seed).unwrap();
         let split = |a: usize, b: usize| (x.slice(ndarray::s![a..b, ..]).to_owned(), y[a..b].to_vec());
         (split(0, n_train), split(n_train, n_train + n_held))

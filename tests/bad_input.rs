@@ -603,7 +603,7 @@ fn cases() -> Vec<Case> {
             "train-features --steps 0",
             "train-features --data {fx}/img16.npy --labels {fx}/lab40.npy --steps 0 --out {out} --device cpu",
             BAD,
-            &["`steps`", "at least 1"],
+            &["--steps 0: must be at least 1"],
         ),
         case(
             "train-features --data with NaN",
@@ -883,7 +883,7 @@ fn fingerprint(root: &Path) -> Fingerprint {
         // The run folders' advisory lock file (`.scoresde.lock`) holds the pid of
         // the last process to take the lock, which a command takes before it
         // reads what it would overwrite: not user data, so not compared.
-        let ours = |p: &PathBuf| *p != root.join("cases") && p.file_name().is_none_or(|n| n != ".scoresde.lock");
+        let ours = |p: &PathBuf| *p != root.join("cases") && p.file_name().map_or(true, |n| n != ".scoresde.lock");
         for p in entries.into_iter().filter(ours) {
             let m = std::fs::symlink_metadata(&p).unwrap();
             let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());

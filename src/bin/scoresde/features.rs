@@ -127,9 +127,16 @@ pub fn run(a: &TrainFeaturesArgs) -> anyhow::Result<Status> {
     config.validate().with_context(|| format!("--shape {shape:?}"))?;
     let settings =
         FeatureTrainConfig { steps: a.steps, batch_size: a.batch, lr: a.lr, seed: a.seed, ..Default::default() };
+    // The library's names of the settings as this command's options.
     settings.validate().map_err(|e| match e {
-        scoresde::Error::InvalidArgument { name, value, reason } if name == "batch size" => {
-            anyhow::anyhow!("--batch {value}: {reason}")
+        scoresde::Error::InvalidArgument { name, value, reason } => {
+            let flag = match name.as_str() {
+                "batch size" => "--batch",
+                "steps" => "--steps",
+                "lr" => "--lr",
+                _ => name.as_str(),
+            };
+            anyhow::anyhow!("{flag} {value}: {reason}")
         }
         e => e.into(),
     })?;
