@@ -87,13 +87,16 @@ impl FeatureConfig {
     /// `(fan_out, fan_in, kernel side)` of every layer, input first.
     fn layers(&self) -> Vec<(usize, usize, usize)> {
         let mut out = Vec::with_capacity(self.conv.len() + 2);
-        let mut c = self.shape[0];
+        // Missing entries (an invalid shape) count as 1, so this never panics.
+        let side = |i: usize| self.shape.get(i).copied().unwrap_or(1);
+        let mut c = side(0);
         for &w in &self.conv {
             out.push((w, c, 3));
             c = w;
         }
-        let (h, w) = (self.shape[1] >> self.pools(), self.shape[2] >> self.pools());
-        out.push((self.features, c * h * w, 1));
+        let pools = self.pools().min(usize::BITS - 1);
+        let (h, w) = (side(1) >> pools, side(2) >> pools);
+        out.push((self.features, c.saturating_mul(h).saturating_mul(w), 1));
         out.push((self.classes, self.features, 1));
         out
     }
@@ -155,8 +158,8 @@ impl FeatureConfig {
         Ok(())
     }
 
-    /// Trainable parameters of a configuration that passes the shape checks
-    /// of [`FeatureConfig::validate`] (saturating).
+    /// Trainable parameters (saturating; for a shape that is not `[C, H, W]`
+    /// the missing sides count as 1).
     pub fn num_params(&self) -> usize {
         self.layers().iter().fold(0usize, |acc, &(o, i, k)| {
             acc.saturating_add(o.saturating_mul(i.saturating_mul(k * k).saturating_add(1)))
@@ -867,6 +870,7 @@ mod tests {
             (FeatureConfig { features: 0, ..FeatureConfig::new(&[1, 8, 8], 4) }, "width"),
         ];
         for (c, want) in bad {
+            let _ = c.num_params(); // no panic, whatever the shape
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(want), "{c:?}: {e}");
         }

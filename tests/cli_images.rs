@@ -111,7 +111,8 @@ fn train_features_then_eval_images() {
             "out of range real",
             "NN median",
             "NN median held-out",
-            "NN ratio"
+            "NN ratio",
+            "class shares"
         ]
     );
     assert_eq!(table.len(), 2, "one row per sample file");
@@ -121,6 +122,9 @@ fn train_features_then_eval_images() {
     for col in 2..13 {
         assert!(num(&table[1], col).is_finite() && num(&table[1], col) >= 0.0, "column {col}: {:?}", table[1]);
     }
+    let shares: Vec<f64> = table[1][13].split(' ').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(shares.len(), 4, "{:?}", table[1]);
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 0.01, "{shares:?}");
 
     // Memorisation and a bad generator, side by side: training images copied
     // (nearest-neighbour distance exactly 0) and pure noise.

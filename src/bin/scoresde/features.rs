@@ -261,7 +261,7 @@ fn training_rows(meta: &Meta, folder: &Path) -> anyhow::Result<Option<Array2<f64
 }
 
 /// Columns of the image table.
-pub const IMAGE_COLUMNS: [&str; 13] = [
+pub const IMAGE_COLUMNS: [&str; 14] = [
     "samples",
     "n",
     "classifier FID",
@@ -275,11 +275,14 @@ pub const IMAGE_COLUMNS: [&str; 13] = [
     "NN median",
     "NN median held-out",
     "NN ratio",
+    "class shares",
 ];
 
 /// Per-set values of the image metrics.
 struct SetMetrics {
     fid: f64,
+    /// Share of each predicted class.
+    shares: Vec<f64>,
     kl: f64,
     confidence: f64,
     out_of_range: f64,
@@ -350,14 +353,15 @@ impl ImageEval {
         let e = self.k.embed(x)?;
         let fid = GaussianFit::fit(e.features.view())?.frechet_distance(&self.reference)?;
         let predicted = features::argmax_rows(e.logits.view());
-        let kl = kl_from_uniform(&class_histogram(&predicted, self.k.config().classes)?)?;
+        let shares = class_histogram(&predicted, self.k.config().classes)?;
+        let kl = kl_from_uniform(&shares)?;
         let confidence = mean_max_softmax(e.logits.view())?;
         let out_of_range = out_of_range_share(&self.range, x)?;
         let nn_median = match &self.train {
             Some(t) => Some(median(&nn_distances(x.slice(s![..x.nrows().min(NN_MAX_ROWS), ..]), t.view())?)?),
             None => None,
         };
-        Ok(SetMetrics { fid, kl, confidence, out_of_range, nn_median })
+        Ok(SetMetrics { fid, shares, kl, confidence, out_of_range, nn_median })
     }
 
     /// Adds the row of the sample file `name` holding `x`: its first
@@ -393,6 +397,7 @@ impl ImageEval {
             opt(gen.nn_median, 4),
             opt(floor.nn_median, 4),
             opt(ratio, 3),
+            gen.shares.iter().map(|v| fmt(*v, 3)).collect::<Vec<_>>().join(" "),
         ]);
         Ok(())
     }
