@@ -78,7 +78,7 @@ fn train_features_then_eval_images() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no accuracy in\n{text}"));
     assert!(acc >= 0.9, "held-out accuracy {acc}");
-    for f in ["features.safetensors", "features.json", "features-loss.csv"] {
+    for f in ["features.safetensors", "features.json", "features-loss.csv", "features-loss.png"] {
         assert!(run_dir.join(f).is_file(), "{f} missing");
     }
     let sidecar: serde_json::Value =

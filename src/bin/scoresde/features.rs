@@ -187,9 +187,11 @@ pub fn run(a: &TrainFeaturesArgs) -> anyhow::Result<Status> {
     }
     let loss_csv = a.out.join("features-loss.csv");
     scoresde::fsutil::write_atomic(&loss_csv, csv.as_bytes())?;
+    let loss_png = a.out.join("features-loss.png");
+    crate::plot::loss_curve(&loss_png, &meta.losses)?;
     println!("held-out accuracy: {} ({} images, {classes} classes)", fmt(accuracy, 4), held_x.nrows());
     println!("wrote {} (+ .json sidecar)", written.display());
-    println!("wrote {}", loss_csv.display());
+    println!("wrote {} and {}", loss_csv.display(), loss_png.display());
     Ok(Status::Done)
 }
 
