@@ -186,11 +186,11 @@ pub fn paths(spec: &Path) -> (PathBuf, PathBuf) {
     (stem.with_extension("safetensors"), stem.with_extension("json"))
 }
 
-fn corrupt(path: &Path, reason: impl std::fmt::Display) -> Error {
+pub(crate) fn corrupt(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Checkpoint { path: path.to_path_buf(), reason: reason.to_string() }
 }
 
-fn to_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
+pub(crate) fn to_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
     let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
     let values = Vec::<f32>::try_from(t.f_reshape([-1])?)?;

@@ -205,6 +205,40 @@ const ADAM_BETA1: f64 = 0.9;
 const ADAM_BETA2: f64 = 0.999;
 const ADAM_EPS: f64 = 1e-8;
 
+/// One Adam step (Kingma & Ba 2015, with bias correction) of the flat
+/// parameters `params` from their accumulated gradient, which is then
+/// zeroed: the gradient's global norm is first clipped to `clip` (0: no
+/// clipping), then `m`, `v` and `params` are updated in place for step
+/// `step` (0-based) at learning rate `lr`. Call it under `tch::no_grad`.
+///
+/// # Errors
+/// libtorch errors.
+pub(crate) fn adam_update(
+    params: &mut Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    step: u64,
+    lr: f64,
+    clip: f64,
+) -> Result<()> {
+    let k = i32::try_from(step.saturating_add(1)).unwrap_or(i32::MAX);
+    let (bc1, bc2) = (1.0 - ADAM_BETA1.powi(k), 1.0 - ADAM_BETA2.powi(k));
+    let mut g = params.grad();
+    if clip > 0.0 {
+        // g *= min(1, clip / (|g| + 1e-6)), without a host sync.
+        let factor = (g.norm() + 1e-6).reciprocal().f_mul_scalar(clip)?.clamp_max(1.0);
+        let _ = g.f_mul_(&factor)?;
+    }
+    let _ = m.f_lerp_(&g, 1.0 - ADAM_BETA1)?;
+    let _ = v.f_mul_scalar_(ADAM_BETA2)?;
+    let _ = v.f_add_(&(g.square() * (1.0 - ADAM_BETA2)))?;
+    let denom = (&*v * (1.0 / bc2)).sqrt() + ADAM_EPS;
+    let update = (&*m * (lr / bc1)) / denom;
+    let _ = params.f_sub_(&update)?;
+    let _ = g.f_zero_()?;
+    Ok(())
+}
+
 /// Everything that changes during training: weights, EMA, Adam moments,
 /// step count and the loss log. This is what a checkpoint stores.
 #[derive(Debug)]
@@ -511,26 +545,12 @@ impl Trainer {
         loss.f_backward()?;
         let c = &self.config;
         let lr = if c.warmup > 0 { c.lr * ((step + 1) as f64 / c.warmup as f64).min(1.0) } else { c.lr };
-        let k = (step + 1) as i32;
-        let (bc1, bc2) = (1.0 - ADAM_BETA1.powi(k), 1.0 - ADAM_BETA2.powi(k));
         let ema_decay = c.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
         let clip = c.grad_clip;
         let st = &mut self.state;
         tch::no_grad(|| -> Result<()> {
-            let mut g = st.params.grad();
-            if clip > 0.0 {
-                // g *= min(1, clip / (|g| + 1e-6)), without a host sync.
-                let factor = (g.norm() + 1e-6).reciprocal().f_mul_scalar(clip)?.clamp_max(1.0);
-                let _ = g.f_mul_(&factor)?;
-            }
-            let _ = st.adam_m.f_lerp_(&g, 1.0 - ADAM_BETA1)?;
-            let _ = st.adam_v.f_mul_scalar_(ADAM_BETA2)?;
-            let _ = st.adam_v.f_add_(&(g.square() * (1.0 - ADAM_BETA2)))?;
-            let denom = (&st.adam_v * (1.0 / bc2)).sqrt() + ADAM_EPS;
-            let update = (&st.adam_m * (lr / bc1)) / denom;
-            let _ = st.params.f_sub_(&update)?;
+            adam_update(&mut st.params, &mut st.adam_m, &mut st.adam_v, step, lr, clip)?;
             let _ = st.ema.f_lerp_(&st.params, 1.0 - ema_decay)?;
-            let _ = g.f_zero_()?;
             Ok(())
         })?;
         st.step += 1;

@@ -675,6 +675,115 @@ fn cases() -> Vec<Case> {
             BAD,
             &["row1.npy", "need at least 2"],
         ),
+        // ---- train-features and eval's image metrics ----
+        case(
+            "train-features --data a toy set",
+            "train-features --data eight-gaussians --labels {fx}/lab40.npy --out {out} --device cpu",
+            BAD,
+            &["eight-gaussians", "toy set", "--labels"],
+        ),
+        case(
+            "train-features labels and rows disagree",
+            "train-features --data {fx}/img16.npy --labels {fx}/lab10.npy --out {out} --device cpu",
+            BAD,
+            &["lab10.npy has 10 labels", "img16.npy has 40 rows"],
+        ),
+        case(
+            "train-features --labels missing",
+            "train-features --data {fx}/img16.npy --labels {fx}/missing.npy --out {out} --device cpu",
+            BAD,
+            &["--labels", "missing.npy", "No such file"],
+        ),
+        case(
+            "train-features --labels not a .npy file",
+            "train-features --data {fx}/img16.npy --labels {fx}/text.npy --out {out} --device cpu",
+            BAD,
+            &["text.npy", "not a .npy file of integer labels"],
+        ),
+        case(
+            "train-features --labels 2-D",
+            "train-features --data {fx}/plain.npy --labels {fx}/plain.npy --out {out} --device cpu",
+            BAD,
+            &["plain.npy", "labels must be 1-D [n] or [n, 1]; got shape [50, 2]"],
+        ),
+        case(
+            "train-features --labels with a fraction",
+            "train-features --data {fx}/img16.npy --labels {fx}/labfrac.npy --out {out} --device cpu",
+            BAD,
+            &["labfrac.npy", "label 2.5 at row 3"],
+        ),
+        case(
+            "train-features rows not square, no --shape",
+            "train-features --data {fx}/cols3.npy --labels {fx}/lab50.npy --out {out} --device cpu",
+            BAD,
+            &["3 values, not a square number", "--shape C,H,W"],
+        ),
+        case(
+            "train-features --shape of other size",
+            "train-features --data {fx}/img16.npy --labels {fx}/lab40.npy --shape 1,4,5 --out {out} --device cpu",
+            BAD,
+            &["--shape [1, 4, 5] has 20 values per image", "rows have 16"],
+        ),
+        case(
+            "train-features --shape malformed",
+            "train-features --data {fx}/img16.npy --labels {fx}/lab40.npy --shape 4x4 --out {out} --device cpu",
+            BAD,
+            &["--shape \"4x4\"", "C,H,W"],
+        ),
+        case(
+            "train-features images too small for the poolings",
+            "train-features --data {fx}/img16.npy --labels {fx}/lab40.npy --shape 4,2,2 --out {out} --device cpu",
+            BAD,
+            &["--shape [4, 2, 2]", "at least 4x4"],
+        ),
+        case(
+            "train-features one class",
+            "train-features --data {fx}/img16.npy --labels {fx}/labone.npy --out {out} --device cpu",
+            BAD,
+            &["need at least 2 classes"],
+        ),
+        case(
+            "train-features --steps 0",
+            "train-features --data {fx}/img16.npy --labels {fx}/lab40.npy --steps 0 --out {out} --device cpu",
+            BAD,
+            &["--steps 0: must be at least 1"],
+        ),
+        case(
+            "train-features --data with NaN",
+            "train-features --data {fx}/nan.npy --labels {fx}/lab10.npy --out {out} --device cpu",
+            BAD,
+            &["nan.npy", "non-finite value NaN at row 3, column 1"],
+        ),
+        case(
+            "train-features over an existing classifier",
+            "train-features --data {fx}/img16.npy --labels {fx}/lab40.npy --out {fx}/feat16 --device cpu",
+            BAD,
+            &["feat16/features.safetensors exists", "--force"],
+        ),
+        case(
+            "eval --features missing",
+            "eval --model {run} --features {fx}/nosuchfeat",
+            BAD,
+            &["--features", "nosuchfeat", "no feature classifier there"],
+        ),
+        case(
+            "eval --features truncated",
+            "eval --model {run} --features {fx}/feattrunc",
+            BAD,
+            &["--features", "feattrunc", "truncated or corrupt"],
+        ),
+        case(
+            "eval --features a score model",
+            "eval --model {run} --features {run}/model.safetensors",
+            BAD,
+            &["a score-model checkpoint, not a feature classifier", "train-features"],
+        ),
+        case(
+            "eval --features of other images",
+            "eval --model {run} --features {fx}/feat16",
+            BAD,
+            &["shape [1, 4, 4] (16 values)", "the model's data have 2 columns"],
+        ),
         // ---- plot ----
         case("plot --model missing", "plot --model {fx}/nomodel", BAD, &["nomodel/model.safetensors", "No such file"]),
         // ---- demo: checked before training ----
@@ -947,6 +1056,31 @@ fn make_fixtures(tree: &Tree) {
     write_safetensors(&nanw, &header, &data);
     std::fs::write(copy_run(tree, "badsidecar").join("model.json"), "{ garbage").unwrap();
     std::fs::copy(tree.cond().join("classifier.json"), copy_run(tree, "othersidecar").join("model.json")).unwrap();
+    // Labelled 4x4 images and a feature classifier of them.
+    save_npy(fx.join("img16.npy"), &grid(40, 16)).unwrap();
+    let labels = |name: &str, y: ndarray::Array1<f64>| {
+        use ndarray_npy::WriteNpyExt as _;
+        y.write_npy(std::fs::File::create(fx.join(name)).unwrap()).unwrap();
+    };
+    let cycle = |n: usize| ndarray::Array1::from_iter((0..n).map(|i| (i % 4) as f64));
+    labels("lab40.npy", cycle(40));
+    labels("lab10.npy", cycle(10));
+    labels("lab50.npy", cycle(50));
+    labels("labone.npy", ndarray::Array1::zeros(40));
+    let mut frac = cycle(40);
+    frac[3] = 2.5;
+    labels("labfrac.npy", frac);
+    let (img, lab, feat) = (fx.join("img16.npy"), fx.join("lab40.npy"), fx.join("feat16"));
+    setup(
+        &["train-features", "--data", path_str(&img), "--labels", path_str(&lab), "--steps", "2"]
+            .into_iter()
+            .chain(["--device", "cpu", "--out", path_str(&feat)])
+            .collect::<Vec<_>>(),
+    );
+    let trunc = fx.join("feattrunc");
+    std::fs::create_dir_all(&trunc).unwrap();
+    let whole = std::fs::read(feat.join("features.safetensors")).unwrap();
+    std::fs::write(trunc.join("features.safetensors"), &whole[..whole.len() / 2]).unwrap();
     // A folder nobody but root may write to (made read-only last).
     let ro = fx.join("readonly");
     std::fs::create_dir_all(&ro).unwrap();

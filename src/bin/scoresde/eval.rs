@@ -32,6 +32,11 @@ pub struct EvalArgs {
     /// Replace tables and figures of an earlier eval that hold other results.
     #[arg(long)]
     pub force: bool,
+    /// Feature classifier of `scoresde train-features` (a folder holding
+    /// features.safetensors, or its path) for the image metrics (classifier
+    /// FID, coverage, confidence, memorisation) [default: MODEL/features when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub features: Option<PathBuf>,
 }
 
 /// The file stem (in the run folder) of the quality table of these inputs:
@@ -105,6 +110,17 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
     // Writes eval.* and score_error.* there: one writer per folder.
     let _lock = common::lock_folder("--model", &folder)?;
     let source = DataSource::parse(&meta.data.source).ok();
+    let mut images = match crate::features::find(a.features.as_deref(), &folder, device)? {
+        Some((k, k_meta)) => {
+            eprintln!(
+                "image metrics with the feature classifier of {} (held-out accuracy {})",
+                k_meta.source,
+                fmt(k_meta.heldout_accuracy, 4)
+            );
+            Some(crate::features::ImageEval::new(k, &k_meta, &meta, &folder, &reference, a.seed)?)
+        }
+        None => None,
+    };
     let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2", "exact log-lik"]);
     for f in &files {
         let (x, rows) = load_npy_head(f, MAX_KEPT)?;
@@ -123,13 +139,21 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
             Some(n) if listed => n.to_string_lossy().into_owned(),
             _ => f.display().to_string(),
         };
+        if let Some(images) = &mut images {
+            images.push(&name, &x)?;
+        }
         table.push(vec![name, x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5), ll]);
     }
     if !files.is_empty() {
         print!("{}", table.markdown());
         let stem = table_stem(&a.samples, a.against.as_deref(), a.seed);
-        let (md, csv) = table.save(&folder.join(stem), a.force)?;
+        let (md, csv) = table.save(&folder.join(&stem), a.force)?;
         println!("wrote {} and {}", md.display(), csv.display());
+        if let Some(images) = &images {
+            print!("{}", images.table().markdown());
+            let (md, csv) = images.table().save(&folder.join(crate::features::image_stem(&stem)), a.force)?;
+            println!("wrote {} and {}", md.display(), csv.display());
+        }
     } else {
         eprintln!("no samples-*.npy in {}: run `scoresde sample` first or pass --samples", folder.display());
     }

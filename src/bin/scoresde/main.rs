@@ -10,6 +10,7 @@
 //! scoresde train-classifier --out out/cond               # noise-conditional classifier, OUT/classifier
 //! scoresde sample --model out/cond --class 3 --guidance 3 --classifier out/cond/classifier
 //! scoresde eval --model out/moons
+//! scoresde train-features --data images.npy --labels labels.npy --out out/img   # OUT/features, for eval's image table
 //! scoresde plot --model out/moons
 //! scoresde solvers                   # every integrator and time grid by name
 //! ```
@@ -21,6 +22,7 @@
 mod common;
 mod demo;
 mod eval;
+mod features;
 mod plot;
 mod sample;
 mod train;
@@ -56,9 +58,13 @@ enum Command {
     /// Train a noise-conditional classifier p(y | x_t, t) for classifier guidance
     /// (saved as OUT/classifier; same options as `train`).
     TrainClassifier(train::TrainArgs),
+    /// Train a convolutional classifier of labelled images (a .npy of images and
+    /// one of labels) whose features `eval` uses for the image metrics (saved as OUT/features).
+    TrainFeatures(features::TrainFeaturesArgs),
     /// Draw samples from a trained model with any integrator.
     Sample(sample::SampleArgs),
-    /// Sample quality (sliced W2, MMD) against held-out data; score error for mixture data.
+    /// Sample quality (sliced W2, MMD) against held-out data; score error for mixture data;
+    /// image metrics (classifier FID, coverage, confidence, memorisation) with a feature classifier.
     Eval(eval::EvalArgs),
     /// Redraw the figures of a run folder.
     Plot(plot::PlotArgs),
@@ -88,6 +94,7 @@ fn run(command: &Command) -> anyhow::Result<Status> {
             let a = train::TrainArgs { classifier: true, ..a.clone() };
             train::train(&a, &CTRL_C).map(|t| t.status())
         }
+        Command::TrainFeatures(a) => features::run(a),
         Command::Sample(a) => sample::run(a, &CTRL_C),
         Command::Eval(a) => eval::run(a),
         Command::Plot(a) => plot::run(a),
