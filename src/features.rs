@@ -718,55 +718,6 @@ pub fn load(spec: &Path, device: Device) -> Result<(FeatureClassifier, FeatureMe
     Ok((classifier, meta))
 }
 
-/// Reads class labels from a `.npy` file: a 1-D array `[n]` or a 2-D `[n, 1]`
-/// of integers (any signed or unsigned width) or of floats holding whole numbers.
-///
-/// # Errors
-/// [`Error::Io`] when the file cannot be read; [`Error::Data`] naming the
-/// file when it is not such an array, or holds a negative, fractional,
-/// non-finite or too large (> 2^32) label.
-pub fn load_labels(path: impl AsRef<Path>) -> Result<Vec<usize>> {
-    use ndarray::ArrayD;
-    use ndarray_npy::ReadNpyExt as _;
-    let path = path.as_ref();
-    let what = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    fn as_f64<T: ndarray_npy::ReadableElement + Copy + Into<f64>>(bytes: &[u8]) -> Option<ArrayD<f64>> {
-        ArrayD::<T>::read_npy(bytes).ok().map(|a| a.mapv(Into::into))
-    }
-    let int64 = || ArrayD::<i64>::read_npy(bytes.as_slice()).ok().map(|a| a.mapv(|v| v as f64));
-    let uint64 = || ArrayD::<u64>::read_npy(bytes.as_slice()).ok().map(|a| a.mapv(|v| v as f64));
-    let values = int64()
-        .or_else(uint64)
-        .or_else(|| as_f64::<i32>(&bytes))
-        .or_else(|| as_f64::<u32>(&bytes))
-        .or_else(|| as_f64::<i16>(&bytes))
-        .or_else(|| as_f64::<u16>(&bytes))
-        .or_else(|| as_f64::<i8>(&bytes))
-        .or_else(|| as_f64::<u8>(&bytes))
-        .or_else(|| as_f64::<f64>(&bytes))
-        .or_else(|| as_f64::<f32>(&bytes))
-        .ok_or_else(|| Error::data(&what, "not a .npy file of integer labels (or it is truncated or corrupt)"))?;
-    let n = match values.shape() {
-        [n] | [n, 1] => *n,
-        s => return Err(Error::data(&what, format!("labels must be 1-D [n] or [n, 1]; got shape {s:?}"))),
-    };
-    if n == 0 {
-        return Err(Error::data(&what, "no labels"));
-    }
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX) {
-                Ok(v as usize)
-            } else {
-                Err(Error::data(&what, format!("label {v} at row {i} is not a whole number in 0..2^32")))
-            }
-        })
-        .collect()
-}
-
 /// Classes of [`shapes`].
 pub const SHAPES_CLASSES: usize = 4;
 
@@ -973,35 +924,6 @@ mod tests {
         assert!(load(&dir, Device::Cpu).is_err());
         std::fs::remove_file(&st).unwrap();
         assert!(matches!(load(&dir, Device::Cpu), Err(Error::Io { .. })));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn labels_from_npy() {
-        use ndarray_npy::WriteNpyExt as _;
-        let dir = std::env::temp_dir().join(format!("scoresde-labels-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let write = |name: &str, f: &dyn Fn(&mut Vec<u8>)| {
-            let mut bytes = Vec::new();
-            f(&mut bytes);
-            std::fs::write(dir.join(name), bytes).unwrap();
-            dir.join(name)
-        };
-        let i64s = write("i64.npy", &|b| ndarray::array![0i64, 3, 1].write_npy(b).unwrap());
-        assert_eq!(load_labels(i64s).unwrap(), vec![0, 3, 1]);
-        let u8s = write("u8.npy", &|b| ndarray::array![[2u8], [0], [1]].write_npy(b).unwrap());
-        assert_eq!(load_labels(u8s).unwrap(), vec![2, 0, 1]);
-        let f64s = write("f64.npy", &|b| ndarray::array![1.0f64, 0.0].write_npy(b).unwrap());
-        assert_eq!(load_labels(f64s).unwrap(), vec![1, 0]);
-        let frac = write("frac.npy", &|b| ndarray::array![1.5f64, 0.0].write_npy(b).unwrap());
-        assert!(load_labels(frac).unwrap_err().to_string().contains("label 1.5 at row 0"));
-        let neg = write("neg.npy", &|b| ndarray::array![0i32, -1].write_npy(b).unwrap());
-        assert!(load_labels(neg).unwrap_err().to_string().contains("row 1"));
-        let wide = write("wide.npy", &|b| ndarray::array![[0i64, 1], [1, 0]].write_npy(b).unwrap());
-        assert!(load_labels(wide).unwrap_err().to_string().contains("[2, 2]"));
-        let text = write("text.npy", &|b| b.extend_from_slice(b"0,1,2"));
-        assert!(matches!(load_labels(text), Err(Error::Data { .. })));
-        assert!(matches!(load_labels(dir.join("missing.npy")), Err(Error::Io { .. })));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -20,12 +20,14 @@ use crate::common::{self, fmt, Status, Table};
 /// Options of `scoresde train-features`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainFeaturesArgs {
-    /// Labelled images: a .npy file of shape [n, C*H*W] (rows = images, values in row-major [C, H, W] order).
+    /// Labelled images: mnist, digits, or a .npy file of images ([n, H, W], [n, C, H, W], or
+    /// rows [n, C*H*W] in row-major [C, H, W] order, with --shape).
     #[arg(long)]
     pub data: String,
-    /// Class of each row of --data: a .npy file of n integers (shape [n] or [n, 1]), classes 0..K.
+    /// Class of each row of a .npy --data: a .npy file of n integers (shape [n] or [n, 1]),
+    /// classes 0..K (mnist and digits carry their own).
     #[arg(long)]
-    pub labels: PathBuf,
+    pub labels: Option<PathBuf>,
     /// Image shape C,H,W [default: 1,S,S when the row length is a square S^2].
     #[arg(long, value_name = "C,H,W")]
     pub shape: Option<String>,
@@ -90,24 +92,26 @@ fn image_shape(spec: Option<&str>, cols: usize) -> anyhow::Result<Vec<usize>> {
 pub fn run(a: &TrainFeaturesArgs) -> anyhow::Result<Status> {
     let device = common::device(&a.device)?;
     let source = DataSource::parse(&a.data)?;
-    let DataSource::Npy(path) = &source else {
-        bail!("--data {source} is a 2-D toy set: train-features needs labelled images (a .npy file of images with --labels)");
-    };
-    let x = load_npy(path)?;
-    let labels = features::load_labels(&a.labels).with_context(|| "--labels")?;
-    if labels.len() != x.nrows() {
-        bail!(
-            "--labels {} has {} labels, but --data {} has {} rows: need one label per image",
-            a.labels.display(),
-            labels.len(),
-            path.display(),
-            x.nrows()
-        );
+    if let DataSource::Toy(_) = source {
+        bail!("--data {source} is a 2-D toy set: train-features needs labelled images (mnist, digits, or a .npy file of images with --labels)");
     }
-    let shape = image_shape(a.shape.as_deref(), x.ncols())?;
+    // The same reader (and labels rules) as `scoresde train`.
+    let data = source.load_dataset(usize::MAX, a.seed, a.labels.as_deref()).map_err(|e| match &e {
+        scoresde::Error::InvalidArgument { name, .. } if name == "labels" => anyhow::anyhow!("--labels: {e}"),
+        _ => e.into(),
+    })?;
+    let Some(labels) = data.labels else {
+        bail!("--data {source} has no labels: pass --labels FILE (a .npy file of one integer class per row)");
+    };
+    let x = data.x;
+    let known = Some(data.shape.as_slice()).filter(|s| s.len() == 3 && a.shape.is_none());
+    let shape = match known {
+        Some(s) => s.to_vec(),
+        None => image_shape(a.shape.as_deref(), x.ncols())?,
+    };
     let classes = labels.iter().max().map_or(0, |m| m + 1);
     if classes < 2 {
-        bail!("--labels {}: every label is {}; need at least 2 classes", a.labels.display(), classes.saturating_sub(1));
+        bail!("--data {source}: every label is {}; need at least 2 classes", classes.saturating_sub(1));
     }
     let (n_train, n_held) = split_sizes(x.nrows(), a.holdout)
         .map_err(|e| anyhow::anyhow!("--holdout {} with the {} rows of --data: {e}", a.holdout, x.nrows()))?;
@@ -151,7 +155,7 @@ pub fn run(a: &TrainFeaturesArgs) -> anyhow::Result<Status> {
         config.num_params(),
         n_train,
         x.nrows(),
-        path.display(),
+        source,
         a.seed,
         a.steps
     );
@@ -171,7 +175,10 @@ pub fn run(a: &TrainFeaturesArgs) -> anyhow::Result<Status> {
         net: config,
         train: settings,
         scaling: trained.classifier.scaling(),
-        source: format!("{} (labels {})", path.display(), a.labels.display()),
+        source: match &a.labels {
+            Some(l) => format!("{source} (labels {})", l.display()),
+            None => source.to_string(),
+        },
         train_rows: train_x.nrows(),
         train_sha256: fingerprint(train_x.view()),
         heldout_rows: held_x.nrows(),
@@ -232,10 +239,16 @@ fn training_rows(meta: &Meta, folder: &Path) -> anyhow::Result<Option<Array2<f64
         eprintln!("note: no nearest-neighbour distances: {why}");
         Ok(None)
     };
-    let Ok(DataSource::Npy(path)) = DataSource::parse(&meta.data.source) else {
-        return note(format!("the model's data {} is not a .npy file found from here", meta.data.source));
+    let path = match DataSource::parse(&meta.data.source) {
+        Ok(s @ (DataSource::Npy(_) | DataSource::Images(_))) => s,
+        _ => {
+            return note(format!(
+                "the model's data {} is not an image set or .npy file found from here",
+                meta.data.source
+            ))
+        }
     };
-    let all = load_npy(&path)?;
+    let all = path.load_dataset(usize::MAX, 0, None)?.x;
     let held = load_npy(common::heldout_path(folder)).with_context(|| "the run's held-out data")?;
     let key = |r: ndarray::ArrayView1<f64>| r.iter().map(|v| v.to_bits()).collect::<Vec<u64>>();
     let mut count: HashMap<Vec<u64>, usize> = HashMap::new();
@@ -254,7 +267,7 @@ fn training_rows(meta: &Meta, folder: &Path) -> anyhow::Result<Option<Array2<f64
     if keep.len() != meta.data.rows {
         return note(format!(
             "{} minus the run's held-out rows leaves {} rows, but the model was trained on {}",
-            path.display(),
+            path,
             keep.len(),
             meta.data.rows
         ));
