@@ -4,7 +4,6 @@
 //! that let sampling run in bounded memory: the streaming `.npy` writer, per-row
 //! noise streams, and the out-of-range report.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use ndarray::{array, s, Array2};
@@ -21,12 +20,8 @@ use scoresde::train::{step_bytes, TrainConfig, Trainer};
 use scoresde::Error;
 use tch::{Device, Kind, Tensor};
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-sizes-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::tmp;
 
 /// A `.npy` file whose header announces `shape` (a Python tuple), followed by `data` bytes.
 fn npy_with_header(shape: &str, data: &[u8]) -> Vec<u8> {
@@ -50,7 +45,7 @@ fn invalid_name(e: &Error) -> &str {
 
 #[test]
 fn npy_header_shape_is_checked_against_the_file_length() {
-    let dir = tmpdir("npy");
+    let dir = tmp("npy");
     // A 1 KB file claiming 1e11 x 64 float64 values: an error, not a 51 TB allocation.
     let huge = dir.join("huge.npy");
     std::fs::write(&huge, npy_with_header("(100000000000, 64)", &[0u8; 1024])).unwrap();
@@ -72,7 +67,7 @@ fn npy_header_shape_is_checked_against_the_file_length() {
 
 #[test]
 fn the_head_of_a_large_npy_file_is_read_without_the_rest() {
-    let dir = tmpdir("head");
+    let dir = tmp("head");
     let x = Array2::from_shape_fn((100, 3), |(i, j)| (i * 3 + j) as f64);
     let p64 = dir.join("x64.npy");
     save_npy(&p64, &x).unwrap();
@@ -100,7 +95,7 @@ fn the_head_of_a_large_npy_file_is_read_without_the_rest() {
 
 #[test]
 fn npy_writer_streams_blocks_and_renames_at_the_end() {
-    let dir = tmpdir("writer");
+    let dir = tmp("writer");
     let path = dir.join("out/x.npy");
     let x = Array2::from_shape_fn((10, 3), |(i, j)| (i * 3 + j) as f64 - 4.5);
     let mut w = NpyWriter::create(&path, 10, 3).unwrap();
