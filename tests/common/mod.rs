@@ -52,6 +52,23 @@ pub fn data_info(source: &str, rows: usize, shape: &[usize]) -> DataInfo {
     }
 }
 
+/// A `.npy` file (format 1.0) whose header announces any descriptor and
+/// shape, followed by `payload` as it is (which need not match the header).
+pub fn npy_bytes(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 /// `n` 8x8 images in [-1, 1], one row of 64 pixels each: a bright horizontal
 /// or vertical bar.
 pub fn bars(n: usize) -> Array2<f64> {
