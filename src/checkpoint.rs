@@ -175,8 +175,14 @@ pub struct Checkpoint {
 /// The weights and sidecar paths of a checkpoint given as `DIR` (meaning
 /// `DIR/model`), `NAME`, `NAME.safetensors` or `NAME.json`.
 pub fn paths(spec: &Path) -> (PathBuf, PathBuf) {
+    paths_named(spec, "model")
+}
+
+/// As [`paths`], with `DIR` meaning `DIR/default_name`: shared by the
+/// checkpoints of every kind a run folder holds.
+pub(crate) fn paths_named(spec: &Path, default_name: &str) -> (PathBuf, PathBuf) {
     let stem = if spec.is_dir() {
-        spec.join("model")
+        spec.join(default_name)
     } else {
         match spec.extension().and_then(|e| e.to_str()) {
             Some("safetensors") | Some("json") => spec.with_extension(""),
@@ -190,11 +196,66 @@ pub(crate) fn corrupt(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Checkpoint { path: path.to_path_buf(), reason: reason.to_string() }
 }
 
-pub(crate) fn to_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
+fn to_bytes(t: &Tensor) -> Result<(Vec<usize>, Vec<u8>)> {
     let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
     let values = Vec::<f32>::try_from(t.f_reshape([-1])?)?;
     Ok((shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+}
+
+/// Writes the `named` tensors as F32 to `weights_path` with the sidecar
+/// `json` stored under the metadata key `key`, then the same `json` to
+/// `sidecar_path`: the weights file first (complete on its own), each
+/// atomically. Shared by score-model and feature-classifier checkpoints.
+///
+/// # Errors
+/// [`Error::Checkpoint`] when safetensors refuses the tensors, [`Error::Io`]
+/// for the writes.
+pub(crate) fn write_safetensors(
+    weights_path: &Path,
+    sidecar_path: &Path,
+    named: &[(String, Tensor)],
+    key: &str,
+    json: &str,
+) -> Result<()> {
+    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .iter()
+        .map(|(k, t)| to_bytes(t).map(|(shape, bytes)| (k.clone(), shape, bytes)))
+        .collect::<Result<_>>()?;
+    let views: Vec<(String, TensorView<'_>)> = buffers
+        .iter()
+        .map(|(k, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| corrupt(weights_path, format!("{e:?}")))
+        })
+        .collect::<Result<_>>()?;
+    let metadata = Some(HashMap::from([(key.to_string(), json.to_string())]));
+    let bytes =
+        safetensors::tensor::serialize(views, &metadata).map_err(|e| corrupt(weights_path, format!("{e:?}")))?;
+    write_atomic(weights_path, &bytes)?;
+    write_atomic(sidecar_path, json.as_bytes())
+}
+
+/// The tensors of the safetensors file `path` whose contents are `bytes`,
+/// and its metadata (the sidecar JSON under its key).
+///
+/// # Errors
+/// [`Error::Checkpoint`] for a file that is not readable as safetensors.
+pub(crate) fn read_safetensors<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(SafeTensors<'a>, Option<HashMap<String, String>>)> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        corrupt(path, format!("not a readable safetensors file ({e:?}); the file is truncated or corrupt"))
+    })?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(path, format!("{e:?}")))?;
+    Ok((st, header.metadata().clone()))
+}
+
+/// Little-endian F32 bytes as values.
+pub(crate) fn f32_values(data: &[u8]) -> Vec<f32> {
+    data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 /// Saves `trainer`'s full state as a checkpoint at `spec` (see [`paths`]).
@@ -228,23 +289,7 @@ pub fn save(spec: &Path, trainer: &Trainer, data: &DataInfo) -> Result<PathBuf> 
     named.push(("adam.m".into(), state.adam_m.shallow_clone()));
     named.push(("adam.v".into(), state.adam_v.shallow_clone()));
     named.push(("embedding.freqs".into(), trainer.net().freqs().shallow_clone()));
-    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = named
-        .iter()
-        .map(|(k, t)| to_bytes(t).map(|(shape, bytes)| (k.clone(), shape, bytes)))
-        .collect::<Result<_>>()?;
-    let views: Vec<(String, TensorView<'_>)> = buffers
-        .iter()
-        .map(|(k, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| corrupt(&weights_path, format!("{e:?}")))
-        })
-        .collect::<Result<_>>()?;
-    let metadata = Some(HashMap::from([(META_KEY.to_string(), json.clone())]));
-    let bytes =
-        safetensors::tensor::serialize(views, &metadata).map_err(|e| corrupt(&weights_path, format!("{e:?}")))?;
-    write_atomic(&weights_path, &bytes)?;
-    write_atomic(&sidecar_path, json.as_bytes())?;
+    write_safetensors(&weights_path, &sidecar_path, &named, META_KEY, &json)?;
     Ok(weights_path)
 }
 
@@ -257,12 +302,8 @@ pub fn save(spec: &Path, trainer: &Trainer, data: &DataInfo) -> Result<PathBuf> 
 pub fn load(spec: &Path, device: Device) -> Result<Checkpoint> {
     let (path, _) = paths(spec);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        corrupt(&path, format!("not a readable safetensors file ({e:?}); the file is truncated or corrupt"))
-    })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&path, format!("{e:?}")))?;
-    let json = header
-        .metadata()
+    let (st, metadata) = read_safetensors(&path, &bytes)?;
+    let json = metadata
         .as_ref()
         .and_then(|m| m.get(META_KEY))
         .ok_or_else(|| corrupt(&path, "no scoresde metadata: not a checkpoint written by scoresde"))?;
@@ -294,8 +335,7 @@ pub fn load(spec: &Path, device: Device) -> Result<Checkpoint> {
         if view.dtype() != Dtype::F32 {
             return None;
         }
-        let values: Vec<f32> =
-            view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let values = f32_values(view.data());
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         Tensor::f_from_slice(&values).ok()?.f_reshape(shape).ok()
     };

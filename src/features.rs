@@ -19,20 +19,18 @@
 //! (weights, and the [`FeatureMeta`] JSON in the header under
 //! `scoresde-features`) plus the `NAME.json` sidecar, both written atomically.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::Rng as _;
 use rand_distr::Uniform;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{corrupt, to_bytes};
+use crate::checkpoint::{corrupt, f32_values, read_safetensors, write_safetensors};
 use crate::data::DataRange;
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
 
 /// Version of the feature-classifier checkpoint layout this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -230,19 +228,7 @@ impl FeatureTrainConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the bad value.
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 {
-            return Err(Error::invalid("steps", self.steps, "must be at least 1"));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::invalid("batch size", self.batch_size, "must be at least 1"));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::invalid("lr", self.lr, "must be finite and > 0"));
-        }
-        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
-            return Err(Error::invalid("grad clip", self.grad_clip, "must be finite and >= 0"));
-        }
-        Ok(())
+        crate::train::validate_optimiser(self.steps, self.batch_size, self.lr, self.grad_clip)
     }
 }
 
@@ -610,15 +596,7 @@ pub fn train(
 /// The weights and sidecar paths of a feature checkpoint given as `DIR`
 /// (meaning `DIR/features`), `NAME`, `NAME.safetensors` or `NAME.json`.
 pub fn paths(spec: &Path) -> (PathBuf, PathBuf) {
-    let stem = if spec.is_dir() {
-        spec.join("features")
-    } else {
-        match spec.extension().and_then(|e| e.to_str()) {
-            Some("safetensors") | Some("json") => spec.with_extension(""),
-            _ => spec.to_path_buf(),
-        }
-    };
-    (stem.with_extension("safetensors"), stem.with_extension("json"))
+    crate::checkpoint::paths_named(spec, "features")
 }
 
 /// Saves `classifier` with `meta` at `spec` (see [`paths`]): the weights
@@ -637,24 +615,7 @@ pub fn save(spec: &Path, classifier: &FeatureClassifier, meta: &FeatureMeta) -> 
         return Err(corrupt(&weights_path, "refusing to save non-finite weights"));
     }
     let json = serde_json::to_string_pretty(meta).map_err(|e| corrupt(&sidecar_path, e))?;
-    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = classifier
-        .named(&classifier.params)
-        .iter()
-        .map(|(k, t)| to_bytes(t).map(|(shape, bytes)| (k.clone(), shape, bytes)))
-        .collect::<Result<_>>()?;
-    let views: Vec<(String, TensorView<'_>)> = buffers
-        .iter()
-        .map(|(k, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| corrupt(&weights_path, format!("{e:?}")))
-        })
-        .collect::<Result<_>>()?;
-    let metadata = Some(HashMap::from([(META_KEY.to_string(), json.clone())]));
-    let bytes =
-        safetensors::tensor::serialize(views, &metadata).map_err(|e| corrupt(&weights_path, format!("{e:?}")))?;
-    write_atomic(&weights_path, &bytes)?;
-    write_atomic(&sidecar_path, json.as_bytes())?;
+    write_safetensors(&weights_path, &sidecar_path, &classifier.named(&classifier.params), META_KEY, &json)?;
     Ok(weights_path)
 }
 
@@ -668,11 +629,8 @@ pub fn save(spec: &Path, classifier: &FeatureClassifier, meta: &FeatureMeta) -> 
 pub fn load(spec: &Path, device: Device) -> Result<(FeatureClassifier, FeatureMeta)> {
     let (path, _) = paths(spec);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        corrupt(&path, format!("not a readable safetensors file ({e:?}); the file is truncated or corrupt"))
-    })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(&path, format!("{e:?}")))?;
-    let metadata = header.metadata().as_ref();
+    let (st, metadata) = read_safetensors(&path, &bytes)?;
+    let metadata = metadata.as_ref();
     let Some(json) = metadata.and_then(|m| m.get(META_KEY)) else {
         let reason = if metadata.is_some_and(|m| m.contains_key("scoresde")) {
             "a score-model checkpoint, not a feature classifier: pass the folder written by `scoresde train-features`"
@@ -706,7 +664,7 @@ pub fn load(spec: &Path, device: Device) -> Result<(FeatureClassifier, FeatureMe
                     format!("tensor {name} is {:?} {got:?}; the architecture needs F32 {shape:?}", view.dtype()),
                 ));
             }
-            parts.extend(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            parts.extend(f32_values(view.data()));
         }
     }
     if let Some(i) = parts.iter().position(|v| !v.is_finite()) {

@@ -104,18 +104,7 @@ impl TrainConfig {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the bad value.
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 {
-            return Err(Error::invalid("steps", self.steps, "must be at least 1"));
-        }
-        if self.batch_size == 0 {
-            return Err(Error::invalid("batch size", self.batch_size, "must be at least 1"));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::invalid("lr", self.lr, "must be finite and > 0"));
-        }
-        if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
-            return Err(Error::invalid("grad clip", self.grad_clip, "must be finite and >= 0"));
-        }
+        validate_optimiser(self.steps, self.batch_size, self.lr, self.grad_clip)?;
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(Error::invalid("ema decay", self.ema_decay, "must be in [0, 1)"));
         }
@@ -127,6 +116,29 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Checks the optimisation settings every trainer shares (the score model's
+/// [`TrainConfig`] and the feature classifier's): at least one step and one
+/// row per batch, a finite positive learning rate, a finite non-negative
+/// gradient clip.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the bad value.
+pub(crate) fn validate_optimiser(steps: u64, batch_size: usize, lr: f64, grad_clip: f64) -> Result<()> {
+    if steps == 0 {
+        return Err(Error::invalid("steps", steps, "must be at least 1"));
+    }
+    if batch_size == 0 {
+        return Err(Error::invalid("batch size", batch_size, "must be at least 1"));
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(Error::invalid("lr", lr, "must be finite and > 0"));
+    }
+    if !(grad_clip.is_finite() && grad_clip >= 0.0) {
+        return Err(Error::invalid("grad clip", grad_clip, "must be finite and >= 0"));
+    }
+    Ok(())
 }
 
 /// Rough peak bytes of one training step of `net` on batches of `batch` rows

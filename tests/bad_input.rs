@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 use ndarray::Array2;
 use scoresde::data::save_npy;
 
+mod common;
+use common::{npy_bytes, s};
+
 /// When a row applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum When {
@@ -877,13 +880,9 @@ impl Tree {
 }
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_scoresde"));
-    c.env("NO_COLOR", "1").env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE").stdin(Stdio::null());
+    let mut c = common::bin();
+    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE").stdin(Stdio::null());
     c
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temporary path")
 }
 
 /// Runs a setup command that must succeed.
@@ -904,38 +903,22 @@ const TINY: &[&str] =
 /// Trains the run folders (in parallel) and draws one sample file.
 fn train_runs(tree: &Tree) {
     let (run, cond) = (tree.run(), tree.cond());
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut a = vec!["train", "--out", path_str(&run)];
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut a = vec!["train", "--out", s(&run)];
             a.extend_from_slice(TINY);
             setup(&a);
-            setup(&["sample", "--model", path_str(&run), "-n", "64", "--steps", "5", "--device", "cpu"]);
+            setup(&["sample", "--model", s(&run), "-n", "64", "--steps", "5", "--device", "cpu"]);
         });
-        s.spawn(|| {
-            let mut a = vec!["train", "--conditional", "--data", "mixture", "--out", path_str(&cond)];
+        scope.spawn(|| {
+            let mut a = vec!["train", "--conditional", "--data", "mixture", "--out", s(&cond)];
             a.extend_from_slice(TINY);
             setup(&a);
-            let mut a = vec!["train-classifier", "--data", "mixture", "--out", path_str(&cond)];
+            let mut a = vec!["train-classifier", "--data", "mixture", "--out", s(&cond)];
             a.extend_from_slice(TINY);
             setup(&a);
         });
     });
-}
-
-/// A `.npy` file (format 1.0) with any descriptor, shape and payload.
-fn npy_bytes(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(payload);
-    out
 }
 
 fn f64_bytes(n: usize) -> Vec<u8> {
@@ -1072,9 +1055,9 @@ fn make_fixtures(tree: &Tree) {
     labels("labfrac.npy", frac);
     let (img, lab, feat) = (fx.join("img16.npy"), fx.join("lab40.npy"), fx.join("feat16"));
     setup(
-        &["train-features", "--data", path_str(&img), "--labels", path_str(&lab), "--steps", "2"]
+        &["train-features", "--data", s(&img), "--labels", s(&lab), "--steps", "2"]
             .into_iter()
-            .chain(["--device", "cpu", "--out", path_str(&feat)])
+            .chain(["--device", "cpu", "--out", s(&feat)])
             .collect::<Vec<_>>(),
     );
     let trunc = fx.join("feattrunc");
@@ -1172,10 +1155,10 @@ fn run_case_once(tree: &Tree, i: usize, c: &Case) -> Ran {
             if a == "''" {
                 return String::new();
             }
-            a.replace("{run}", path_str(&tree.run()))
-                .replace("{cond}", path_str(&tree.cond()))
-                .replace("{fx}", path_str(&tree.fx()))
-                .replace("{out}", path_str(&out))
+            a.replace("{run}", s(&tree.run()))
+                .replace("{cond}", s(&tree.cond()))
+                .replace("{fx}", s(&tree.fx()))
+                .replace("{out}", s(&out))
         })
         .collect();
     let dir = out.parent().unwrap();
@@ -1274,9 +1257,9 @@ fn bad_input_fails_cleanly_and_touches_nothing() {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Ran)>> = Mutex::new(Vec::new());
     let t1 = Instant::now();
-    std::thread::scope(|s| {
+    std::thread::scope(|scope| {
         for _ in 0..workers {
-            s.spawn(|| loop {
+            scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(i, c)) = todo.get(k) else { break };
                 let r = run_case(&tree, i, c);

@@ -1,51 +1,11 @@
 //! The `scoresde` program end to end: train, sample, eval, plot, resume after
 //! Ctrl-C, and clear errors for bad input. Small sizes, CPU.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_scoresde"));
-    c.env("NO_COLOR", "1");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("scoresde runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "scoresde {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "scoresde {args:?} should fail cleanly (exit 1), got {:?}\n{err}",
-        out.status
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-const SMALL: &[&str] = &["--n", "600", "--width", "16", "--depth", "1", "--batch", "64", "--device", "cpu"];
+mod common;
+use common::*;
 
 #[test]
 fn train_sample_eval_plot() {

@@ -3,38 +3,23 @@
 //! [`scoresde::features::shapes`]) saved as `[n, 64]` images and `[n]` labels.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ndarray_npy::WriteNpyExt as _;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_scoresde"));
-    // One libtorch thread: on a machine shared with other builds, spinning
-    // OpenMP workers make the small convolutions ten times slower.
-    c.env("NO_COLOR", "1").env("OMP_NUM_THREADS", "1");
-    c
-}
+mod common;
+use common::*;
 
+/// As [`common::run`] with one libtorch thread: on a machine shared with
+/// other builds, spinning OpenMP workers make the small convolutions ten times
+/// slower.
 fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("scoresde runs")
+    bin().env("OMP_NUM_THREADS", "1").args(args).output().expect("scoresde runs")
 }
 
+/// As [`common::ok`], with one libtorch thread.
 fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "`scoresde {}` failed:\n{text}", args.join(" "));
-    text
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scoresde-cli-images-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    succeeded(args, &run(args))
 }
 
 /// `n` shapes images in `dir/images.npy`, their labels (int64) in `dir/labels.npy`.

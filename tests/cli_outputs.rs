@@ -3,43 +3,10 @@
 //! to replace one, eval tables per input, figures for data of any dimension.
 //! Small sizes, CPU.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scoresde")).env("NO_COLOR", "1").args(args).output().expect("scoresde runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "scoresde {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "scoresde {args:?} should fail cleanly (exit 1), got {:?}\n{err}",
-        out.status
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-outputs-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))

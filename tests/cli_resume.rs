@@ -4,56 +4,19 @@
 //! sizes, CPU.
 
 use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_scoresde"));
-    c.env("NO_COLOR", "1");
-    c
-}
+mod common;
+use common::*;
 
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("scoresde runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "scoresde {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "scoresde {args:?} should fail cleanly (exit 1), got {:?}\n{err}",
-        out.status
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-resume-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-const SMALL: &[&str] = &["--width", "16", "--depth", "1", "--batch", "64", "--device", "cpu"];
+/// [`SMALL`] without `--n`.
+const SMALL_NET: &[&str] = &["--width", "16", "--depth", "1", "--batch", "64", "--device", "cpu"];
 
 fn with_small<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    args.iter().chain(SMALL).copied().collect()
+    args.iter().chain(SMALL_NET).copied().collect()
 }
 
 /// Values with 17 significant digits: what a mean or a standard deviation

@@ -2,34 +2,12 @@
 //! batches and networks, lying `.npy` headers, too little data; sampling in
 //! batches streamed to disk; the out-of-range warning. Small sizes, CPU.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::Instant;
 
-fn run(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_scoresde"));
-    c.env("NO_COLOR", "1").args(args).output().expect("scoresde runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "scoresde {args:?} failed:\n{text}");
-    text
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "scoresde {args:?} should fail cleanly (exit 1), got {:?}\n{err}",
-        out.status
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
+mod common;
+use common::*;
 
 /// As [`fails`], within `seconds` (sizes are checked before the work, not after).
 fn fails_fast(args: &[&str], seconds: f64) -> String {
@@ -39,19 +17,6 @@ fn fails_fast(args: &[&str], seconds: f64) -> String {
     assert!(took < seconds, "scoresde {args:?} took {took:.1} s to fail");
     err
 }
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-cli-sizes-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-const SMALL: &[&str] = &["--n", "600", "--width", "16", "--depth", "1", "--batch", "64", "--device", "cpu"];
 
 fn train(dir: &Path, steps: &str, extra: &[&str]) -> String {
     let mut args = vec!["train", "--steps", steps, "--out", s(dir)];
@@ -197,13 +162,7 @@ fn absurd_sample_counts_and_batches_are_clear_errors() {
 fn lying_npy_headers_and_huge_networks_fail_at_once_naming_the_argument() {
     let dir = tmp("networks");
     // A 1 KB file whose header claims shape (1e11, 64).
-    let dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000, 64), }";
-    let total = (10 + dict.len() + 1).div_ceil(64) * 64;
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&((total - 10) as u16).to_le_bytes());
-    bytes.extend_from_slice(dict.as_bytes());
-    bytes.resize(total - 1, b' ');
-    bytes.push(b'\n');
+    let mut bytes = npy_bytes("<f8", &[100_000_000_000, 64], &[]);
     bytes.resize(1024, 0);
     let liar = dir.join("liar.npy");
     std::fs::write(&liar, &bytes).unwrap();

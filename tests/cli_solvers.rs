@@ -3,65 +3,22 @@
 //! or a silent run; and a note when a guidance scale does not steer towards the
 //! class. Small sizes, CPU.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_scoresde"));
-    c.env("NO_COLOR", "1");
-    c
-}
-
-/// Runs the program, killing it (and failing) after `limit`.
-fn run_within(args: &[&str], limit: Duration) -> Output {
-    let mut child = bin().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("scoresde runs");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("scoresde {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
+mod common;
+use common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// As [`common::ok`], failing after [`LIMIT`] rather than hanging.
 fn ok(args: &[&str]) -> String {
-    let out = run_within(args, LIMIT);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "scoresde {args:?} failed:\n{text}");
-    text
+    succeeded(args, &run_within(args, LIMIT))
 }
 
+/// As [`common::fails`], failing after [`LIMIT`] rather than hanging.
 fn fails(args: &[&str]) -> String {
-    let out = run_within(args, LIMIT);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "scoresde {args:?} should fail cleanly (exit 1), got {:?}\n{err}",
-        out.status
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    failed_cleanly(args, &run_within(args, LIMIT))
 }
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-cli-solvers-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-const SMALL: &[&str] = &["--n", "600", "--width", "16", "--depth", "1", "--batch", "64", "--device", "cpu"];
 
 #[test]
 fn bad_solver_parameters_and_guidance_directions() {

@@ -3,45 +3,10 @@
 //! and the progressive-denoising grid written, the samples file flat
 //! `[n, C*H*W]`, and `--resume` refusing another U-Net configuration.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-use ndarray::Array2;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_scoresde")).env("NO_COLOR", "1").args(args).output().expect("scoresde runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "scoresde {args:?} failed:\n{text}");
-    text
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-cli-unet-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `n` 8x8 images in [-1, 1], one row of 64 pixels each: a bright bar.
-fn bars(n: usize) -> Array2<f64> {
-    Array2::from_shape_fn((n, 64), |(i, p)| {
-        let (y, x, k) = (p / 8, p % 8, 1 + (i * 5) % 6);
-        let on = if i % 2 == 0 { y == k && (1..7).contains(&x) } else { x == k && (1..7).contains(&y) };
-        if on {
-            1.0
-        } else {
-            -1.0
-        }
-    })
-}
+mod common;
+use common::*;
 
 /// The tiles of an image grid: the share of pixels that are neither the
 /// white background nor a title's grey anti-aliasing, i.e. black or white

@@ -2,7 +2,6 @@
 //! label-dropout conditional score, trained briefly on eight-gaussians, judged
 //! by the exact class posterior `p_0(y | x)` of the labelled mixture.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use ndarray::Array2;
@@ -14,31 +13,14 @@ use scoresde::solvers::prelude::*;
 use scoresde::train::{TrainConfig, Trainer};
 use tch::{Device, Kind, Tensor};
 
+mod common;
+use common::{data_info, one_thread, tmp};
+
 /// Width of every statistical acceptance band, in standard errors.
 const K_SIGMA: f64 = 5.0;
 
-/// Tiny tensors: one intra-op thread is fastest, and stays fast on a busy machine.
-fn one_thread() {
-    tch::set_num_threads(1);
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-guidance-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn info(d: &Array2<f64>) -> DataInfo {
-    DataInfo {
-        source: "eight-gaussians".into(),
-        rows: d.nrows(),
-        mean: vec![0.0; 2],
-        std: vec![1.0; 2],
-        sha256: None,
-        range: None,
-        shape: vec![2],
-    }
+    data_info("eight-gaussians", d.nrows(), &[2])
 }
 
 /// Eight-gaussians with its exact labels (component index).

@@ -4,7 +4,6 @@
 //! that let sampling run in bounded memory: the streaming `.npy` writer, per-row
 //! noise streams, and the out-of-range report.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use ndarray::{array, s, Array2};
@@ -21,25 +20,8 @@ use scoresde::train::{step_bytes, TrainConfig, Trainer};
 use scoresde::Error;
 use tch::{Device, Kind, Tensor};
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-sizes-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A `.npy` file whose header announces `shape` (a Python tuple), followed by `data` bytes.
-fn npy_with_header(shape: &str, data: &[u8]) -> Vec<u8> {
-    let dict = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
-    let total = (10 + dict.len() + 1).div_ceil(64) * 64;
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&((total - 10) as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out.resize(total - 1, b' ');
-    out.push(b'\n');
-    out.extend_from_slice(data);
-    out
-}
+mod common;
+use common::{npy_bytes, tmp};
 
 fn invalid_name(e: &Error) -> &str {
     match e {
@@ -50,29 +32,29 @@ fn invalid_name(e: &Error) -> &str {
 
 #[test]
 fn npy_header_shape_is_checked_against_the_file_length() {
-    let dir = tmpdir("npy");
+    let dir = tmp("npy");
     // A 1 KB file claiming 1e11 x 64 float64 values: an error, not a 51 TB allocation.
     let huge = dir.join("huge.npy");
-    std::fs::write(&huge, npy_with_header("(100000000000, 64)", &[0u8; 1024])).unwrap();
+    std::fs::write(&huge, npy_bytes("<f8", &[100_000_000_000, 64], &[0u8; 1024])).unwrap();
     let e = load_npy(&huge).unwrap_err().to_string();
     assert!(e.contains("huge.npy") && e.contains("truncated") && e.contains("(100000000000, 64)"), "{e}");
     assert!(e.contains("51200000000000 bytes") && e.contains("1024"), "{e}");
     // A shape whose byte count overflows 64 bits.
     let over = dir.join("over.npy");
-    std::fs::write(&over, npy_with_header("(10000000000, 10000000000)", &[0u8; 16])).unwrap();
+    std::fs::write(&over, npy_bytes("<f8", &[10_000_000_000, 10_000_000_000], &[0u8; 16])).unwrap();
     let e = load_npy(&over).unwrap_err().to_string();
     assert!(e.contains("overflows") && e.contains("(10000000000, 10000000000)"), "{e}");
     // The header as written here is a valid file when the data is all there.
     let good = dir.join("good.npy");
     let values: Vec<u8> = (0..6).flat_map(|i| f64::from(i).to_le_bytes()).collect();
-    std::fs::write(&good, npy_with_header("(3, 2)", &values)).unwrap();
+    std::fs::write(&good, npy_bytes("<f8", &[3, 2], &values)).unwrap();
     assert_eq!(load_npy(&good).unwrap(), array![[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn the_head_of_a_large_npy_file_is_read_without_the_rest() {
-    let dir = tmpdir("head");
+    let dir = tmp("head");
     let x = Array2::from_shape_fn((100, 3), |(i, j)| (i * 3 + j) as f64);
     let p64 = dir.join("x64.npy");
     save_npy(&p64, &x).unwrap();
@@ -93,14 +75,14 @@ fn the_head_of_a_large_npy_file_is_read_without_the_rest() {
     assert_eq!(load_npy_head(&p64, 10).unwrap().0, x.slice(s![..10, ..]));
     assert!(load_npy_head(&p64, 60).unwrap_err().to_string().contains("row 50"));
     let huge = dir.join("huge.npy");
-    std::fs::write(&huge, npy_with_header("(100000000000, 64)", &[0u8; 1024])).unwrap();
+    std::fs::write(&huge, npy_bytes("<f8", &[100_000_000_000, 64], &[0u8; 1024])).unwrap();
     assert!(load_npy_head(&huge, 10).unwrap_err().to_string().contains("truncated"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn npy_writer_streams_blocks_and_renames_at_the_end() {
-    let dir = tmpdir("writer");
+    let dir = tmp("writer");
     let path = dir.join("out/x.npy");
     let x = Array2::from_shape_fn((10, 3), |(i, j)| (i * 3 + j) as f64 - 4.5);
     let mut w = NpyWriter::create(&path, 10, 3).unwrap();

@@ -1,6 +1,5 @@
 //! Denoising score matching, checkpoints, resume and interruption, on the CPU.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use ndarray::Array2;
@@ -13,19 +12,8 @@ use scoresde::train::{Outcome, TrainConfig, Trainer, Weighting};
 use scoresde::Error;
 use tch::Device;
 
-/// Tiny tensors: one intra-op thread is fastest, and stays fast on a busy
-/// machine. (No lock: a trainer draws from its own generators, so tests
-/// training at once in this binary's threads do not disturb each other.)
-fn one_thread() {
-    tch::set_num_threads(1);
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{data_info, one_thread, tmp};
 
 fn gaussian() -> GaussianMixture {
     GaussianMixture::gaussian(ndarray::array![0.5, -1.0].view(), ndarray::array![[0.5, 0.2], [0.2, 0.3]].view())
@@ -37,15 +25,7 @@ fn data(n: usize, seed: u64) -> Array2<f64> {
 }
 
 fn info(d: &Array2<f64>) -> DataInfo {
-    DataInfo {
-        source: "test".into(),
-        rows: d.nrows(),
-        mean: vec![0.0; 2],
-        std: vec![1.0; 2],
-        sha256: None,
-        range: None,
-        shape: vec![2],
-    }
+    data_info("test", d.nrows(), &[2])
 }
 
 fn small_net() -> NetConfig {

@@ -3,7 +3,6 @@
 //! on, classifier guidance on image-shaped states, and the x0 / v
 //! parameterizations training like eps.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use ndarray::Array2;
@@ -15,12 +14,8 @@ use scoresde::train::{TrainConfig, Trainer};
 use scoresde::unet::UnetConfig;
 use tch::{Device, Kind, Tensor};
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("scoresde-unet-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{bars, data_info, one_thread, tmp};
 
 /// Base 8, two levels (8x8 -> 4x4), attention at 4, dropout on.
 fn tiny() -> NetConfig {
@@ -34,29 +29,8 @@ fn tiny() -> NetConfig {
     })
 }
 
-/// `n` 8x8 images in [-1, 1]: a bright horizontal or vertical bar.
-fn bars(n: usize) -> Array2<f64> {
-    Array2::from_shape_fn((n, 64), |(i, p)| {
-        let (y, x, k) = (p / 8, p % 8, 1 + (i * 5) % 6);
-        let on = if i % 2 == 0 { y == k && (1..7).contains(&x) } else { x == k && (1..7).contains(&y) };
-        if on {
-            1.0
-        } else {
-            -1.0
-        }
-    })
-}
-
 fn info(d: &Array2<f64>) -> DataInfo {
-    DataInfo {
-        source: "bars".into(),
-        rows: d.nrows(),
-        mean: vec![0.0; 64],
-        std: vec![1.0; 64],
-        sha256: None,
-        range: None,
-        shape: vec![1, 8, 8],
-    }
+    data_info("bars", d.nrows(), &[1, 8, 8])
 }
 
 fn config(steps: u64) -> TrainConfig {
@@ -69,7 +43,7 @@ fn run(tr: &mut Trainer) {
 
 #[test]
 fn resumed_unet_equals_uninterrupted_and_checkpoint_keeps_the_score() {
-    tch::set_num_threads(1);
+    one_thread();
     let dir = tmp("resume");
     let d = bars(64);
     let mut full = Trainer::new(tiny(), SdeSpec::default(), config(6), &d, Device::Cpu).unwrap();
@@ -104,7 +78,7 @@ fn resumed_unet_equals_uninterrupted_and_checkpoint_keeps_the_score() {
 
 #[test]
 fn unet_classifier_trains_and_guides_image_states() {
-    tch::set_num_threads(1);
+    one_thread();
     let d = bars(64);
     let labels: Vec<usize> = (0..64).map(|i| i % 2).collect();
     let net = NetConfig { classes: 2, head: Head::Classifier, ..tiny() };
@@ -121,7 +95,7 @@ fn unet_classifier_trains_and_guides_image_states() {
 
 #[test]
 fn x0_and_v_parameterizations_lower_the_loss() {
-    tch::set_num_threads(1);
+    one_thread();
     let d = bars(64);
     for parameterization in [Parameterization::X0, Parameterization::V] {
         let net = NetConfig { parameterization, ..tiny() };
