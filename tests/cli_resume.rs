@@ -253,6 +253,17 @@ fn sigkill_at_random_moments_never_loses_the_checkpoint() {
         let mut args = with_small(&["train", "--n", "200", "--steps", "1000000", "--save-every", "3"]);
         args.extend(["--out", s(&out), if resume { "--resume" } else { "--force" }]);
         let mut child = bin().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // The moment counts from when the run holds its folder (its pid in the
+        // lock file: libtorch loaded, data ready), so a slow start on a loaded
+        // machine does not turn every try into a kill before training.
+        let lock = out.join(".scoresde.lock");
+        let started = std::time::Instant::now();
+        while std::fs::read_to_string(&lock).ok().and_then(|t| t.trim().parse::<u32>().ok()) != Some(child.id())
+            && started.elapsed() < Duration::from_secs(120)
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(delay);
         signal(&child, libc::SIGKILL);
         let status = child.wait().unwrap();
