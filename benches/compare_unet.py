@@ -56,6 +56,7 @@ from scoresde_unet import UNet, num_params  # noqa: E402
 
 BETA_MIN, BETA_MAX, T_MIN = 0.1, 20.0, 1e-5
 LR, WARMUP, CLIP, EMA = 2e-3, 100, 1.0, 0.999
+IMAGE_COLUMNS = 14  # columns of `scoresde eval`'s image table (src/bin/scoresde/features.rs)
 SHAPES = {"8x8": (1, 8, 8), "28x28": (1, 28, 28)}
 BIN = os.path.join(ROOT, "target", "release", "scoresde")
 
@@ -337,7 +338,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3, help="alternating rounds per measurement; the median is reported")
     p.add_argument("--batch", type=int, default=64, help="batch of (a) and (b)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps of (a)")
-    p.add_argument("--train-steps", type=int, default=40, help="timed training steps of (a) at 8x8 (28x28: a quarter)")
+    p.add_argument("--train-steps", type=int, default=20, help="timed training steps of (a) at 8x8 (28x28: a quarter)")
     p.add_argument("--sample-steps", type=int, default=100)
     p.add_argument("--quality-steps", type=int, default=2000)
     p.add_argument("--quality-batch", type=int, default=64)
@@ -381,6 +382,14 @@ def main():
         print(f"samples: {files[0]} (scoresde), {files[1]} (PyTorch), {args.quality_samples} each, "
               f"{args.quality_sample_steps} ancestral steps")
         print(table)
+        fids = []
+        for f in files:
+            cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table.splitlines()
+                     if line.startswith("|") and f in line]
+            cells = [c for c in cells if len(c) >= IMAGE_COLUMNS]
+            fids.append((cells[-1][2], cells[-1][3]) if cells else ("?", "?"))
+        print(f"| classifier FID after {args.quality_steps} steps (real-vs-real floor) | {fids[0][0]} ({fids[0][1]}) "
+              f"| {fids[1][0]} ({fids[1][1]}) | |")
 
 
 if __name__ == "__main__":
