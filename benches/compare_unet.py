@@ -342,7 +342,7 @@ def main():
     p.add_argument("--sample-steps", type=int, default=100)
     p.add_argument("--quality-steps", type=int, default=2000)
     p.add_argument("--quality-batch", type=int, default=64)
-    p.add_argument("--quality-samples", type=int, default=1000)
+    p.add_argument("--quality-samples", type=int, default=500)
     p.add_argument("--quality-sample-steps", type=int, default=100)
     p.add_argument("--feature-steps", type=int, default=2000, help="steps of `scoresde train-features`")
     p.add_argument("--out", default=os.path.join(ROOT, "out", "compare-unet"))

@@ -530,7 +530,14 @@ impl UNet {
     }
 
     /// `block`-th residual block; `dropout`: the forward pass's dropout seed (training).
-    fn res(&self, p: &[Tensor], r: &ResBlock, x: &Tensor, temb: &Tensor, dropout: Option<(u64, u64)>) -> Result<Tensor> {
+    fn res(
+        &self,
+        p: &[Tensor],
+        r: &ResBlock,
+        x: &Tensor,
+        temb: &Tensor,
+        dropout: Option<(u64, u64)>,
+    ) -> Result<Tensor> {
         let h = self.conv(p, r.conv1, &self.norm(p, r.norm1, x)?.f_silu()?)?;
         let h = h.f_add(&self.linear(p, r.temb, temb)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?)?;
         let mut h = self.norm(p, r.norm2, &h)?.f_silu()?;
