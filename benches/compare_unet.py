@@ -15,12 +15,12 @@ every scoresde run `--threads` the same number (default 1).
     (decay min(0.999, (1 + k) / (10 + k))). Rounds alternate the two sides; the median of the
     rounds is reported.
 (b) sample: --sample-steps ancestral DDPM steps (default 100) for a batch of 64 from N(0, I),
-    weights at initialisation. scoresde: `scoresde sample --solver ancestral --no-denoise`
+    untrained weights (scoresde: a one-step checkpoint). scoresde: `scoresde sample --solver ancestral --no-denoise`
     on a one-step checkpoint of the default U-Net (its own "samples/s", which leaves out
     start-up and the file write). diffusers: the usual loop
     `x = scheduler.step(model(x, t).sample, t, x).prev_sample` over UNet2DModel (block
-    channels 16,32,32, one layer per block, no attention, 8 groups: the size closest to
-    ours; both counts are printed) and DDPMScheduler(num_train_timesteps=1000) with
+    channels 16,32,32, one layer per block, no attention, 8 groups: ours in channels and
+    blocks; both parameter counts are printed) and DDPMScheduler(num_train_timesteps=1000) with
     set_timesteps(--sample-steps), under torch.inference_mode().
 (c) quality: the same U-Net trained for --quality-steps on `--data digits` (8x8, pixel values
     0..16, scaled to [-1, 1]) by scoresde (`scoresde train --net unet`) and by PyTorch (the

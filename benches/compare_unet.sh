@@ -10,6 +10,8 @@
 # NumPy, safetensors and diffusers==0.42.1 are installed once with pip into .bench-py/
 # (PYTHONPATH, not the venv; torch itself is never installed or changed). When diffusers
 # cannot be installed the script says so and runs everything but the diffusers rows.
+# pip then reports that torch's triton and cuda-bindings are missing: they are left out on
+# purpose (importing torch does not need them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 diffusers_pin="diffusers==0.42.1"
