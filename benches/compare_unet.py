@@ -278,7 +278,9 @@ def write_checkpoint(model, ema, template_dir, out_dir, steps, losses):
 
 def bench_quality(args):
     out = os.path.join(args.out, "quality")
-    feat, ours_dir, theirs_dir = (os.path.join(out, d) for d in ("features", "scoresde", "pytorch"))
+    # The feature classifier is trained once per --feature-steps and reused by later runs.
+    feat = os.path.join(out, f"features-{args.feature_steps}")
+    ours_dir, theirs_dir = (os.path.join(out, d) for d in ("scoresde", "pytorch"))
     times = {}
     if not os.path.exists(os.path.join(feat, "features.safetensors")):
         start = time.perf_counter()
