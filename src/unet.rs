@@ -506,21 +506,38 @@ impl UNet {
         }
     }
 
-    fn linear(&self, p: &Tensor, a: Affine, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.view(p, a.weight), Some(self.view(p, a.bias)))?)
+    /// Every entry's view of `params`, from ONE `split_with_sizes`: its
+    /// backward writes the whole gradient with one concatenation, where a
+    /// `narrow` per entry would add one zero-padded, full-length gradient per
+    /// entry (hundreds of them) into the flat vector's gradient.
+    fn split(&self, params: &Tensor) -> Result<Vec<Tensor>> {
+        let sizes: Vec<i64> = self.layout.entries.iter().map(Layout::numel).collect();
+        let parts = params.f_split_with_sizes(sizes.as_slice(), 0)?;
+        parts.iter().zip(&self.layout.entries).map(|(t, e)| Ok(t.f_view(e.shape.as_slice())?)).collect()
     }
 
-    fn conv(&self, p: &Tensor, c: Conv, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_conv2d(&self.view(p, c.p.weight), Some(self.view(p, c.p.bias)), [c.stride], [c.pad], [1], 1)?)
+    fn linear(&self, p: &[Tensor], a: Affine, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_linear(&p[a.weight], Some(&p[a.bias]))?)
     }
 
-    fn norm(&self, p: &Tensor, a: Affine, x: &Tensor) -> Result<Tensor> {
-        let (w, b) = (self.view(p, a.weight), self.view(p, a.bias));
-        Ok(x.f_group_norm(self.config.groups as i64, Some(&w), Some(&b), 1e-5, false)?)
+    fn conv(&self, p: &[Tensor], c: Conv, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_conv2d(&p[c.p.weight], Some(&p[c.p.bias]), [c.stride], [c.pad], [1], 1)?)
+    }
+
+    fn norm(&self, p: &[Tensor], a: Affine, x: &Tensor) -> Result<Tensor> {
+        let (w, b) = (&p[a.weight], &p[a.bias]);
+        Ok(x.f_group_norm(self.config.groups as i64, Some(w), Some(b), 1e-5, false)?)
     }
 
     /// `block`-th residual block; `dropout`: the forward pass's dropout seed (training).
-    fn res(&self, p: &Tensor, r: &ResBlock, x: &Tensor, temb: &Tensor, dropout: Option<(u64, u64)>) -> Result<Tensor> {
+    fn res(
+        &self,
+        p: &[Tensor],
+        r: &ResBlock,
+        x: &Tensor,
+        temb: &Tensor,
+        dropout: Option<(u64, u64)>,
+    ) -> Result<Tensor> {
         let h = self.conv(p, r.conv1, &self.norm(p, r.norm1, x)?.f_silu()?)?;
         let h = h.f_add(&self.linear(p, r.temb, temb)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?)?;
         let mut h = self.norm(p, r.norm2, &h)?.f_silu()?;
@@ -536,7 +553,7 @@ impl UNet {
         Ok(skip.f_add(&h)?)
     }
 
-    fn attention(&self, p: &Tensor, a: &Attention, x: &Tensor) -> Result<Tensor> {
+    fn attention(&self, p: &[Tensor], a: &Attention, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
         let (b, c) = (size[0], size[1]);
         let qkv = self.conv(p, a.qkv, &self.norm(p, a.norm, x)?)?.f_reshape([b, 3 * c, -1])?;
@@ -548,7 +565,7 @@ impl UNet {
         Ok(x.f_add(&self.conv(p, a.proj, &out)?)?)
     }
 
-    fn stage(&self, p: &Tensor, s: &Stage, h: &Tensor, temb: &Tensor, drop: Option<(u64, u64)>) -> Result<Tensor> {
+    fn stage(&self, p: &[Tensor], s: &Stage, h: &Tensor, temb: &Tensor, drop: Option<(u64, u64)>) -> Result<Tensor> {
         let h = self.res(p, &s.0, h, temb, drop)?;
         match &s.1 {
             Some(a) => self.attention(p, a, &h),
@@ -563,18 +580,20 @@ impl UNet {
     /// `dropout_seed` to apply dropout (training).
     pub(crate) fn forward(
         &self,
-        p: &Tensor,
+        params: &Tensor,
         x: &Tensor,
         emb: &Tensor,
         labels: Option<&Tensor>,
         dropout_seed: Option<u64>,
     ) -> Result<Tensor> {
         let batch = self.batch_of(x)?;
+        let parts = self.split(params)?;
+        let p = parts.as_slice();
         let c = &self.config;
         let image = x.f_reshape([batch, c.channels as i64, c.height as i64, c.width as i64])?;
         let mut temb = self.linear(p, self.temb[1], &self.linear(p, self.temb[0], emb)?.f_silu()?)?;
         if let (Some(table), Some(y)) = (self.class_emb, labels) {
-            temb = temb.f_add(&self.view(p, table).f_index_select(0, y)?)?;
+            temb = temb.f_add(&p[table].f_index_select(0, y)?)?;
         }
         let temb = temb.f_silu()?;
         let mut block = 0u64;
