@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use ndarray::{s, concatenate, Array2, ArrayView2, Axis};
+use ndarray::{concatenate, s, Array2, ArrayView2, Axis};
 use scoresde::data::load_npy;
 use scoresde::features::{self, FeatureClassifier};
 use scoresde::image_metrics::GaussianFit;
@@ -112,12 +112,12 @@ fn main() -> anyhow::Result<()> {
         let all = concatenate(Axis(0), &views)?;
         // Rows interleaved class by class, so the first n hold every class.
         let per = cells.iter().map(|row| row[j].nrows()).min().unwrap_or(0);
-        let order: Vec<usize> =
-            (0..per).flat_map(|i| (0..a.classes).map(move |k| k * per + i)).collect();
+        let order: Vec<usize> = (0..per).flat_map(|i| (0..a.classes).map(move |k| k * per + i)).collect();
         let all = if cells.iter().all(|row| row[j].nrows() == per) { all.select(Axis(0), &order) } else { all };
         let n = all.nrows().min(half);
         let fid = GaussianFit::fit(c.embed(all.slice(s![..n, ..]))?.features.view())?.frechet_distance(&reference)?;
-        let floor = GaussianFit::fit(c.embed(real.slice(s![..n, ..]))?.features.view())?.frechet_distance(&reference)?;
+        let floor =
+            GaussianFit::fit(c.embed(real.slice(s![..n, ..]))?.features.view())?.frechet_distance(&reference)?;
         let mean = shares.iter().sum::<f64>() / shares.len() as f64;
         let min = shares.iter().copied().fold(f64::INFINITY, f64::min);
         println!(
@@ -144,12 +144,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let ws: Vec<String> = a.w.iter().map(|w| w.to_string()).collect();
-        let title = format!(
-            "{} guidance, rows: classes 0-{}, column groups: w = {}",
-            a.kind,
-            a.classes - 1,
-            ws.join(", ")
-        );
+        let title =
+            format!("{} guidance, rows: classes 0-{}, column groups: w = {}", a.kind, a.classes - 1, ws.join(", "));
         let opts = ImageGridOptions { cols, range: (lo, hi), title: Some(title) };
         image_grid(out, tiles.view(), [ch, h, wd], &opts)?;
         println!("\nwrote {}", out.display());
