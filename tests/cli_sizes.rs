@@ -236,6 +236,32 @@ fn batch_is_lowered_to_the_training_rows_and_checked_against_memory() {
 }
 
 #[test]
+fn the_default_batch_is_the_networks_and_an_explicit_one_wins() {
+    let dir = tmp("default-batch");
+    // 700 8x8 images: 630 training rows, more than either default.
+    let (x, _) = scoresde::features::shapes(700, 8, 0.3, 7).unwrap();
+    let data = dir.join("images.npy");
+    scoresde::data::save_npy(&data, &x).unwrap();
+    let unet: &[&str] = &["--net", "unet", "--base-channels", "8", "--channel-mults", "1,2", "--groups", "4"];
+    let mlp: &[&str] = &["--net", "mlp", "--width", "16", "--depth", "1"];
+    for (tag, net, batch, want) in
+        [("unet", unet, None, 128), ("mlp", mlp, None, 512), ("unet-64", unet, Some("64"), 64)]
+    {
+        let out = dir.join(tag);
+        let mut args = vec!["train", "--data", s(&data), "--steps", "1", "--out", s(&out), "--device", "cpu"];
+        args.extend_from_slice(net);
+        if let Some(b) = batch {
+            args.extend_from_slice(&["--batch", b]);
+        }
+        ok(&args);
+        let sidecar: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("model.json")).unwrap()).unwrap();
+        assert_eq!(sidecar["train"]["batch_size"], want, "{tag}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn too_little_training_or_held_out_data_is_refused() {
     let dir = tmp("tiny");
     let out = dir.join("run");
