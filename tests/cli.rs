@@ -237,6 +237,9 @@ fn image_npy_with_labels_trains_conditional() {
     assert_eq!(model["data"]["shape"], serde_json::json!([1, 3, 3]));
     assert_eq!(model["net"]["classes"], 3);
     assert!(model["data"]["mean"].as_array().unwrap().iter().all(|m| m == 127.5));
+    // An MLP on images still draws its samples as an image grid, over the pixel range.
+    let text = ok(&["sample", "--model", s(&out), "-n", "8", "--steps", "3", "--device", "cpu"]);
+    assert!(text.contains("first 8 samples, 1x3x3, black 0.000 to white"), "{text}");
     // Without --labels there are no classes to condition on.
     let e = fails(&["train", "--conditional", "--data", s(&xp), "--out", s(&dir.join("r2")), "--device", "cpu"]);
     assert!(e.contains("--conditional needs data with classes") && e.contains("--labels"), "{e}");

@@ -24,9 +24,15 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
-    /// The image spec of a checkpoint's model; `None` for a model that is not an image model (the MLP).
+    /// The image spec of a checkpoint's model: a U-Net's image shape, or for
+    /// another network (the MLP) the `[C, H, W]` its data recorded; `None`
+    /// for tabular data.
     pub fn of(meta: &scoresde::checkpoint::Meta) -> Option<Self> {
-        let u = meta.net.unet_config()?;
+        let shape = match (meta.net.unet_config(), meta.data.shape.as_slice()) {
+            (Some(u), _) => [u.channels, u.height, u.width],
+            (None, &[c, h, w]) if c.checked_mul(h).and_then(|p| p.checked_mul(w)) == Some(meta.net.dim) => [c, h, w],
+            _ => return None,
+        };
         let range = meta
             .data
             .range
@@ -38,7 +44,7 @@ impl ImageSpec {
             })
             .filter(|(lo, hi)| lo.is_finite() && hi.is_finite() && lo < hi)
             .unwrap_or((-1.0, 1.0));
-        Some(Self { shape: [u.channels, u.height, u.width], range })
+        Some(Self { shape, range })
     }
 }
 
