@@ -278,3 +278,46 @@ fn threads_option_on_every_command() {
     ok(&["solvers", "--threads", "4"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `train-classifier` reports the held-out accuracy on noisy inputs: high at
+/// `t_eps` on eight well-separated Gaussians, chance (1/8) at `t = T`, where
+/// `x_T` carries almost nothing of the class (`a(1) = 0.0066`). 400 held-out
+/// rows: chance accuracy has sd `sqrt(1/8 * 7/8 / 400) = 0.017`, so 0.1 is six sd.
+#[test]
+fn classifier_accuracy_on_noisy_inputs() {
+    let dir = tmp("clf-acc");
+    let args = [
+        "train-classifier",
+        "--steps",
+        "300",
+        "--n",
+        "4000",
+        "--width",
+        "32",
+        "--depth",
+        "2",
+        "--batch",
+        "128",
+        "--device",
+        "cpu",
+        "--out",
+        s(&dir),
+    ];
+    let text = ok(&args);
+    assert!(text.contains("held-out accuracy on noisy inputs (400 rows)"), "{text}");
+    let csv = std::fs::read_to_string(dir.join("classifier-accuracy.csv")).unwrap();
+    let rows: Vec<(f64, f64)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<f64> = l.split(',').map(|v| v.parse().unwrap()).collect();
+            assert_eq!(f[2], 400.0, "{csv}");
+            (f[0], f[1])
+        })
+        .collect();
+    assert_eq!(rows.len(), 7, "{csv}");
+    assert!(rows[0].0 > 0.0 && rows[0].0 < 0.01 && rows[6].0 == 1.0, "{csv}");
+    assert!(rows[0].1 > 0.9, "accuracy at t_eps: {csv}");
+    assert!((rows[6].1 - 0.125).abs() < 0.1, "accuracy at T should be chance: {csv}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -339,6 +339,8 @@ struct Prepared {
     held_out: Array2<f64>,
     /// The training rows' labels, for a conditional score or a classifier.
     labels: Option<Vec<usize>>,
+    /// The held-out rows' labels (with `labels`).
+    held_labels: Option<Vec<usize>>,
     /// Number of classes of the network (0: unconditional).
     classes: usize,
     scaling: Scaling,
@@ -374,12 +376,13 @@ fn prepare_data(a: &TrainArgs) -> anyhow::Result<Prepared> {
     let (t, h) = split_indices(data.x.nrows(), a.holdout, a.seed ^ 0x5eed)?;
     let train = data.x.select(ndarray::Axis(0), &t);
     let held_out = data.x.select(ndarray::Axis(0), &h);
+    let held_labels = labels.map(|y| h.iter().map(|&i| y[i]).collect());
     let labels = labels.map(|y| t.iter().map(|&i| y[i]).collect());
     let classes = if labels.is_some() { data.classes } else { 0 };
     let scaling = data.scaling(train.view())?;
     let scaled = scaling.apply(train.view())?;
     let info = DataInfo::of_dataset(source.to_string(), &data, train.view(), &scaling)?;
-    Ok(Prepared { source, train, scaled, held_out, labels, classes, scaling, info })
+    Ok(Prepared { source, train, scaled, held_out, labels, held_labels, classes, scaling, info })
 }
 
 /// A trainer continuing the checkpoint `ckpt`, which must be of the same data and kind.
@@ -604,6 +607,9 @@ pub fn train(a: &TrainArgs, ctrl_c: &CtrlC) -> anyhow::Result<Trained> {
     let steps_run = trainer.state().step - start_step;
     eprintln!("{} steps in {seconds:.1} s ({:.0} steps/s)", steps_run, steps_run as f64 / seconds.max(1e-9));
     write_loss(&a.out, if a.classifier { "classifier-loss" } else { "loss" }, &trainer)?;
+    if let (true, Some(y)) = (a.classifier, &data.held_labels) {
+        write_noisy_accuracy(&a.out, &trainer, &data.scaling.apply(data.held_out.view())?, y, a.seed)?;
+    }
     println!("wrote {} (+ .json sidecar)", checkpoint::paths(&ckpt).0.display());
     println!("wrote {}", heldout.display());
     if outcome == Outcome::Interrupted {
@@ -675,6 +681,43 @@ fn describe(classes: usize, classifier: bool) -> String {
         (0, false) => "an unconditional score".into(),
         (c, false) => format!("a conditional score over {c} classes"),
     }
+}
+
+/// The diffusion times at which a noise-conditional classifier's held-out accuracy is reported.
+const ACCURACY_TIMES: [f64; 7] = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0];
+
+/// The held-out accuracy of the trained classifier on noisy inputs
+/// `x_t = a(t) x0 + sigma(t) z` (one draw of `z` per time, from `seed`) at
+/// [`ACCURACY_TIMES`] (0 standing for the SDE's `t_eps`), printed and written to
+/// OUT/classifier-accuracy.csv: how far into the diffusion the classifier that
+/// guides sampling still knows the class (chance is 1/classes).
+fn write_noisy_accuracy(
+    out: &Path,
+    trainer: &Trainer,
+    held_out: &Array2<f64>,
+    labels: &[usize],
+    seed: u64,
+) -> anyhow::Result<()> {
+    use rand::SeedableRng as _;
+    use scoresde::solvers::state::State as _;
+    use scoresde::solvers::Rng;
+    let classifier = trainer.ema_classifier()?;
+    let sde = classifier.sde();
+    let mut csv = String::from("t,accuracy,n\n");
+    let mut line = Vec::new();
+    for (k, &t) in ACCURACY_TIMES.iter().enumerate() {
+        let t = t.max(sde.t_eps()).min(sde.t_max());
+        let z = held_out.randn_like(&mut Rng::seed_from_u64(seed ^ 0xacc0 ^ k as u64));
+        let x_t = held_out * sde.alpha(t) + z * sde.sigma(t);
+        let accuracy = classifier.accuracy(&x_t, labels, t)?;
+        csv += &format!("{t},{accuracy},{}\n", labels.len());
+        line.push(format!("t={t}: {:.1}%", 100.0 * accuracy));
+    }
+    println!("held-out accuracy on noisy inputs ({} rows): {}", labels.len(), line.join(", "));
+    let path = out.join("classifier-accuracy.csv");
+    scoresde::fsutil::write_atomic(&path, csv.as_bytes())?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// Writes OUT/STEM.csv and OUT/STEM.png from the trainer's loss log.
