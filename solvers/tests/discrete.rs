@@ -386,27 +386,154 @@ fn bad_input_is_an_error() {
 // Exact output laws and orders (as tests/sdes.rs does for the continuous SDEs).
 // ---------------------------------------------------------------------------
 
-/// Measured orders of every measured sampler of the registry on the discrete schedules,
-/// log-SNR grids from 1 to eps (printed, for the exploration of the design).
+/// Samplers whose steps evaluate the drift `f(t)` and `g(t)` at a stage other than the step's
+/// start: the piecewise-constant drift jumps at each of the N knots, so each step that crosses
+/// or ends on a knot makes an O(h) local error and these methods are first order on a discrete
+/// schedule, whatever their declared order (measured below on knot-aligned grids). The
+/// exponential integrators (DDIM, DPM-Solver, ancestral, EDM Heun in sigma/a) see only
+/// a, sigma and lambda, which are continuous, and keep their orders.
+const DRIFT_STAGE: [&str; 2] = ["ode-heun", "ode-rk4"];
+
+/// The registry's measured samplers (rows, declared orders and step counts).
+fn measured_samplers() -> Vec<(&'static scoresde_solvers::SolverInfo, f64, &'static [usize])> {
+    SOLVERS
+        .iter()
+        .filter(|s| s.is_sampler())
+        .filter_map(|s| match (s.check, s.order.value()) {
+            (OrderCheck::Measured { steps, .. }, Some(p)) => Some((s, p as f64, steps)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Error `|dmean| + |dvar|` of the exact law of `info`'s sampler on data `N(mu, s0^2)` over `grid`
+/// against `p_end`.
+fn law_error(info: &scoresde_solvers::SolverInfo, sde: &DiscreteVp, grid: &TimeGrid, mu: f64, s0: f64) -> f64 {
+    let exact = Gauss1d::marginal(sde, mu, s0, grid.end());
+    let mut solver = info.build::<Array2<f64>>().unwrap();
+    let (law, _) = scheme_law_1d(solver.as_mut(), sde, mu, s0, grid, false).unwrap();
+    (law.mean - exact.mean).abs() + (law.var - exact.var).abs()
+}
+
+/// As tests/sdes.rs on the continuous SDEs: every measured sampler of the registry on the three
+/// named 1000-step schedules (and `ddpm-linear` under `Endpoints`), log-SNR grids from 1 to eps
+/// over the row's step counts: the exact law's error decreases strictly and its fitted order is at
+/// least the declared one - 0.15 — except the [`DRIFT_STAGE`] methods (see there).
 #[test]
-fn explore_orders() {
+fn samplers_converge_on_discrete_schedules() {
     let (mu, s0) = (-0.7, 0.6);
-    for sde in named() {
-        let eps = sde.t_eps();
-        let exact = Gauss1d::marginal(&sde, mu, s0, eps);
-        for info in SOLVERS.iter().filter(|s| s.is_sampler()) {
-            let OrderCheck::Measured { steps, .. } = info.check else { continue };
+    let rows = measured_samplers();
+    assert!(rows.len() >= 10, "{} rows", rows.len());
+    let mut sdes = named();
+    sdes.push(DiscreteVp::ddpm_linear(1000).unwrap().with_convention(TimeConvention::Endpoints));
+    for sde in &sdes {
+        for &(info, order, steps) in &rows {
+            if DRIFT_STAGE.contains(&info.name) {
+                continue;
+            }
+            let hs: Vec<f64> = steps.iter().map(|&n| 1.0 / n as f64).collect();
+            let errs: Vec<f64> = steps
+                .iter()
+                .map(|&n| law_error(info, sde, &TimeGrid::log_snr(sde, 1.0, sde.t_eps(), n).unwrap(), mu, s0))
+                .collect();
+            for w in errs.windows(2) {
+                assert!(w[1] < w[0], "{} on {} {:?}: {errs:?}", info.name, sde.name(), sde.convention());
+            }
+            let slope = loglog_slope(&hs, &errs);
+            eprintln!("{} on {} ({:?}): order {slope:.3}", info.name, sde.name(), sde.convention());
+            assert!(slope >= order.min(2.0) - ORDER_TOL, "{} on {}: order {slope}", info.name, sde.name());
+        }
+    }
+}
+
+/// On a coarse 16-step table (betas 0.01 .. 0.45) with uniform grids aligned with its knots
+/// (15 k steps from 1 to t_0 = 1/16), every measured sampler converges strictly with at least its
+/// declared order - 0.15, except that the [`DRIFT_STAGE`] methods are held to order 1: their last
+/// stage, at a knot, takes the drift of the segment below it (the measured orders are 1.00).
+#[test]
+fn knot_aligned_grids_and_first_order_drift_stages() {
+    let (mu, s0) = (-0.7, 0.6);
+    let sde = DiscreteVp::linear(16, 0.01, 0.45).unwrap();
+    let steps = [60usize, 120, 240, 480];
+    let hs: Vec<f64> = steps.iter().map(|&n| 1.0 / n as f64).collect();
+    for (info, order, _) in measured_samplers() {
+        let errs: Vec<f64> = steps
+            .iter()
+            .map(|&n| law_error(info, &sde, &TimeGrid::uniform(1.0, sde.t_eps(), n).unwrap(), mu, s0))
+            .collect();
+        for w in errs.windows(2) {
+            assert!(w[1] < w[0], "{}: {errs:?}", info.name);
+        }
+        let slope = loglog_slope(&hs, &errs);
+        eprintln!("{} on the 16-step table: order {slope:.3}", info.name);
+        let floor = if DRIFT_STAGE.contains(&info.name) { 1.0 } else { order.min(2.0) };
+        assert!(slope >= floor - ORDER_TOL, "{}: order {slope}, errors {errs:?}", info.name);
+    }
+}
+
+/// Forward Euler–Maruyama from data `N(0.8, 0.3^2)`: the exact law of the scheme converges to the
+/// closed-form marginal with its declared weak order ± 0.15, on the named schedules and the coarse
+/// table, to t = 0.5 and t = 1 — to t = 0.99 on `ddpm-cosine`, whose last segment (beta capped at
+/// 0.999) has `g^2 = -N ln(0.001) = 6908`, beyond EM's stability limit `h < 2/g^2` at these steps.
+#[test]
+fn forward_em_law_converges_on_discrete_schedules() {
+    let (mu, s0) = (0.8, 0.3);
+    let order = solver_info("forward-em").unwrap().order.value().unwrap() as f64;
+    for sde in named().into_iter().chain([DiscreteVp::linear(16, 0.01, 0.45).unwrap()]) {
+        let ends = if sde.name() == "ddpm-cosine" { [0.5, 0.99] } else { [0.5, 1.0] };
+        for t_end in ends {
+            let exact = Gauss1d::marginal(&sde, mu, s0, t_end);
             let (mut hs, mut errs) = (vec![], vec![]);
-            for &n in steps {
-                let grid = TimeGrid::log_snr(&sde, 1.0, eps, n).unwrap();
-                let mut solver = info.build::<Array2<f64>>().unwrap();
-                let (law, _) = scheme_law_1d(solver.as_mut(), &sde, mu, s0, &grid, false).unwrap();
-                hs.push(1.0 / n as f64);
+            for n in [256usize, 512, 1024, 2048] {
+                let grid = TimeGrid::uniform(0.0, t_end, n).unwrap();
+                let (law, _) = scheme_law_1d(&mut ForwardEulerMaruyama, &sde, mu, s0, &grid, false).unwrap();
+                hs.push(t_end / n as f64);
                 errs.push((law.mean - exact.mean).abs() + (law.var - exact.var).abs());
             }
             let slope = loglog_slope(&hs, &errs);
-            eprintln!("{} on {}: order {slope:.3} (declared {}) errs {errs:?}", info.name, sde.name(), info.order);
+            assert!((slope - order).abs() <= ORDER_TOL, "{} to {t_end}: order {slope}, errors {errs:?}", sde.name());
         }
-        let _ = solver_info("forward-em");
     }
+}
+
+/// DDPM's linear table against the continuous VP-SDE (0.1, 20) it is usually identified with:
+/// at t = eps = 1e-3 (timestep 0 under `Shifted`) the discrete sigma is sqrt(beta_0) = 0.01, the
+/// continuous one sqrt(1 - exp(-B(1e-3))) = 0.010485: 4.63% below. The gap is largest there and
+/// shrinks over the first 100 timesteps (printed: 2.50% at t = 0.01, 0.77% at 0.05, 0.36% at 0.1,
+/// the figures quoted in the README). Under `Endpoints` timestep 1 sits at t = 1/999, where the
+/// discrete sigma is 41% above the continuous one: the `Shifted` convention is the one aligned with
+/// the VP-SDE.
+#[test]
+fn discrete_linear_against_continuous_vp() {
+    let d = DiscreteVp::ddpm_linear(1000).unwrap();
+    let vp = VpSde::default();
+    let b: f64 = 0.1 * 1e-3 + 0.5 * 19.9 * 1e-6;
+    let want = 1.0 - 1e-2 / (-(-b).exp_m1()).sqrt();
+    let gap = |t: f64| 1.0 - d.sigma(t) / vp.sigma(t);
+    assert!((gap(1e-3) - want).abs() < 1e-12, "{} vs {want}", gap(1e-3));
+    assert!((gap(1e-3) - 0.0463).abs() < 5e-5, "{}", gap(1e-3));
+    let gaps: Vec<f64> = (0..1000).map(|i| gap(d.t_of_timestep(i).unwrap())).collect();
+    let worst = gaps.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    assert_eq!(worst, gaps[0], "the largest gap is at timestep 0");
+    for w in gaps[..100].windows(2) {
+        assert!(w[1] < w[0], "{w:?}");
+    }
+    let lam_gap = (1..=1000).map(|i| (d.log_snr(i as f64 / 1000.0) - vp.log_snr(i as f64 / 1000.0)).abs());
+    let lam_gap = lam_gap.fold(0.0, f64::max);
+    let e = d.clone().with_convention(TimeConvention::Endpoints);
+    let t1 = e.t_of_timestep(1).unwrap();
+    let e_gap = e.sigma(t1) / vp.sigma(t1) - 1.0;
+    assert!(e_gap > 0.4, "{e_gap}");
+    eprintln!(
+        "sigma gap (1 - discrete/continuous) at t = 1e-3: {:.3}% (the continuous sigma is {:.3}% above the \
+         discrete); t = 0.01: {:.3}%, 0.05: {:.3}%, 0.1: {:.3}%, 0.2: {:.3}%; largest |lambda gap| {lam_gap:.4}; \
+         Endpoints at timestep 1: discrete {:.1}% above",
+        100.0 * gaps[0],
+        100.0 * (vp.sigma(1e-3) / d.sigma(1e-3) - 1.0),
+        100.0 * gaps[9],
+        100.0 * gaps[49],
+        100.0 * gaps[99],
+        100.0 * gaps[199],
+        100.0 * e_gap
+    );
 }
