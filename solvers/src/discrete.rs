@@ -57,7 +57,9 @@
 //! is the next timestep for "leading" always and for "trailing" when `n` divides `N`,
 //! but not for "linspace" (nor "trailing" with other `n`): there diffusers evaluates
 //! the model at a timestep other than the one the state was moved to, which no grid
-//! reproduces.
+//! reproduces. (diffusers' `DDPMScheduler` adds noise of standard deviation `1e-10` on its
+//! last step when that starts from a timestep above 0, from its clamp of the posterior
+//! variance at `1e-20`; the step here has variance 0.)
 //!
 //! # Names
 //!
@@ -114,9 +116,10 @@ pub enum FinalStep {
     /// that step returns `x0_hat` (zero variance), i.e. it equals the Tweedie step.
     AlphaOne,
     /// The grid ends at the last timestep; finish with the Tweedie step
-    /// (`Sampler::denoise(true)`), which is the step to `alphabar = 1` of DDPM and DDIM
-    /// (diffusers' DDPM adds noise of standard deviation `1e-10` there, from its clamp of
-    /// the variance at `1e-20`, when the last timestep is not 0). Works in both conventions.
+    /// (`Sampler::denoise(true)`), which is the step to `alphabar = 1` of DDPM and DDIM.
+    /// Works in both conventions, and with every sampler (the step to `t = 0` of
+    /// [`FinalStep::AlphaOne`] has `lambda = inf`, which only ancestral sampling and DDIM,
+    /// built on `a` and `sigma` alone, can take).
     Tweedie,
     /// The grid ends at timestep 0's time (`set_alpha_to_one = False`); when the last
     /// timestep already is 0 no step is added (diffusers' step from 0 to `alphas_cumprod[0]`
