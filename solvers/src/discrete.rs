@@ -117,9 +117,9 @@ pub enum FinalStep {
     AlphaOne,
     /// The grid ends at the last timestep; finish with the Tweedie step
     /// (`Sampler::denoise(true)`), which is the step to `alphabar = 1` of DDPM and DDIM.
-    /// Works in both conventions, and with every sampler (the step to `t = 0` of
-    /// [`FinalStep::AlphaOne`] has `lambda = inf`, which only ancestral sampling and DDIM,
-    /// built on `a` and `sigma` alone, can take).
+    /// Works in both conventions and with every sampler (the step to `t = 0` of
+    /// [`FinalStep::AlphaOne`] has `lambda = inf`: samplers built on `a` and `sigma` take it,
+    /// but the multistep DPM-Solver++ reports [`Error::NonFinite`] there).
     Tweedie,
     /// The grid ends at timestep 0's time (`set_alpha_to_one = False`); when the last
     /// timestep already is 0 no step is added (diffusers' step from 0 to `alphas_cumprod[0]`

@@ -537,3 +537,26 @@ fn discrete_linear_against_continuous_vp() {
         100.0 * e_gap
     );
 }
+
+/// A grid ending at `t = 0` (`FinalStep::AlphaOne`, lambda = inf there): every sampler of the
+/// registry either returns a finite sample or reports `Error::NonFinite` at that last step (the
+/// multistep DPM-Solver++, whose correction divides by the last lambda step) — never a panic or
+/// a silent NaN; those built on a and sigma alone take the step.
+#[test]
+fn every_sampler_on_a_grid_ending_at_clean_data() {
+    let sde = DiscreteVp::ddpm_linear(1000).unwrap();
+    let grid = sde.diffusers_grid(Spacing::Trailing, 10, FinalStep::AlphaOne).unwrap();
+    let score = Gauss1dScore::new(&sde, MU, S0);
+    for info in SOLVERS.iter().filter(|s| s.is_sampler()) {
+        let mut solver = info.build::<Array2<f64>>().unwrap();
+        let x = Array2::from_shape_vec((3, 1), vec![-1.0, 0.2, 1.5]).unwrap();
+        let mut noise = GaussianNoise::new(3);
+        match Sampler::new(&sde, &score).run(solver.as_mut(), x, &grid, &mut noise) {
+            Ok(run) => assert!(run.x.iter().all(|v| v.is_finite()), "{}", info.name),
+            Err(Error::NonFinite { step: 10, t }) if t == 0.0 => {
+                assert!(!["ancestral", "ancestral-large", "ddim", "ddim-eta1", "dpm1"].contains(&info.name))
+            }
+            Err(e) => panic!("{}: {e}", info.name),
+        }
+    }
+}
