@@ -161,7 +161,7 @@ fn check_len(what: &'static str, n: usize) -> Result<()> {
 }
 
 fn check_count(n: usize) -> Result<()> {
-    if n < 2 || n > MAX_TIMESTEPS {
+    if !(2..=MAX_TIMESTEPS).contains(&n) {
         return Err(Error::InvalidSteps { steps: n, reason: "a discrete schedule needs 2 ..= 1,000,000 timesteps" });
     }
     Ok(())

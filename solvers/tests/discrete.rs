@@ -270,6 +270,8 @@ fn ddim_by_hand(abar: &[f64], ts: &[usize], eta: f64, mut x: f64, z: &[f64]) -> 
     x
 }
 
+type BoxedSolver = Box<dyn Solver<Array2<f64>>>;
+
 /// Hands out the rows of `z[k]` on draw `k`.
 struct SeqNoise {
     z: Vec<Vec<f64>>,
@@ -319,7 +321,7 @@ fn ancestral_and_ddim_are_ddpm_and_ddim_on_alphabar() {
                 let ts = sde.diffusers_timesteps(spacing, steps).unwrap();
                 let grid = sde.diffusers_grid(spacing, steps, end).unwrap();
                 let denoise = end == FinalStep::Tweedie;
-                let solvers: Vec<(&str, Box<dyn Solver<Array2<f64>>>)> = vec![
+                let solvers: Vec<(&str, BoxedSolver)> = vec![
                     ("ancestral", Box::new(Ancestral::new())),
                     ("ddim", Box::new(Ddim::new())),
                     ("ddim-eta1", Box::new(Ddim::with_eta(1.0).unwrap())),
@@ -553,7 +555,7 @@ fn every_sampler_on_a_grid_ending_at_clean_data() {
         let mut noise = GaussianNoise::new(3);
         match Sampler::new(&sde, &score).run(solver.as_mut(), x, &grid, &mut noise) {
             Ok(run) => assert!(run.x.iter().all(|v| v.is_finite()), "{}", info.name),
-            Err(Error::NonFinite { step: 10, t }) if t == 0.0 => {
+            Err(Error::NonFinite { step: 10, t: 0.0 }) => {
                 assert!(!["ancestral", "ancestral-large", "ddim", "ddim-eta1", "dpm1"].contains(&info.name))
             }
             Err(e) => panic!("{}: {e}", info.name),
