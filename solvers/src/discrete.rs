@@ -33,7 +33,8 @@
 //!   denoising step (see [`FinalStep`]). Sampling ends by default at `eps = 0`.
 //!
 //! Between knots `log a(t)` is linear in `t` (both conventions space knots uniformly,
-//! `1/M` apart); at a knot `a(t_i)^2 = alphabar_i` exactly. Then:
+//! `1/M` apart); at a knot `log a(t_i) = 1/2 ln alphabar_i` bit for bit (so `a^2`, `sigma^2`
+//! and `lambda` are the table's to rounding). Then:
 //!
 //! * `sigma = sqrt(1 - a^2)` (variance preserving), `lambda = log a - log sigma`;
 //! * the drift `f(t) = d log a/dt` is piecewise constant, taken on the segment *below*
@@ -53,13 +54,20 @@
 //! with `variance_type = "fixed_small"` ([`crate::Variance::Large`]: `"fixed_large"`),
 //! and [`crate::Ddim`] with `eta` is `DDIMScheduler(eta)` — for `epsilon`-prediction
 //! models, the score being `-eps/sigma` — as long as diffusers steps from each timestep
-//! to the next one in its list. diffusers steps from `t` to `t - N // n` instead, which
-//! is the next timestep for "leading" always and for "trailing" when `n` divides `N`,
-//! but not for "linspace" (nor "trailing" with other `n`): there diffusers evaluates
-//! the model at a timestep other than the one the state was moved to, which no grid
-//! reproduces. (diffusers' `DDPMScheduler` adds noise of standard deviation `1e-10` on its
+//! to the next one in its list. `DDIMScheduler` (and `DDPMScheduler` in versions whose
+//! `previous_timestep` does not look the list up) steps from `t` to `t - N // n` instead,
+//! which is the next timestep for "leading" always and for "trailing" when `n` divides `N`,
+//! but not for "linspace" (nor "trailing" with other `n`): there diffusers evaluates the
+//! model at a timestep other than the one the state was moved to, which no grid reproduces. (diffusers' `DDPMScheduler` adds noise of standard deviation `1e-10` on its
 //! last step when that starts from a timestep above 0, from its clamp of the posterior
 //! variance at `1e-20`; the step here has variance 0.)
+//!
+//! # Orders
+//!
+//! The integrators built on `a`, `sigma` and `lambda` alone (ancestral, DDIM, DPM-Solver++,
+//! EDM Heun) keep their orders on this schedule, as do the first-order ones. Those that
+//! evaluate the drift at a later stage of a step (`ode-heun`, `ode-rk4`) are first order
+//! here: `f` jumps at each knot (tests/discrete.rs measures both).
 //!
 //! # Names
 //!
