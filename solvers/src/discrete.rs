@@ -456,8 +456,10 @@ impl DiscreteVp {
             }
             Spacing::Trailing => {
                 let ratio = nf / steps as f64;
-                // numpy's arange(N, 0, -ratio): N + k (-ratio); all >= ratio >= 1, so >= 0 after - 1.
-                (0..steps).map(|k| (nf + k as f64 * -ratio).round_ties_even() as usize - 1).collect()
+                // numpy's arange(N, 0, -ratio) is N + k delta with delta = (N - ratio) - N, rounded
+                // (N = 999, n = 50: 499.4999..., not 499.5, at k = 25); all >= 1, so >= 0 after - 1.
+                let delta = (nf - ratio) - nf;
+                (0..steps).map(|k| (nf + k as f64 * delta).round_ties_even().max(1.0) as usize - 1).collect()
             }
             Spacing::Linspace => {
                 if steps == 1 {

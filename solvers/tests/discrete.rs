@@ -197,6 +197,10 @@ fn diffusers_timesteps_by_hand() {
     assert_eq!(ts(Spacing::Trailing, 3), vec![999, 666, 332]);
     assert_eq!(ts(lead1, 3), vec![667, 334, 1]);
     assert_eq!(ts(Spacing::Trailing, 1000).len(), 1000);
+    // numpy's arange steps by delta = (999 - 19.98) - 999 = -19.980000000000018, so at k = 25 it
+    // gives 499.4999999999995 (rounds to 499), not 499.5 (which would round to 500).
+    let odd = DiscreteVp::ddpm_linear(999).unwrap().diffusers_timesteps(Spacing::Trailing, 50).unwrap();
+    assert_eq!(&odd[24..27], &[518, 498, 479]);
     assert_eq!(ts(Spacing::Linspace, 1), vec![0]);
     let small = DiscreteVp::ddpm_linear(10).unwrap();
     // linspace(0, 9, 3) = 0, 4.5, 9: 4.5 rounds to 4; arange(10, 0, -2.5) = 10, 7.5, 5, 2.5 -> 10, 8, 5, 2.
