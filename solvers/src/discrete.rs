@@ -62,6 +62,22 @@
 //! last step when that starts from a timestep above 0, from its clamp of the posterior
 //! variance at `1e-20`; the step here has variance 0.)
 //!
+//! `DDIMScheduler(timestep_spacing="trailing")` with 50 steps on DDPM's linear schedule:
+//!
+//! ```
+//! use scoresde_solvers::prelude::*;
+//! use scoresde_solvers::{discrete_by_name, FinalStep, Spacing};
+//! let sde = discrete_by_name("ddpm-linear:1000")?;
+//! let grid = sde.diffusers_grid(Spacing::Trailing, 50, FinalStep::AlphaOne)?;
+//! assert_eq!(sde.timestep_of_t(grid.times()[1])?, 979.0); // 999, 979, ..., 19, then alphabar = 1
+//! let score = ExactScore::new(GaussianMixture::ring(8, 2.0, 0.1)?, sde.clone());
+//! let mut noise = GaussianNoise::new(0);
+//! let x_t = prior_sample(&sde, &ndarray::Array2::<f64>::zeros((16, 2)), &mut noise);
+//! let run = Sampler::new(&sde, &score).run(&mut Ddim::new(), x_t, &grid, &mut noise)?;
+//! assert_eq!(run.score_evals, 50);
+//! # Ok::<(), scoresde_solvers::Error>(())
+//! ```
+//!
 //! # Orders
 //!
 //! The integrators built on `a`, `sigma` and `lambda` alone (ancestral, DDIM, DPM-Solver++,
