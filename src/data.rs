@@ -546,6 +546,35 @@ fn npy_descr(bytes: &[u8]) -> String {
     NpyHeader::parse(bytes).and_then(|h| h.descr).unwrap_or_else(|| "(unreadable)".into())
 }
 
+/// Reads a 1-D `.npy` file of `float64` or `float32` values (converted to `f64`), such as a
+/// diffusion schedule's betas or `alphas_cumprod` (`numpy.save("abar.npy", alphas_cumprod)`).
+/// Values are returned as stored; NaN is left to the caller's validation, which names the index.
+///
+/// # Errors
+/// As [`load_npy`], except that the array must be 1-D (the message gives the rank and shape).
+pub fn load_npy_vector(path: impl AsRef<Path>) -> Result<Vec<f64>> {
+    let path = path.as_ref();
+    let what = path.display().to_string();
+    let bytes = read_npy_bytes(path, &what)?;
+    let a = if let Some(a) = read_npy_as::<f64>(&bytes, &what)? {
+        a
+    } else if let Some(a) = read_npy_as::<f32>(&bytes, &what)? {
+        a.mapv(f64::from)
+    } else {
+        return Err(Error::data(
+            &what,
+            format!("unsupported element type {}; expected float64 ('<f8') or float32 ('<f4')", npy_descr(&bytes)),
+        ));
+    };
+    if a.ndim() != 1 {
+        return Err(Error::data(
+            &what,
+            format!("expected a 1-D array (a schedule table); got a {}-D array of shape {:?}", a.ndim(), a.shape()),
+        ));
+    }
+    Ok(a.iter().copied().collect())
+}
+
 /// Reads a data `.npy` file: rows `[n, d]` (tabular, `float64`/`float32`;
 /// `uint8` counts as pixels), or images `[n, H, W]` (one channel) or
 /// `[n, C, H, W]` of `uint8`, `float32` or `float64`, flattened row-major to

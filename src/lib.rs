@@ -18,6 +18,7 @@ pub mod model;
 pub mod net;
 pub mod plot;
 pub mod rng;
+pub mod schedule;
 pub mod train;
 pub mod unet;
 

@@ -6,7 +6,8 @@
 //! through Stochastic Differential Equations").
 //!
 //! * [`Sde`]: `dx = f(t) x dt + g(t) dw` with kernel `x_t = a(t) x_0 + sigma(t) z` ([`VpSde`],
-//!   [`SubVpSde`], [`VeSde`], [`CosineVpSde`]).
+//!   [`SubVpSde`], [`VeSde`], [`CosineVpSde`]; DDPM's discrete schedules as [`DiscreteVp`], see
+//!   [`discrete`]).
 //! * [`Score`]: `s(x, t)`; [`ExactScore`] of [`GaussianMixture`] data is exact at every t.
 //! * [`oracle`]: the closed forms every test checks against: [`GaussianMixture`]
 //!   (density, score and its derivatives exact at every t), [`LabelledMixture`] with
@@ -30,6 +31,7 @@
 //! citation, and tests, docs and studies read it from there.
 
 mod counting;
+pub mod discrete;
 mod error;
 mod grid;
 pub mod guidance;
@@ -50,6 +52,7 @@ pub mod vector_field;
 pub mod x0_guard;
 
 pub use counting::CountingScore;
+pub use discrete::{discrete_by_name, DiscreteVp, FinalStep, Spacing, TimeConvention, DISCRETE_SCHEDULES};
 pub use error::{Error, Result};
 pub use grid::{TimeGrid, GRIDS, MAX_STEPS};
 pub use guidance::{
@@ -81,10 +84,10 @@ pub use x0_guard::X0Guard;
 pub mod prelude {
     pub use crate::{
         by_name, prior_sample, Ancestral, AnnealedLangevin, BrownianPath, ClassifierFreeGuided, ClassifierGradient,
-        ClassifierGuided, ConditionalScore, Conditioned, Corrector, CosineVpSde, CountingScore, Ctx, Ddim, DpmSolverPp,
-        EdmHeun, Error, ExactConditional, ExactScore, ForwardEulerMaruyama, GaussianMixture, GaussianNoise,
-        LabelledMixture, Langevin, Noise, Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion,
-        ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde, TimeGrid,
-        Trajectory, Variance, VeSde, VpSde, X0Guard,
+        ClassifierGuided, ConditionalScore, Conditioned, Corrector, CosineVpSde, CountingScore, Ctx, Ddim, DiscreteVp,
+        DpmSolverPp, EdmHeun, Error, ExactConditional, ExactScore, ForwardEulerMaruyama, GaussianMixture,
+        GaussianNoise, LabelledMixture, Langevin, Noise, Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc,
+        ReverseDiffusion, ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde,
+        TimeGrid, Trajectory, Variance, VeSde, VpSde, X0Guard,
     };
 }

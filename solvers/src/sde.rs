@@ -512,7 +512,9 @@ impl CosineVpSde {
 
 vp_family_sde!(CosineVpSde, "vp-cosine");
 
-/// An SDE by name: `vp`, `subvp`, `ve`, `vp-cosine`, each with its defaults.
+/// An SDE by name: `vp`, `subvp`, `ve`, `vp-cosine`, each with its defaults, or a discrete
+/// DDPM schedule `ddpm-linear[:N]`, `ddpm-scaled-linear[:N]`, `ddpm-cosine[:N]`
+/// (see [`crate::discrete`]).
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for an unknown name.
@@ -522,6 +524,7 @@ pub fn sde_by_name(name: &str) -> Result<Box<dyn Sde>> {
         "subvp" | "sub-vp" => Box::new(SubVpSde::default()),
         "ve" => Box::new(VeSde::default()),
         "vp-cosine" | "cosine" => Box::new(CosineVpSde::default()),
+        _ if name.starts_with("ddpm-") => Box::new(crate::discrete::discrete_by_name(name)?),
         _ => return Err(Error::param("sde", name, format!("unknown SDE; known: {}", SDES.join(", ")))),
     })
 }
