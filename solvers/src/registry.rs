@@ -608,7 +608,7 @@ solvers! {
         grid: DefaultGrid::LogSnr,
         direction: Direction::Reverse,
         affine: true,
-        check: OrderCheck::Measured { steps: &[32, 64, 128, 256, 512], measured: 2.00 },
+        check: OrderCheck::Measured { steps: &[32, 64, 128, 256, 512], measured: 2.01 },
         param: Some(Param { prefix: "sa-solver", syntax: "TAU[:SIGMA_LO:SIGMA_HI]" }),
         x0: true,
         citation: "Xue et al. 2023 (SA-Solver), eqs. 15, 18",
