@@ -12,7 +12,7 @@ use scoresde::metrics::sliced_wasserstein2;
 use scoresde::plot::{line_chart, LineChartOptions, Series};
 use scoresde::solvers::law::{scheme_law_1d, Gauss1d};
 use scoresde::solvers::prelude::*;
-use scoresde::solvers::{Order, Rng, ScoreEvals, SolverInfo, SOLVERS};
+use scoresde::solvers::{DefaultGrid, Order, Rng, ScoreEvals, SolverInfo, SOLVERS};
 
 /// The integrators of the study: every sampler of the registry ([`SOLVERS`]), each on the
 /// grid its paper uses, except the corrector-only Langevin samplers (MCMC at each level,
@@ -53,7 +53,9 @@ type Run = (String, Box<dyn Solver<Array2<f64>>>, TimeGrid);
 fn runs(entry: &SolverInfo, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<Run>> {
     let eps = sde.t_eps();
     let mut out = Vec::new();
-    if let ScoreEvals::Adaptive { .. } = entry.evals {
+    // Adaptive step-size solvers run per tolerance; a solver whose evaluations per step merely
+    // vary (`restart`) runs per step count like the fixed-step ones.
+    if let (ScoreEvals::Adaptive { .. }, DefaultGrid::Adaptive) = (entry.evals, entry.grid) {
         let param = entry.param.ok_or_else(|| anyhow::anyhow!("{}: adaptive without a tolerance form", entry.name))?;
         for tol in TOLS {
             let solver = by_name::<Array2<f64>>(&format!("{}:{tol:e}", param.prefix))?;

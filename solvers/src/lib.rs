@@ -63,6 +63,7 @@ pub use integrators::{
     Identity, Langevin, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Sgld,
     StepSchedule, Variance,
 };
+pub use integrators::{Restart, SaSolver};
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{EvalEvent, FiniteCheck, Observer, OnEval, StepEvent, Trajectory};

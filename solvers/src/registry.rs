@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
 use crate::integrators::{
     Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5, OdeEuler,
-    OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Variance,
+    OdeHeun, OdeRk4, Pc, Restart, ReverseDiffusion, ReverseEulerMaruyama, SaSolver, Variance,
 };
 use crate::sde::Sde;
 use crate::solver::{Direction, Solver};
@@ -596,6 +596,59 @@ solvers! {
         x0: false,
         citation: "Karras et al. 2022, Alg. 2",
     }
+    SaSolver {
+        name: "sa-solver",
+        build: SaSolver::<S>::sde(),
+        rust: "SaSolver::sde()",
+        update: "stochastic Adams PC on `λ`, `τ = 1`: `x' = e^{−τ²h} (σ'/σ) x + a' Σ b_j x̂₀ⱼ + σ' √(1 − e^{−2τ²h}) z`, `b_j = (1+τ²)∫ e^{−(1+τ²)(λ'−λ)} L_j`; predictor 3, corrector 4 (reuses the next evaluation)",
+        order: Order::Weak(2),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::LogSnr,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[32, 64, 128, 256, 512], measured: 2.01 },
+        param: Some(Param { prefix: "sa-solver", syntax: "TAU[:SIGMA_LO:SIGMA_HI]" }),
+        x0: true,
+        citation: "Xue et al. 2023 (SA-Solver), eqs. 15, 18",
+    }
+    SaSolverOde {
+        name: "sa-solver-ode",
+        build: SaSolver::<S>::ode(),
+        rust: "SaSolver::ode()",
+        update: "`sa-solver` with `τ = 0`: the data-prediction exponential Adams predictor (3) – corrector (4)",
+        order: Order::Ode(4),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::LogSnr,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[128, 256, 512, 1024], measured: 3.93 },
+        param: None,
+        x0: true,
+        citation: "Xue et al. 2023 (SA-Solver, τ = 0)",
+    }
+    Restart {
+        name: "restart",
+        build: Restart::default(),
+        rust: "Restart::default()",
+        update: "`edm-heun`; at the grid point nearest `σ̃_min`, K times: exact forward transition to `σ̃_max`, `N_r` Heun steps back; [0.06, 0.30], K = 2, N_r = 3",
+        order: Order::None,
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Adaptive { min: 2 },
+        grid: DefaultGrid::Karras,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Elsewhere(
+            "fixed `N_r` restart steps: an error floor in N; exact law vs hand recursion, order 2 with `N_r` refined, Monte Carlo law (tests/restart.rs)",
+        ),
+        param: Some(Param { prefix: "restart", syntax: "SIGMA_MIN:SIGMA_MAX[:K[:N_R]]" }),
+        x0: false,
+        citation: "Xu et al. 2023 (Restart), Alg. 1",
+    }
 }
 
 /// A solver of a parameterised form (`ddim-eta:0.5`, `ode-dopri5:1e-4:1e-6`).
@@ -611,6 +664,29 @@ fn build_param<S: State>(info: &SolverInfo, args: &str) -> Result<Box<dyn Solver
                 None => (parse("rtol", args)?, parse("rtol", args)?),
             };
             Ok(Box::new(OdeDopri5::new(rtol, atol)?))
+        }
+        Id::SaSolver => {
+            let parts: Vec<&str> = args.split(':').collect();
+            let tau = parse("tau", parts[0])?;
+            let solver = SaSolver::new(tau, 3, 4)?;
+            match parts[1..] {
+                [] => Ok(Box::new(solver)),
+                [lo, hi] => Ok(Box::new(solver.with_interval(parse("sigma_lo", lo)?, parse("sigma_hi", hi)?)?)),
+                _ => Err(Error::param("sa-solver", args, "give TAU or TAU:SIGMA_LO:SIGMA_HI")),
+            }
+        }
+        Id::Restart => {
+            let parts: Vec<&str> = args.split(':').collect();
+            let count = |what: &'static str, v: &str| -> Result<usize> {
+                v.parse::<usize>().map_err(|_| Error::param(what, v, "not a whole number"))
+            };
+            let (k, n) = match parts[..] {
+                [_, _] => (2, 3),
+                [_, _, k] => (count("restarts", k)?, 3),
+                [_, _, k, n] => (count("restarts", k)?, count("restart steps", n)?),
+                _ => return Err(Error::param("restart", args, "give SIGMA_MIN:SIGMA_MAX[:K[:N_R]]")),
+            };
+            Ok(Box::new(Restart::new(parse("sigma_min", parts[0])?, parse("sigma_max", parts[1])?, k, n)?))
         }
         _ => Err(unknown(info.name)),
     }

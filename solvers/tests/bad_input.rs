@@ -67,7 +67,7 @@ fn non_finite_initial_state_is_rejected() {
 /// output is non-finite (`step` counts steps taken, as `StepEvent::step`) and the time it reached.
 /// Predictors evaluate the score at a step's start time, correctors at its end time (Pc: predictor
 /// from t to t_next, then the corrector at t_next), and so do the last stages of Heun, RK4,
-/// Dormand–Prince and EDM's Heun, which fixes the expected step per sampler.
+/// Dormand–Prince and EDM's Heun (and restart, over it), which fixes the expected step per sampler.
 #[test]
 fn nan_score_mid_run_names_step_and_time() {
     let sde = VpSde::default();
@@ -86,6 +86,7 @@ fn nan_score_mid_run_names_step_and_time() {
                 | "ode-dopri5"
                 | "edm-heun"
                 | "edm-heun-churn"
+                | "restart"
         );
         // Steps are counted from 1: step i goes from times[i-1] to times[i].
         let first_bad = if corrector_at_end { 4 } else { 5 };

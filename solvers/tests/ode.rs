@@ -68,7 +68,8 @@ fn lambda(t: f64) -> f64 {
 }
 
 /// The deterministic methods with a hand-derived recursion in [`hand_map`] (the oracle).
-const DETERMINISTIC: [&str; 7] = ["ode-euler", "ode-heun", "ode-rk4", "ddim", "dpm1", "dpm2m", "edm-heun"];
+const DETERMINISTIC: [&str; 8] =
+    ["ode-euler", "ode-heun", "ode-rk4", "ddim", "dpm1", "dpm2m", "edm-heun", "sa-solver-ode"];
 
 /// The oracle list names deterministic rows of the registry, and every deterministic
 /// fixed-step row of the registry has an oracle (a new one fails here until it gets one).
@@ -87,6 +88,13 @@ fn hand_recursions_cover_the_deterministic_rows() {
 
 /// The hand-derived map `x_eps = c x_T + d` of a deterministic method over `times`.
 fn hand_map(name: &str, data: &Gauss1, times: &[f64]) -> Aff {
+    if name == "sa-solver-ode" {
+        // SA-Solver with tau = 0 (Xue et al. 2023, the scalar recursion of tests/common),
+        // affine in the start: read c and d off two starts.
+        let cfg = SaCfg { tau: 0.0, interval: None, p: 3, q: 4, lof: false };
+        let d = sa_solver_hand(data, cfg, times, 0.0, &[]);
+        return Aff { c: sa_solver_hand(data, cfg, times, 1.0, &[]) - d, d };
+    }
     let mut x = Aff { c: 1.0, d: 0.0 };
     let mut prev: Option<(Aff, f64)> = None; // DPM-Solver++(2M): previous x0_hat and h.
     for w in times.windows(2) {

@@ -52,11 +52,14 @@ fn max_abs(x: &Array2<f64>) -> f64 {
     x.iter().map(|v| if v.is_finite() { v.abs() } else { f64::INFINITY }).fold(0.0, f64::max)
 }
 
-/// The rows that declare `x0` are the ancestral, DDIM and DPM-Solver++ rows, and exactly
+/// The rows that declare `x0` are the ancestral, DDIM, DPM-Solver++ and SA-Solver rows, and exactly
 /// they accept a guard by name (with their positional parameter too, where they have one).
 #[test]
 fn the_x0_rows_are_the_ones_that_take_a_guard() {
-    assert_eq!(x0_rows(), ["ancestral", "ancestral-large", "ddim", "ddim-eta1", "dpm1", "dpm2m"]);
+    assert_eq!(
+        x0_rows(),
+        ["ancestral", "ancestral-large", "ddim", "ddim-eta1", "dpm1", "dpm2m", "sa-solver", "sa-solver-ode"]
+    );
     for info in SOLVERS {
         let mut names = vec![format!("{}:clip", info.name)];
         if let Some(p) = info.param {

@@ -532,3 +532,141 @@ pub fn grid_kind() -> impl Strategy<Value = GridKind> {
 pub fn gauss1() -> impl Strategy<Value = Gauss1> {
     (-3.0..3.0f64, 0.1..2.0f64).prop_map(|(mu, s0)| Gauss1 { mu, s0 })
 }
+
+// ---------------------------------------------------------------------------
+// SA-Solver (Xue et al. 2023), written from the paper on scalars.
+// ---------------------------------------------------------------------------
+
+/// `int_{-h}^0 e^{c u} P(u) du` for a polynomial `P` (coefficients, lowest first), by the
+/// antiderivative `e^{cu} sum_k (-1)^k P^(k)(u) / c^{k+1}`.
+fn exp_poly_integral(poly: &[f64], h: f64, c: f64) -> f64 {
+    let anti = |u: f64| {
+        let mut d = poly.to_vec();
+        let (mut sum, mut sign, mut ck) = (0.0, 1.0, c);
+        while !d.is_empty() {
+            let val = d.iter().rev().fold(0.0, |acc, a| acc * u + a);
+            sum += sign * val / ck;
+            d = d.iter().enumerate().skip(1).map(|(k, a)| k as f64 * a).collect();
+            sign = -sign;
+            ck *= c;
+        }
+        (c * u).exp() * sum
+    };
+    anti(0.0) - anti(-h)
+}
+
+/// The Lagrange basis polynomial `L_j` through `nodes` (coefficients in u, lowest first).
+fn lagrange(nodes: &[f64], j: usize) -> Vec<f64> {
+    let mut p = vec![1.0];
+    for (i, &ui) in nodes.iter().enumerate() {
+        if i != j {
+            let mut q = vec![0.0; p.len() + 1];
+            for (k, a) in p.iter().enumerate() {
+                q[k + 1] += a / (nodes[j] - ui);
+                q[k] -= a * ui / (nodes[j] - ui);
+            }
+            p = q;
+        }
+    }
+    p
+}
+
+/// Settings of the SA-Solver hand recursion [`sa_solver_hand`].
+#[derive(Debug, Clone, Copy)]
+pub struct SaCfg {
+    /// Stochasticity.
+    pub tau: f64,
+    /// The `sigma/a` interval where `tau` applies (everywhere if `None`).
+    pub interval: Option<(f64, f64)>,
+    /// Predictor order.
+    pub p: usize,
+    /// Corrector order (0: none).
+    pub q: usize,
+    /// diffusers' `lower_order_final`.
+    pub lof: bool,
+}
+
+/// The SA-Solver recursion written from the paper (data prediction, eqs. 15 and 18) on
+/// scalars: returns `x` at the end of `times` from `x_start`, using `zs` in order.
+pub fn sa_solver_hand(data: &Gauss1, cfg: SaCfg, times: &[f64], x_start: f64, zs: &[f64]) -> f64 {
+    let n = times.len() - 1;
+    let lam = lambda_vp;
+    let x0_of = |x: f64, t: f64| {
+        let (am, v) = data.marginal(&VP, t);
+        let s = -(x - am) / v;
+        (x + VP.sigma2(t) * s) / VP.a(t)
+    };
+    let tau_of = |t: f64| match cfg.interval {
+        Some((lo, hi)) => {
+            let sig = VP.sigma2(t).sqrt() / VP.a(t);
+            if sig >= lo && sig <= hi {
+                cfg.tau
+            } else {
+                0.0
+            }
+        }
+        None => cfg.tau,
+    };
+    // One Adams step from (x, t) to s over the data predictions `d` at log-SNRs `ls`.
+    let adams = |x: f64, t: f64, s: f64, tau: f64, z: f64, d: &[f64], ls: &[f64]| {
+        let c = 1.0 + tau * tau;
+        let h = lam(s) - lam(t);
+        let nodes: Vec<f64> = ls.iter().map(|l| l - lam(s)).collect();
+        let mut b: Vec<f64> = (0..d.len()).map(|j| exp_poly_integral(&lagrange(&nodes, j), h, c)).collect();
+        if d.len() == 2 {
+            // The modification of order 2: D = h^2/2 - (c h - 1 + e^{-c h}) / c^2.
+            let dd = h * h / 2.0 - (c * h - 1.0 + (-c * h).exp()) / (c * c);
+            b[0] += dd / (nodes[0] - nodes[1]);
+            b[1] -= dd / (nodes[0] - nodes[1]);
+        }
+        let (a_s, sig_s, sig_t) = (VP.a(s), VP.sigma2(s).sqrt(), VP.sigma2(t).sqrt());
+        let mut out = (-tau * tau * h).exp() * sig_s / sig_t * x;
+        for (dj, bj) in d.iter().zip(&b) {
+            out += a_s * c * bj * dj;
+        }
+        out + sig_s * (1.0 - (-2.0 * tau * tau * h).exp()).sqrt() * z
+    };
+    let mut zi = zs.iter();
+    let mut x = x_start;
+    let (mut ds, mut ls) = (Vec::<f64>::new(), Vec::<f64>::new()); // all x0 so far, oldest first
+    let mut prev: Option<(f64, f64, f64, f64)> = None; // (x_{i-1}, t_{i-1}, tau, z)
+    for i in 0..n {
+        let (t, s) = (times[i], times[i + 1]);
+        let d_new = x0_of(x, t);
+        if let Some((xp, tp, taup, zp)) = prev {
+            if cfg.q > 0 {
+                let mut q = cfg.q.min(i + 1);
+                if cfg.lof {
+                    q = q.min(n - i + 2);
+                }
+                // Nodes t_i, t_{i-1}, ..: the new x0 first, then the newest history.
+                let mut d = vec![d_new];
+                let mut l = vec![lam(t)];
+                for k in 1..q {
+                    d.push(ds[i - k]);
+                    l.push(ls[i - k]);
+                }
+                x = adams(xp, tp, t, taup, zp, &d, &l);
+            }
+        }
+        ds.push(d_new);
+        ls.push(lam(t));
+        let mut p = cfg.p.min(i + 1);
+        if cfg.lof {
+            p = p.min(n - i);
+        }
+        let tau = tau_of(t);
+        let z = if tau > 0.0 { *zi.next().expect("enough noise") } else { 0.0 };
+        let d: Vec<f64> = (0..p).map(|k| ds[i - k]).collect();
+        let l: Vec<f64> = (0..p).map(|k| ls[i - k]).collect();
+        let x_next = adams(x, t, s, tau, z, &d, &l);
+        prev = Some((x, t, tau, z));
+        x = x_next;
+    }
+    assert!(zi.next().is_none(), "the hand recursion used fewer draws than given");
+    x
+}
+
+pub fn lambda_vp(t: f64) -> f64 {
+    VP.a(t).ln() - 0.5 * VP.sigma2(t).ln()
+}
