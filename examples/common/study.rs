@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -12,14 +13,86 @@ use scoresde::metrics::sliced_wasserstein2;
 use scoresde::plot::{line_chart, LineChartOptions, Series};
 use scoresde::solvers::law::{scheme_law_1d, Gauss1d};
 use scoresde::solvers::prelude::*;
-use scoresde::solvers::{DefaultGrid, Order, Rng, ScoreEvals, SolverInfo, SOLVERS};
+use scoresde::solvers::{solver_info, DefaultGrid, Order, Rng, ScoreEvals, SolverInfo, SOLVERS};
 
-/// The integrators of the study: every sampler of the registry ([`SOLVERS`]), each on the
-/// grid its paper uses, except the corrector-only Langevin samplers (MCMC at each level,
-/// not discretisations that converge with the step count). `affine` rows also enter the
-/// Gaussian study, whose exact law needs an affine step.
-pub fn entries() -> impl Iterator<Item = &'static SolverInfo> {
-    SOLVERS.iter().filter(|s| s.is_sampler() && s.order != Order::Mcmc)
+/// One integrator of the study: the name [`by_name`] takes (a row's name, or a
+/// parameterised form such as `unipc:3` or `dpm3m:lower-order-final`) and its row, whose
+/// fields it derefs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    /// The name it is built from and shown by.
+    pub name: &'static str,
+    info: &'static SolverInfo,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = SolverInfo;
+    fn deref(&self) -> &SolverInfo {
+        self.info
+    }
+}
+
+/// What the study runs: its integrators, step counts and the budgets of the tables.
+struct Selection {
+    entries: Vec<Entry>,
+    steps: Vec<usize>,
+    budgets: Vec<usize>,
+}
+
+static SELECTION: OnceLock<Selection> = OnceLock::new();
+
+fn selection() -> &'static Selection {
+    SELECTION.get_or_init(|| Selection { entries: every_entry(), steps: STEPS.to_vec(), budgets: BUDGETS.to_vec() })
+}
+
+/// Every sampler row but the corrector-only (MCMC) ones.
+fn every_entry() -> Vec<Entry> {
+    SOLVERS
+        .iter()
+        .filter(|s| s.is_sampler() && s.order != Order::Mcmc)
+        .map(|info| Entry { name: info.name, info })
+        .collect()
+}
+
+/// Narrows the study (before it runs; once): `names` (empty: every entry of [`entries`]'s
+/// default), `steps` (empty: [`STEPS`]), `budgets` (empty: [`BUDGETS`]).
+///
+/// # Errors
+/// An unknown name, or a second call.
+#[allow(dead_code)] // `paper_figs` runs the whole study
+pub fn select(names: &[String], steps: &[usize], budgets: &[usize]) -> anyhow::Result<()> {
+    let mut entries = Vec::new();
+    for name in names {
+        let info = solver_info(name)?;
+        by_name::<Array2<f64>>(name)?;
+        anyhow::ensure!(info.is_sampler(), "{name} is not a sampler");
+        entries.push(Entry { name: Box::leak(name.clone().into_boxed_str()), info });
+    }
+    let chosen = Selection {
+        entries: if entries.is_empty() { every_entry() } else { entries },
+        steps: if steps.is_empty() { STEPS.to_vec() } else { steps.to_vec() },
+        budgets: if budgets.is_empty() { BUDGETS.to_vec() } else { budgets.to_vec() },
+    };
+    SELECTION.set(chosen).map_err(|_| anyhow::anyhow!("the study's selection is already fixed"))
+}
+
+/// The integrators of the study: by default every sampler of the registry ([`SOLVERS`]),
+/// each on the grid its paper uses, except the corrector-only Langevin samplers (MCMC at
+/// each level, not discretisations that converge with the step count); or those given
+/// to [`select`]. `affine` rows also enter the Gaussian study, whose exact law needs an
+/// affine step.
+pub fn entries() -> impl Iterator<Item = Entry> {
+    selection().entries.iter().copied()
+}
+
+/// The step counts of the fixed-step runs ([`STEPS`] unless [`select`]ed).
+pub fn steps() -> &'static [usize] {
+    &selection().steps
+}
+
+/// The score-evaluation budgets of the markdown tables ([`BUDGETS`] unless [`select`]ed).
+pub fn budgets() -> &'static [usize] {
+    &selection().budgets
 }
 
 /// Step counts of the fixed-step runs (capped at 2000 score evaluations).
@@ -50,7 +123,7 @@ type Run = (String, Box<dyn Solver<Array2<f64>>>, TimeGrid);
 
 /// The runs of one entry, one per step count or, for an adaptive solver, per tolerance
 /// (its parameterised form `NAME:TOL`, one grid interval).
-fn runs(entry: &SolverInfo, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<Run>> {
+fn runs(entry: &Entry, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<Run>> {
     let eps = sde.t_eps();
     let mut out = Vec::new();
     // Adaptive step-size solvers run per tolerance; a solver whose evaluations per step merely
@@ -64,9 +137,9 @@ fn runs(entry: &SolverInfo, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<R
         return Ok(out);
     }
     let per_step = entry.evals.min();
-    for n in STEPS {
+    for &n in steps() {
         if n * per_step <= max_nfe {
-            out.push((n.to_string(), entry.build()?, entry.grid.build(sde, 1.0, eps, n)?));
+            out.push((n.to_string(), by_name::<Array2<f64>>(entry.name)?, entry.grid.build(sde, 1.0, eps, n)?));
         }
     }
     Ok(out)
@@ -78,7 +151,7 @@ pub fn gaussian_study(mu: f64, s0: f64) -> anyhow::Result<Vec<Point>> {
     let exact = Gauss1d::marginal(&sde, mu, s0, sde.t_eps());
     let mut points = Vec::new();
     for entry in entries().filter(|e| e.affine) {
-        for (label, mut solver, grid) in runs(entry, &sde, MAX_NFE)? {
+        for (label, mut solver, grid) in runs(&entry, &sde, MAX_NFE)? {
             let (law, nfe) = scheme_law_1d(solver.as_mut(), &sde, mu, s0, &grid, false)?;
             let error = law.w2(&exact);
             let grid_name = entry.grid.name();
@@ -107,7 +180,7 @@ pub fn mixture_study(n: usize, n_proj: usize, seed: u64) -> anyhow::Result<(Vec<
     let x_t = data.marginal(&sde, 1.0).sample(n, &mut Rng::seed_from_u64(seed + 3));
     let mut points = Vec::new();
     for entry in entries() {
-        for (label, mut solver, grid) in runs(entry, &sde, MAX_NFE_MIXTURE)? {
+        for (label, mut solver, grid) in runs(&entry, &sde, MAX_NFE_MIXTURE)? {
             let mut noise = GaussianNoise::new(seed + 4);
             let run = match Sampler::new(&sde, &score).run(solver.as_mut(), x_t.clone(), &grid, &mut noise) {
                 Ok(run) => run,
@@ -180,20 +253,24 @@ pub fn write_outputs(
     let mut csv = String::from("problem,solver,grid,steps_or_tol,score_evals,error,metric\n");
     for p in gaussian.iter().chain(mixture) {
         let metric = if p.problem == "gaussian" { "exact_w2" } else { "sliced_w2" };
-        writeln!(csv, "{},{},{},{},{},{:.6e},{metric}", p.problem, p.solver, p.grid, p.steps, p.nfe, p.error)?;
+        // A name with options (`unipc:3,lower-order-final`) is quoted.
+        let solver = if p.solver.contains(',') { format!("\"{}\"", p.solver) } else { p.solver.to_string() };
+        writeln!(csv, "{},{solver},{},{},{},{:.6e},{metric}", p.problem, p.grid, p.steps, p.nfe, p.error)?;
     }
     std::fs::write(out.join("convergence.csv"), csv)?;
 
     let mut md = String::new();
     writeln!(md, "# Convergence study\n\n{setup}\n")?;
     writeln!(md, "## Gaussian data: exact W2 to p_eps (no Monte Carlo)\n")?;
-    let budget_head: Vec<String> = BUDGETS.iter().map(|b| format!("≤{b} NFE")).collect();
+    let budget_head: Vec<String> = budgets().iter().map(|b| format!("≤{b} NFE")).collect();
     writeln!(md, "| solver | grid | order (theory) | fitted order | {} |", budget_head.join(" | "))?;
-    writeln!(md, "|---|---|---|---:|{}", "---:|".repeat(BUDGETS.len()))?;
+    writeln!(md, "|---|---|---|---:|{}", "---:|".repeat(budgets().len()))?;
     for e in entries().filter(|e| e.affine) {
         let fit = fitted_order(gaussian, e.name).map_or("—".into(), |o| format!("{o:.2}"));
-        let cells: Vec<String> = BUDGETS.iter().map(|b| cell(best_within(gaussian, e.name, *b))).collect();
-        let (grid, order) = (e.grid.name(), e.order_text());
+        let cells: Vec<String> = budgets().iter().map(|b| cell(best_within(gaussian, e.name, *b))).collect();
+        // A parameterised form's order is not its row's (`unipc:3`): the table leaves it out.
+        let order = if e.name == e.info.name { e.order_text() } else { "—".into() };
+        let grid = e.grid.name();
         writeln!(md, "| `{}` | {grid} | {order} | {fit} | {} |", e.name, cells.join(" | "))?;
     }
     writeln!(md, "\n## 8-Gaussian ring: sliced W2 to exact samples of p_eps\n")?;
@@ -206,9 +283,9 @@ pub fn write_outputs(
         floor.0, floor.1
     )?;
     writeln!(md, "| solver | grid | {} |", budget_head.join(" | "))?;
-    writeln!(md, "|---|---|{}", "---:|".repeat(BUDGETS.len()))?;
+    writeln!(md, "|---|---|{}", "---:|".repeat(budgets().len()))?;
     for e in entries() {
-        let cells: Vec<String> = BUDGETS.iter().map(|b| cell(best_within(mixture, e.name, *b))).collect();
+        let cells: Vec<String> = budgets().iter().map(|b| cell(best_within(mixture, e.name, *b))).collect();
         writeln!(md, "| `{}` | {} | {} |", e.name, e.grid.name(), cells.join(" | "))?;
     }
     writeln!(md, "\n## Best quality per score evaluation\n")?;

@@ -64,6 +64,7 @@ pub use integrators::{
     StepSchedule, Variance,
 };
 pub use integrators::{Restart, SaSolver};
+pub use integrators::{Bh, UniC, UniPc};
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{EvalEvent, FiniteCheck, Observer, OnEval, StepEvent, Trajectory};
@@ -73,6 +74,7 @@ pub use registry::{
     by_name, solver_info, solvers_markdown_table, x0_guard_note, x0_solver_names, DefaultGrid, Order, OrderCheck,
     Param, ScoreEvals, SolverInfo, SolverKind, SAMPLERS, SOLVERS,
 };
+pub use registry::{lower_order_final_names, lower_order_final_note};
 pub use sample::{prior_sample, Run, Sampler};
 pub use score::{ExactScore, Score};
 pub use sde::{sde_by_name, CosineVpSde, Sde, SubVpSde, VeSde, VpSde, SDES};
@@ -91,4 +93,5 @@ pub mod prelude {
         ReverseDiffusion, ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde,
         TimeGrid, Trajectory, Variance, VeSde, VpSde, X0Guard,
     };
+    pub use crate::{Bh, UniC, UniPc};
 }

@@ -19,6 +19,8 @@
 //!    `build_param`. A solver that forms the Tweedie estimate `x0_hat` declares `x0: true`
 //!    and implements [`Solver::set_x0_guard`] / [`Solver::x0_guard`], applying the
 //!    [`X0Guard`] where it forms `x0_hat`; `solvers/tests/x0_guard.rs` then checks it.
+//!    A multistep solver that can lower its order on the last steps implements
+//!    [`Solver::set_lower_order_final`] (`NAME:lower-order-final`).
 //!
 //! Its tests come for free: `solvers/tests/ode.rs` measures the order of its exact law on
 //! 1-D Gaussian data on its default grid and checks it against the declared [`Order`]
@@ -39,6 +41,7 @@ use crate::integrators::{
     Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5, OdeEuler,
     OdeHeun, OdeRk4, Pc, Restart, ReverseDiffusion, ReverseEulerMaruyama, SaSolver, Variance,
 };
+use crate::integrators::{Bh, UniC, UniPc};
 use crate::sde::Sde;
 use crate::solver::{Direction, Solver};
 use crate::state::State;
@@ -562,6 +565,74 @@ solvers! {
         x0: true,
         citation: "Lu et al. 2022, Alg. 2",
     }
+    Dpm3m {
+        name: "dpm3m",
+        build: DpmSolverPp::<S>::three_m(),
+        rust: "DpmSolverPp::three_m()",
+        update: "3M as published: `x_s = (σ_s/σ_t) x − a_s (e^{−h} − 1) x̂₀ᵢ₋₁ + a_s ((e^{−h} − 1)/h + 1) D₁ − a_s ((e^{−h} − 1 + h)/h² − ½) D₂` from the last three `x̂₀`; `D₂ ≈ h² x̂₀''/2` gets the weight of `h² x̂₀''`, so it is of order 2 (a smaller constant than 2M)",
+        order: Order::Ode(2),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::LogSnr,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[64, 128, 256, 512, 1024], measured: 2.03 },
+        param: None,
+        x0: true,
+        citation: "Lu et al. 2022; diffusers' 3M",
+    }
+    UniPc {
+        name: "unipc",
+        build: UniPc::<S>::bh2(),
+        rust: "UniPc::bh2()",
+        update: "UniP-p `x_s = (σ_s/σ_t) x − a_s (e^{−h} − 1) x̂₀ − a_s B(h) Σ ρₖ Dₖ`, then UniC corrects `x_s` with the next step's `x̂₀`; `B(h) = e^h − 1`, p = 2 (`:P`, 1–3; order p + 1)",
+        order: Order::Ode(3),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::LogSnr,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[32, 64, 128, 256, 512], measured: 2.99 },
+        param: Some(Param { prefix: "unipc", syntax: "P" }),
+        x0: true,
+        citation: "Zhao et al. 2023, Alg. 1–3",
+    }
+    UniPcBh1 {
+        name: "unipc-bh1",
+        build: UniPc::<S>::bh1(),
+        rust: "UniPc::bh1()",
+        update: "same with `B(h) = h`",
+        order: Order::Ode(3),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::LogSnr,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[32, 64, 128, 256, 512], measured: 3.04 },
+        param: Some(Param { prefix: "unipc-bh1", syntax: "P" }),
+        x0: true,
+        citation: "Zhao et al. 2023, Alg. 1–3",
+    }
+    Dpm2mUniC {
+        name: "dpm2m-unic",
+        build: DpmSolverPp::<S>::two_m().with_corrector(Some(UniC::new(Bh::Bh2))),
+        rust: "DpmSolverPp::two_m().with_corrector(Some(UniC::new(Bh::Bh2)))",
+        update: "`dpm2m`, each result but the last corrected by UniC (`B(h) = e^h − 1`) with the next step's `x̂₀` (= `unipc`)",
+        order: Order::Ode(3),
+        strong_order: None,
+        kind: SolverKind::Deterministic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::LogSnr,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[32, 64, 128, 256, 512], measured: 2.99 },
+        param: None,
+        x0: true,
+        citation: "Lu et al. 2022; Zhao et al. 2023 §3.2",
+    }
     EdmHeun {
         name: "edm-heun",
         build: EdmHeun::new(),
@@ -658,6 +729,11 @@ fn build_param<S: State>(info: &SolverInfo, args: &str) -> Result<Box<dyn Solver
     };
     match info.id {
         Id::DdimEta1 => Ok(Box::new(Ddim::with_eta(parse("eta", args)?)?)),
+        Id::UniPc | Id::UniPcBh1 => {
+            let p = args.parse::<usize>().map_err(|_| Error::param("order", args, "UniPC's order p is 1, 2 or 3"))?;
+            let bh = if info.id == Id::UniPc { Bh::Bh2 } else { Bh::Bh1 };
+            Ok(Box::new(UniPc::<S>::new(p, bh)?))
+        }
         Id::OdeDopri5 => {
             let (rtol, atol) = match args.split_once(':') {
                 Some((r, a)) => (parse("rtol", r)?, parse("atol", a)?),
@@ -737,16 +813,22 @@ struct Spec<'a> {
     positional: Option<&'a str>,
     /// The x0 guard option, `(key, value)`, not yet validated.
     guard: Option<(&'a str, Option<&'a str>)>,
+    /// Whether `lower-order-final` was given.
+    lower_order_final: bool,
 }
 
+/// The option item that lowers a multistep solver's order on the last steps.
+const LOWER_ORDER_FINAL: &str = "lower-order-final";
+
 /// Takes `NAME[:ITEM[,ITEM]...]` apart: each `ITEM` is an x0 guard option
-/// (`clip[=C]`, `threshold[=P]`) or the one positional parameter of a parameterised form.
+/// (`clip[=C]`, `threshold[=P]`), `lower-order-final`, or the one positional parameter of
+/// a parameterised form.
 fn parse(name: &str) -> Result<Spec<'_>> {
     let Some((head, args)) = name.split_once(':') else {
         let info = SOLVERS.iter().find(|s| s.name == name).ok_or_else(|| unknown(name))?;
-        return Ok(Spec { info, positional: None, guard: None });
+        return Ok(Spec { info, positional: None, guard: None, lower_order_final: false });
     };
-    let (mut positional, mut guard) = (None, None);
+    let (mut positional, mut guard, mut lower_order_final) = (None, None, false);
     for item in args.split(',') {
         let (key, value) = match item.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -757,11 +839,14 @@ fn parse(name: &str) -> Result<Spec<'_>> {
                 return Err(Error::param("x0 guard", args, "clip and threshold exclude each other: give one"));
             }
             guard = Some((key, value));
+        } else if item == LOWER_ORDER_FINAL {
+            lower_order_final = true;
         } else if value.is_some() {
             return Err(Error::param(
                 "option",
                 item,
-                "unknown; solver options are clip[=C] and threshold[=P] (x0 clipping, dynamic thresholding)",
+                "unknown; solver options are clip[=C] and threshold[=P] (x0 clipping, dynamic thresholding) \
+                 and lower-order-final (multistep solvers)",
             ));
         } else if positional.is_none() {
             positional = Some(item);
@@ -773,12 +858,21 @@ fn parse(name: &str) -> Result<Spec<'_>> {
         Some(_) => SOLVERS.iter().find(|s| s.param.is_some_and(|p| p.prefix == head)),
         None => SOLVERS.iter().find(|s| s.name == head),
     };
-    Ok(Spec { info: info.ok_or_else(|| unknown(name))?, positional, guard })
+    Ok(Spec { info: info.ok_or_else(|| unknown(name))?, positional, guard, lower_order_final })
 }
 
 /// The names of the rows that take an [`X0Guard`], comma-separated (for messages).
 pub fn x0_solver_names() -> String {
     SOLVERS.iter().filter(|s| s.x0).map(|s| s.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The names of the rows whose solvers take `lower-order-final`
+/// ([`Solver::set_lower_order_final`]), comma-separated (for messages).
+pub fn lower_order_final_names() -> String {
+    let takes = |s: &&SolverInfo| {
+        s.build::<ndarray::Array2<f64>>().is_ok_and(|mut solver| solver.set_lower_order_final(true).is_ok())
+    };
+    SOLVERS.iter().filter(takes).map(|s| s.name).collect::<Vec<_>>().join(", ")
 }
 
 /// The row of a name: a name in [`SOLVERS`], or a parameterised form (`ddim-eta:0.5`,
@@ -793,16 +887,24 @@ pub fn solver_info(name: &str) -> Result<&'static SolverInfo> {
 }
 
 /// A solver from its name (see [`SOLVERS`] and the README's "Solvers" table), with
-/// default settings; `ddim-eta:ETA` and `ode-dopri5:RTOL[:ATOL]` set a parameter.
+/// default settings; `ddim-eta:ETA`, `ode-dopri5:RTOL[:ATOL]` and `unipc:P` /
+/// `unipc-bh1:P` (UniPC-p, p = 1, 2, 3) set a parameter.
 ///
 /// Solvers that form `x0_hat` ([`SolverInfo::x0`]) also take an [`X0Guard`] after a colon,
 /// or after a comma behind a positional parameter: `ddim:clip` (= `clip=1`),
 /// `ancestral:clip=2`, `dpm2m:threshold` (= `threshold=0.995`), `ddim-eta:0.5,threshold=0.99`.
 ///
+/// The multistep solvers (DPM-Solver++ and UniPC, see [`lower_order_final_names`]) take
+/// `lower-order-final` the same way (diffusers' `lower_order_final`, at any step count):
+/// the order is capped by the steps left, so the last step is first order (and a
+/// third-order method's step before it second order), everything before unchanged:
+/// `dpm2m:lower-order-final`, `unipc:3,lower-order-final,threshold`.
+///
 /// # Errors
 /// [`Error::UnknownSolver`] listing the known names; [`Error::InvalidParameter`]
 /// for a bad parameter of a parameterised name, a bad or unknown option, both `clip` and
-/// `threshold`, or a guard on a solver that forms no `x0_hat`.
+/// `threshold`, a guard on a solver that forms no `x0_hat`, or `lower-order-final` on a
+/// solver that is not multistep.
 pub fn by_name<S: State>(name: &str) -> Result<Box<dyn Solver<S>>> {
     let spec = parse(name)?;
     let guard = match spec.guard {
@@ -816,6 +918,11 @@ pub fn by_name<S: State>(name: &str) -> Result<Box<dyn Solver<S>>> {
     // A solver that forms no x0_hat refuses a guard (`SolverInfo::x0` declares which do;
     // solvers/tests/x0_guard.rs checks the two agree).
     solver.set_x0_guard(guard)?;
+    if solver.set_lower_order_final(spec.lower_order_final).is_err() {
+        let names = lower_order_final_names();
+        let why = format!("`{}` is not a multistep solver; lower-order final steps apply to {names}", solver.name());
+        return Err(Error::param("lower-order-final", name, why));
+    }
     Ok(solver)
 }
 
@@ -861,6 +968,19 @@ pub fn x0_guard_note() -> String {
          `x̂₀ ← clip(x̂₀, −s, s)/s`, default P = 0.995), also after a positional parameter \
          (`ddim-eta:0.5,clip`); the final denoising step applies the same guard. Off by default; \
          for data scaled to about [−1, 1].",
+        names.join(", ")
+    )
+}
+
+/// One line on the `lower-order-final` option and the solvers that take it (markdown), for
+/// `scoresde solvers` and the README.
+pub fn lower_order_final_note() -> String {
+    let names: Vec<String> = lower_order_final_names().split(", ").map(|n| format!("`{n}`")).collect();
+    format!(
+        "lower-order-final: the multistep solvers {} take `NAME:lower-order-final` (diffusers' \
+         `lower_order_final`, here at any step count): the order is capped by the steps left, so the last \
+         step is first order and a third-order method's step before it second order; also with a \
+         positional parameter or a guard (`unipc:3,lower-order-final,clip`).",
         names.join(", ")
     )
 }

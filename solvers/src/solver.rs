@@ -87,6 +87,33 @@ pub trait Solver<S: State>: Send {
             ),
         ))
     }
+
+    /// Whether a multistep solver lowers its order on the last steps (diffusers'
+    /// `lower_order_final`: the order is capped by the steps left, so the last step is
+    /// first order); `false` unless set.
+    fn lower_order_final(&self) -> bool {
+        false
+    }
+
+    /// Sets the lower-order final steps (`NAME:lower-order-final` in [`crate::by_name`]).
+    /// The multistep solvers accept it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming `lower-order-final` from any other solver (the
+    /// default), unless `yes` is false.
+    fn set_lower_order_final(&mut self, yes: bool) -> Result<()> {
+        if !yes {
+            return Ok(());
+        }
+        Err(Error::param(
+            "lower-order-final",
+            self.name(),
+            format!(
+                "`{}` is not a multistep solver; lower-order final steps apply to the DPM-Solver++ and UniPC solvers",
+                self.name()
+            ),
+        ))
+    }
 }
 
 /// A corrector: a Markov move at fixed `t` that leaves `p_t` (approximately) invariant.
@@ -121,6 +148,12 @@ impl<S: State, T: Solver<S> + ?Sized> Solver<S> for Box<T> {
     }
     fn set_x0_guard(&mut self, guard: X0Guard) -> Result<()> {
         (**self).set_x0_guard(guard)
+    }
+    fn lower_order_final(&self) -> bool {
+        (**self).lower_order_final()
+    }
+    fn set_lower_order_final(&mut self, yes: bool) -> Result<()> {
+        (**self).set_lower_order_final(yes)
     }
 }
 

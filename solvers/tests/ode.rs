@@ -68,8 +68,26 @@ fn lambda(t: f64) -> f64 {
 }
 
 /// The deterministic methods with a hand-derived recursion in [`hand_map`] (the oracle).
-const DETERMINISTIC: [&str; 8] =
-    ["ode-euler", "ode-heun", "ode-rk4", "ddim", "dpm1", "dpm2m", "edm-heun", "sa-solver-ode"];
+const DETERMINISTIC: [&str; 12] = [
+    "ode-euler",
+    "ode-heun",
+    "ode-rk4",
+    "ddim",
+    "dpm1",
+    "dpm2m",
+    "edm-heun",
+    "dpm3m",
+    "unipc",
+    "unipc-bh1",
+    "dpm2m-unic",
+    "sa-solver-ode",
+];
+
+impl multistep_oracle::Lin for Aff {
+    fn lin(p: f64, a: Aff, q: f64, b: Aff) -> Aff {
+        Aff::lin(p, a, q, b)
+    }
+}
 
 /// The oracle list names deterministic rows of the registry, and every deterministic
 /// fixed-step row of the registry has an oracle (a new one fails here until it gets one).
@@ -96,6 +114,12 @@ fn hand_map(name: &str, data: &Gauss1, times: &[f64]) -> Aff {
         return Aff { c: sa_solver_hand(data, cfg, times, 1.0, &[]) - d, d };
     }
     let mut x = Aff { c: 1.0, d: 0.0 };
+    // DPM-Solver++(3M), UniPC and DPM-Solver++ with UniC: diffusers' multistep loop,
+    // written out in `common/multistep_oracle.rs`.
+    if matches!(name, "dpm3m" | "unipc" | "unipc-bh1" | "dpm2m-unic") {
+        let method = multistep_oracle::by_name(name);
+        return multistep_oracle::run(method, false, times, x, &|x, t| x0_of(data, x, t));
+    }
     let mut prev: Option<(Aff, f64)> = None; // DPM-Solver++(2M): previous x0_hat and h.
     for w in times.windows(2) {
         let (t, s) = (w[0], w[1]);
@@ -475,7 +499,9 @@ impl Score<Array2<f32>> for ExactScoreDyn<'_> {
 fn bad_solver_parameters_are_errors() {
     assert!(Ddim::with_eta(-0.1).is_err());
     assert!(Ddim::with_eta(f64::NAN).is_err());
-    assert!(DpmSolverPp::<Array2<f64>>::new(3).is_err());
+    assert!(DpmSolverPp::<Array2<f64>>::new(4).is_err());
+    assert!(UniPc::<Array2<f64>>::new(0, Bh::Bh2).is_err());
+    assert!(UniPc::<Array2<f64>>::new(4, Bh::Bh1).is_err());
     assert!(DpmSolverPp::<Array2<f64>>::new(0).is_err());
     assert!(EdmHeun::with_churn(-1.0, 0.0, 1.0, 1.0).is_err());
     assert!(EdmHeun::with_churn(1.0, 2.0, 1.0, 1.0).is_err());
@@ -483,7 +509,20 @@ fn bad_solver_parameters_are_errors() {
     assert!(EdmHeun::with_churn(f64::INFINITY, 0.0, 1.0, 1.0).is_err());
     assert!(OdeDopri5::new(0.0, 1e-5).is_err());
     assert!(OdeDopri5::new(1e-5, f64::NAN).is_err());
-    for bad in ["ddim-eta:abc", "ddim-eta:-1", "ode-dopri5:", "ode-dopri5:0", "ode-dopri5:1e-3:x", "dpm3m"] {
+    for bad in [
+        "ddim-eta:abc",
+        "ddim-eta:-1",
+        "ode-dopri5:",
+        "ode-dopri5:0",
+        "ode-dopri5:1e-3:x",
+        "dpm4m",
+        "unipc:0",
+        "unipc:4",
+        "unipc-bh1:2.5",
+        "unipc:x",
+        "ddim:lower-order-final",
+        "dpm2m:lower-order-final=1",
+    ] {
         assert!(by_name::<Array2<f64>>(bad).is_err(), "{bad}");
     }
     assert!(matches!(by_name::<Array2<f64>>("ddim-eta:0.5"), Ok(s) if s.name() == "ddim-eta"));

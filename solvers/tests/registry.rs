@@ -69,7 +69,10 @@ fn parameterised_names_resolve_to_their_rows() {
     assert_eq!(solver_info("ddim-eta:0.5").unwrap().name, "ddim-eta1");
     assert_eq!(solver_info("ode-dopri5:1e-4:1e-6").unwrap().name, "ode-dopri5");
     assert!(by_name::<Array2<f64>>("ode-dopri5:1e-4:1e-6").is_ok());
-    for bad in ["ddim-eta", "dpm3m", "ode-euler:2", "forward-em:1"] {
+    assert_eq!(solver_info("unipc:3").unwrap().name, "unipc");
+    assert_eq!(solver_info("unipc-bh1:1,lower-order-final").unwrap().name, "unipc-bh1");
+    assert_eq!(solver_info("dpm3m:lower-order-final,threshold").unwrap().name, "dpm3m");
+    for bad in ["ddim-eta", "dpm4m", "ode-euler:2", "forward-em:1", "dpm3m:3"] {
         assert!(by_name::<Array2<f64>>(bad).is_err(), "{bad}");
     }
     assert!(solver_info("nope").is_err());

@@ -52,7 +52,9 @@ fn every_sampler_agrees_across_backends() {
     let exact = ExactScore::new(mixture(), sde);
     let grid = TimeGrid::reverse(&sde, 25).unwrap();
     let x0: Array2<f64> = prior_sample(&sde, &Array2::zeros((64, 2)), &mut GaussianNoise::new(1));
-    for &name in SAMPLERS {
+    // Every row, and the parameterised forms and options of the multistep solvers.
+    let forms = ["unipc:3", "unipc-bh1:1", "dpm3m:lower-order-final", "unipc:3,lower-order-final"];
+    for &name in SAMPLERS.iter().chain(&forms) {
         let mut nd_solver = by_name::<Array2<f64>>(name).unwrap();
         let nd =
             Sampler::new(&sde, &exact).run(nd_solver.as_mut(), x0.clone(), &grid, &mut GaussianNoise::new(7)).unwrap();

@@ -58,12 +58,29 @@ fn max_abs(x: &Array2<f64>) -> f64 {
 fn the_x0_rows_are_the_ones_that_take_a_guard() {
     assert_eq!(
         x0_rows(),
-        ["ancestral", "ancestral-large", "ddim", "ddim-eta1", "dpm1", "dpm2m", "sa-solver", "sa-solver-ode"]
+        [
+            "ancestral",
+            "ancestral-large",
+            "ddim",
+            "ddim-eta1",
+            "dpm1",
+            "dpm2m",
+            "dpm3m",
+            "unipc",
+            "unipc-bh1",
+            "dpm2m-unic",
+            "sa-solver",
+            "sa-solver-ode",
+        ]
     );
     for info in SOLVERS {
         let mut names = vec![format!("{}:clip", info.name)];
         if let Some(p) = info.param {
-            let arg = if p.prefix == "ode-dopri5" { "1e-4" } else { "0.5" };
+            let arg = match p.prefix {
+                "ode-dopri5" => "1e-4",
+                "unipc" | "unipc-bh1" => "3",
+                _ => "0.5",
+            };
             names.push(format!("{}:{arg},threshold", p.prefix));
         }
         for name in names {

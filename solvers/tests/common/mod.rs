@@ -11,6 +11,8 @@
 //!   deterministic noise sources, and proptest helpers.
 #![allow(dead_code)]
 
+pub mod multistep_oracle;
+
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed};

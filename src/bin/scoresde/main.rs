@@ -160,4 +160,5 @@ fn list_solvers() {
     }
     println!("\ngrids: {}", scoresde::solvers::GRIDS.join(", "));
     println!("\n{}", scoresde::solvers::x0_guard_note().replace('`', ""));
+    println!("\n{}", scoresde::solvers::lower_order_final_note().replace('`', ""));
 }

@@ -31,6 +31,8 @@ pub struct SampleArgs {
     /// also take an x0 guard: NAME:clip[=C] clips the predicted clean sample to
     /// [-C, C] (default 1), NAME:threshold[=P] is Imagen's dynamic thresholding at
     /// quantile P (default 0.995); e.g. ddim:clip, dpm2m:threshold=0.99, ddim-eta:0.5,clip.
+    /// The multistep rows (dpm2m, dpm3m, unipc, ...) take lower-order-final (a first-order
+    /// last step, diffusers' lower_order_final); e.g. unipc:3,lower-order-final.
     #[arg(long, default_value = "ancestral")]
     pub solver: String,
     /// Steps from t = 1 down to t = eps.
