@@ -36,8 +36,8 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
 use crate::integrators::{
-    Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5, OdeEuler,
-    OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Variance,
+    AdaptiveSde, Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5,
+    OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Variance,
 };
 use crate::sde::Sde;
 use crate::solver::{Direction, Solver};
@@ -51,7 +51,8 @@ pub enum Order {
     Weak(u32),
     /// Order `p` of a deterministic (ODE) scheme: the output converges pathwise as `h^p`.
     Ode(u32),
-    /// An adaptive ODE method of order `p`: the step size is chosen from a tolerance.
+    /// An adaptive method of order `p` (an ODE method's order, or the weak order of an
+    /// SDE method): the step size is chosen from a tolerance.
     Adaptive(u32),
     /// A corrector-only sampler: MCMC at each noise level with an `O(step)` bias, not a
     /// discretisation that converges with the number of steps.
@@ -596,6 +597,23 @@ solvers! {
         x0: false,
         citation: "Karras et al. 2022, Alg. 2",
     }
+    AdaptiveSde {
+        name: "adaptive-sde",
+        build: AdaptiveSde::default(),
+        rust: "AdaptiveSde::default()",
+        update: "EM proposal `x'`, improved-Euler `x'' = (x + EM(x', t−h))/2`, accept if `max_i RMS((x'−x'')/max(atol, rtol max(|x'|,|x'_prev|))) ≤ 1`, `h ← 0.9 h E^−0.9`; same Brownian path on retry; rtol = 0.05, atol = 0.0078",
+        order: Order::Adaptive(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Adaptive { min: 2 },
+        grid: DefaultGrid::Adaptive,
+        direction: Direction::Reverse,
+        affine: false,
+        check: OrderCheck::Elsewhere("adaptive: Monte Carlo law vs exact, error falls with rtol (tests/adaptive_sde.rs)"),
+        param: Some(Param { prefix: "adaptive-sde", syntax: "RTOL[:ATOL]" }),
+        x0: false,
+        citation: "Jolicoeur-Martineau et al. 2021, Alg. 1",
+    }
 }
 
 /// A solver of a parameterised form (`ddim-eta:0.5`, `ode-dopri5:1e-4:1e-6`).
@@ -611,6 +629,13 @@ fn build_param<S: State>(info: &SolverInfo, args: &str) -> Result<Box<dyn Solver
                 None => (parse("rtol", args)?, parse("rtol", args)?),
             };
             Ok(Box::new(OdeDopri5::new(rtol, atol)?))
+        }
+        Id::AdaptiveSde => {
+            let (rtol, atol) = match args.split_once(':') {
+                Some((r, a)) => (parse("rtol", r)?, parse("atol", a)?),
+                None => (parse("rtol", args)?, AdaptiveSde::DEFAULT_ATOL),
+            };
+            Ok(Box::new(AdaptiveSde::new(rtol, atol)?))
         }
         _ => Err(unknown(info.name)),
     }
@@ -717,7 +742,8 @@ pub fn solver_info(name: &str) -> Result<&'static SolverInfo> {
 }
 
 /// A solver from its name (see [`SOLVERS`] and the README's "Solvers" table), with
-/// default settings; `ddim-eta:ETA` and `ode-dopri5:RTOL[:ATOL]` set a parameter.
+/// default settings; `ddim-eta:ETA`, `ode-dopri5:RTOL[:ATOL]` and
+/// `adaptive-sde:RTOL[:ATOL]` (ATOL defaults to 0.0078) set a parameter.
 ///
 /// Solvers that form `x0_hat` ([`SolverInfo::x0`]) also take an [`X0Guard`] after a colon,
 /// or after a comma behind a positional parameter: `ddim:clip` (= `clip=1`),

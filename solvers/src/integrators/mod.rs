@@ -1,5 +1,6 @@
 //! The integrators, one per file, each named as in the literature.
 
+mod adaptive_sde;
 mod ancestral;
 mod annealed_langevin;
 mod ddim;
@@ -17,6 +18,7 @@ mod reverse_em;
 mod sgld;
 mod tweedie;
 
+pub use adaptive_sde::AdaptiveSde;
 pub use ancestral::{Ancestral, Variance};
 pub use annealed_langevin::AnnealedLangevin;
 pub use ddim::Ddim;
