@@ -601,7 +601,7 @@ solvers! {
         name: "adaptive-sde",
         build: AdaptiveSde::default(),
         rust: "AdaptiveSde::default()",
-        update: "EM proposal `x'`, improved-Euler `x'' = (x + EM(x', t−h))/2`, accept if `max_i RMS((x'−x'')/max(atol, rtol max(|x'|,|x'_prev|))) ≤ 1`, `h ← 0.9 h E^−0.9`; same Brownian path on retry; rtol = 0.05, atol = 0.0078",
+        update: "EM proposal `x'`, improved Euler `x'' = (x + EM(x', t−h))/2`; accept if the largest per-sample RMS of `(x' − x'') / max(atol, rtol · max(abs x', abs x'_prev))` is `E ≤ 1`; `h ← 0.9 h E^−0.9`; a retry reuses the Brownian path; rtol = 0.05, atol = 0.0078",
         order: Order::Adaptive(1),
         strong_order: None,
         kind: SolverKind::Stochastic,
