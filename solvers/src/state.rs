@@ -473,6 +473,28 @@ mod tests {
     }
 
     #[test]
+    fn per_sample_norms_stds_and_scaling() {
+        let e = ndarray::array![[0.1, -0.2], [0.0, 0.0], [3.0, 4.0]];
+        let y0 = ndarray::array![[1.0, 10.0], [0.0, 0.0], [-2.0, 0.5]];
+        let y1 = ndarray::array![[-2.0, 1.0], [1.0, 1.0], [1.0, 0.1]];
+        // delta = max(atol, rtol max(|y0|, |y1|)) with rtol 0.1, atol 0.5: [[0.5, 1.0], _, [0.5, 0.5]].
+        let n = e.sample_error_norms(&y0, &y1, 0.1, 0.5).unwrap();
+        let want = [((0.2f64.powi(2) + 0.2f64.powi(2)) / 2.0).sqrt(), 0.0, ((36.0 + 64.0) / 2.0f64).sqrt()];
+        for (g, w) in n.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{n:?}");
+        }
+        let sd = e.sample_stds().unwrap();
+        for (g, w) in sd.iter().zip([0.15, 0.0, 0.5]) {
+            assert!((g - w).abs() < 1e-12, "{sd:?}");
+        }
+        let mut x = e.clone();
+        x.scale_samples(&[2.0, 1.0, -1.0]).unwrap();
+        assert_eq!(x, ndarray::array![[0.2, -0.4], [0.0, 0.0], [-3.0, -4.0]]);
+        assert!(x.scale_samples(&[1.0]).is_err());
+        assert!(e.sample_error_norms(&ndarray::Array2::zeros((2, 2)), &y1, 0.1, 0.5).is_err());
+    }
+
+    #[test]
     fn error_norm_is_scaled_rms() {
         let e = array![[1.0, -2.0]];
         let y0 = array![[0.0, 10.0]];
