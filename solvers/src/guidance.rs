@@ -49,9 +49,10 @@
 //!   ε (or v) prediction; here the score is rescaled, which for ε is the same thing:
 //!   `ε̂ = −σ(t) s` with one scalar for every sample and element at a given `t`, so
 //!   `std(ε̂_cond) / std(ε̂_cfg) = std(s_cond) / std(s_cfg)` and the blend, being
-//!   linear, commutes with the factor `−σ(t)`. (A v prediction, `v = −(σ/a)((a² + σ²) s
-//!   + x)`, carries `x` too, so its rescale differs.) A sample whose guided score has
-//!   zero spread (one element per sample, as in 1-D data) is left as it is.
+//!   linear, commutes with the factor `−σ(t)`. (A v prediction,
+//!   `v = −(σ/a)((a² + σ²) s + x)`, carries `x` too, so its rescale differs.) A sample
+//!   whose guided score has zero spread (one element per sample, as in 1-D data) is left
+//!   as it is.
 //!
 //! `φ = 0` and an interval covering the whole run give plain CFG bit for bit (tested).
 //! On the labelled Gaussian mixture with the exact score (`solvers/tests/guidance.rs`,

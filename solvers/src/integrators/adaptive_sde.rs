@@ -236,7 +236,7 @@ impl<S: State> Solver<S> for AdaptiveSde {
     fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         check_rtol(self.rtol, x.epsilon())?;
         let span = t - t_next;
-        if !(span > 0.0) {
+        if span.is_nan() || span <= 0.0 {
             return Err(Error::InvalidGrid { reason: format!("adaptive-sde runs in reverse time: {t} -> {t_next}") });
         }
         let mut revealed = if ctx.noise.is_path() { None } else { Some(Revealed::new(t, t_next, &x, ctx.noise)?) };
