@@ -615,6 +615,21 @@ mod tests {
         for bad in ["-0.1", "1.5", "nan", "x"] {
             assert!(parse_rescale(bad).is_err(), "{bad}");
         }
+        // Through clap: parsed with --class, refused without it or with --classifier.
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            a: SampleArgs,
+        }
+        let parse = |args: &[&str]| {
+            <Cmd as clap::Parser>::try_parse_from(std::iter::once("sample").chain(args.iter().copied()))
+        };
+        let a = parse(&["--class", "1", "--guidance-interval", "0.3,5", "--cfg-rescale", "0.7"]).unwrap().a;
+        assert_eq!((a.guidance_interval, a.cfg_rescale), (Some((0.3, 5.0)), Some(0.7)));
+        assert!(parse(&["--guidance-interval", "0.3,5"]).is_err());
+        assert!(parse(&["--class", "1", "--cfg-rescale", "2"]).is_err());
+        assert!(parse(&["--class", "1", "--guidance-interval", "5,0.3"]).is_err());
+        assert!(parse(&["--class", "1", "--classifier", "c", "--cfg-rescale", "0.5"]).is_err());
     }
 
     #[test]
