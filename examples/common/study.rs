@@ -13,7 +13,7 @@ use scoresde::metrics::sliced_wasserstein2;
 use scoresde::plot::{line_chart, LineChartOptions, Series};
 use scoresde::solvers::law::{scheme_law_1d, Gauss1d};
 use scoresde::solvers::prelude::*;
-use scoresde::solvers::{solver_info, DefaultGrid, Order, Rng, ScoreEvals, SolverInfo, SOLVERS};
+use scoresde::solvers::{solver_info, DefaultGrid, Order, Rng, ScoreEvals, SolverInfo, SolverKind, SOLVERS};
 
 /// One integrator of the study: the name [`by_name`] takes (a row's name, or a
 /// parameterised form such as `unipc:3` or `dpm3m:lower-order-final`) and its row, whose
@@ -99,6 +99,9 @@ pub fn budgets() -> &'static [usize] {
 pub const STEPS: [usize; 10] = [2, 3, 5, 10, 20, 50, 100, 200, 500, 1000];
 /// Tolerances (rtol = atol) of the adaptive runs.
 pub const TOLS: [f64; 7] = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8];
+/// Tolerances (rtol = atol) of the adaptive SDE runs: weak order 1, so the steps grow
+/// like 1/tol (about 2000 evaluations at 1e-2 for 1-D data).
+pub const SDE_TOLS: [f64; 5] = [0.2, 0.1, 0.05, 0.02, 0.01];
 /// Score-evaluation budgets of the markdown table.
 pub const BUDGETS: [usize; 6] = [10, 20, 50, 100, 200, 1000];
 const MAX_NFE: usize = 2000;
@@ -130,8 +133,9 @@ fn runs(entry: &Entry, sde: &VpSde, max_nfe: usize) -> anyhow::Result<Vec<Run>> 
     // vary (`restart`) runs per step count like the fixed-step ones.
     if let (ScoreEvals::Adaptive { .. }, DefaultGrid::Adaptive) = (entry.evals, entry.grid) {
         let param = entry.param.ok_or_else(|| anyhow::anyhow!("{}: adaptive without a tolerance form", entry.name))?;
-        for tol in TOLS {
-            let solver = by_name::<Array2<f64>>(&format!("{}:{tol:e}", param.prefix))?;
+        let tols: &[f64] = if entry.kind == SolverKind::Stochastic { &SDE_TOLS } else { &TOLS };
+        for &tol in tols {
+            let solver = by_name::<Array2<f64>>(&format!("{}:{tol:e}:{tol:e}", param.prefix))?;
             out.push((format!("tol {tol:e}"), solver, entry.grid.build(sde, 1.0, eps, 1)?));
         }
         return Ok(out);

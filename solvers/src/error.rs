@@ -116,7 +116,7 @@ pub enum Error {
     /// An adaptive integrator took its whole budget of internal steps (accepted
     /// and rejected) without reaching the end: of one integration, or of a
     /// whole sampling run ([`crate::OdeDopri5`] as a solver).
-    #[error("adaptive integrator gave up after its cap of {max_steps} internal steps at t = {t} (h = {h:e}): the tolerance needs more; loosen rtol/atol (the default is 1e-5), raise the cap or check the score")]
+    #[error("adaptive integrator gave up after its cap of {max_steps} internal steps at t = {t} (h = {h:e}): the tolerance needs more; loosen rtol/atol (ode-dopri5: default 1e-5; adaptive-sde: 0.05, 0.0078), raise the cap or check the score")]
     TooManySteps {
         /// The cap on internal steps per integration (per run for a solver).
         max_steps: usize,

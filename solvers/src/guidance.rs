@@ -29,6 +29,39 @@
 //! 2411.17077). diffusers' and k-diffusion's `guidance_scale` is `γ`, i.e.
 //! `1 + w` here.
 //!
+//! # Guidance interval and CFG rescale
+//!
+//! Two options of [`ClassifierFreeGuided`] fix known artefacts of strong guidance:
+//!
+//! * [`ClassifierFreeGuided::with_interval`] (Kynkäänniemi et al. 2024, "Applying
+//!   guidance in a limited interval improves sample and distribution quality in
+//!   diffusion models", arXiv 2404.07724): guidance only while the noise level is in
+//!   `[lo, hi]`, the conditional score alone elsewhere (one model evaluation there). The
+//!   noise level is EDM's `σ̃(t) = σ(t) / a(t)`, the noise of the scaled-out state
+//!   `x / a = x0 + σ̃ z`, which is what the paper's intervals are given in (EDM2's
+//!   `(0.28, 5.42]`); for the VE SDE it is `σ(t)` itself. Guidance at high noise is what
+//!   drags samples to a few modes; at low noise it mostly shrinks the spread.
+//! * [`ClassifierFreeGuided::with_rescale`] (Lin et al. 2024, "Common diffusion noise
+//!   schedules and sample steps are flawed", arXiv 2305.08891, §3.4): per sample, the
+//!   guided prediction is scaled to the standard deviation (over its elements) of the
+//!   conditional one, and blended with the unscaled one by `φ`:
+//!   `s ← s_cfg (φ std(s_cond) / std(s_cfg) + 1 − φ)`. The paper rescales the model's
+//!   ε (or v) prediction; here the score is rescaled, which for ε is the same thing:
+//!   `ε̂ = −σ(t) s` with one scalar for every sample and element at a given `t`, so
+//!   `std(ε̂_cond) / std(ε̂_cfg) = std(s_cond) / std(s_cfg)` and the blend, being
+//!   linear, commutes with the factor `−σ(t)`. (A v prediction,
+//!   `v = −(σ/a)((a² + σ²) s + x)`, carries `x` too, so its rescale differs.) A sample
+//!   whose guided score has zero spread (one element per sample, as in 1-D data) is left
+//!   as it is.
+//!
+//! `φ = 0` and an interval covering the whole run give plain CFG bit for bit (tested).
+//! On the labelled Gaussian mixture with the exact score (`solvers/tests/guidance.rs`,
+//! 2-D, class spread 0.85), strong guidance (`w = 10`) with the interval `σ̃ ∈ [1, 5]`
+//! keeps a spread of 0.76 where plain CFG shrinks it to 0.67, at a purity of 0.987
+//! instead of 0.998 (0.894 without guidance). The rescale needs many elements per sample:
+//! on 2-D samples the std of two numbers can be near 0 and the rescale inflates the
+//! spread many-fold.
+//!
 //! Models are borrowed (`&model`, for `Sync` models such as the closed forms)
 //! or moved in (tensor networks, which are not `Sync`); `set_class` and
 //! `set_scale` re-aim a wrapper without rebuilding it.
@@ -55,6 +88,7 @@
 
 use crate::error::{Error, Result};
 use crate::score::Score;
+use crate::sde::Sde;
 use crate::state::State;
 
 #[doc(no_inline)]
@@ -251,6 +285,10 @@ pub struct ClassifierFreeGuided<'a, S: State> {
     model: Box<dyn ConditionalScore<S> + 'a>,
     class: usize,
     scale: f64,
+    /// Guidance only for `σ(t)/a(t)` in `[lo, hi]` of this SDE.
+    interval: Option<(Box<dyn Sde + 'a>, f64, f64)>,
+    /// CFG rescale `φ` (0: off).
+    rescale: f64,
 }
 
 impl<'a, S: State> ClassifierFreeGuided<'a, S> {
@@ -264,7 +302,61 @@ impl<'a, S: State> ClassifierFreeGuided<'a, S> {
     pub fn new(model: impl ConditionalScore<S> + 'a, class: usize, w: f64) -> Result<Self> {
         check_class(class, model.n_classes())?;
         let scale = check_scale(w)?;
-        Ok(Self { model: Box::new(model), class, scale })
+        Ok(Self { model: Box::new(model), class, scale, interval: None, rescale: 0.0 })
+    }
+
+    /// Guides only where EDM's noise level `σ̃(t) = σ(t) / a(t)` of `sde` lies in
+    /// `[lo, hi]`, and uses the conditional score alone elsewhere (Kynkäänniemi et al.
+    /// 2024; see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming `guidance interval` unless `0 <= lo < hi` and
+    /// both are finite.
+    pub fn with_interval(mut self, sde: Box<dyn Sde + 'a>, lo: f64, hi: f64) -> Result<Self> {
+        if !(lo.is_finite() && hi.is_finite() && lo >= 0.0 && lo < hi) {
+            return Err(Error::param(
+                "guidance interval",
+                format!("[{lo}, {hi}]"),
+                "needs finite noise levels 0 <= lo < hi (EDM's sigma = sigma(t)/a(t))",
+            ));
+        }
+        self.interval = Some((sde, lo, hi));
+        Ok(self)
+    }
+
+    /// CFG rescale with blend `φ` in `[0, 1]` (Lin et al. 2024, §3.4; see the
+    /// [module docs](self)): `φ = 0` is plain CFG, `φ = 1` gives the guided score the
+    /// per-sample standard deviation of the conditional one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming `cfg rescale` unless `0 <= φ <= 1`.
+    pub fn with_rescale(mut self, phi: f64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&phi) {
+            return Err(Error::param("cfg rescale", phi, "must be in [0, 1]"));
+        }
+        self.rescale = phi;
+        Ok(self)
+    }
+
+    /// The guidance interval `(lo, hi)` in EDM's noise level, if one is set.
+    pub fn interval(&self) -> Option<(f64, f64)> {
+        self.interval.as_ref().map(|(_, lo, hi)| (*lo, *hi))
+    }
+
+    /// The CFG rescale blend `φ` (0: off).
+    pub fn rescale(&self) -> f64 {
+        self.rescale
+    }
+
+    /// Whether guidance applies at `t` (inside the interval, if any).
+    pub fn guides_at(&self, t: f64) -> bool {
+        match &self.interval {
+            Some((sde, lo, hi)) => {
+                let level = sde.sigma(t) / sde.alpha(t);
+                *lo <= level && level <= *hi
+            }
+            None => true,
+        }
     }
 
     /// The class guided towards.
@@ -311,20 +403,39 @@ impl<'a, S: State> ClassifierFreeGuided<'a, S> {
 
 impl<S: State> std::fmt::Debug for ClassifierFreeGuided<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClassifierFreeGuided").field("class", &self.class).field("scale", &self.scale).finish()
+        f.debug_struct("ClassifierFreeGuided")
+            .field("class", &self.class)
+            .field("scale", &self.scale)
+            .field("interval", &self.interval())
+            .field("rescale", &self.rescale)
+            .finish()
     }
 }
 
 impl<S: State> Score<S> for ClassifierFreeGuided<'_, S> {
-    /// Two model evaluations (one, the conditional, when `w = 0`).
+    /// Two model evaluations (one, the conditional, when `w = 0` or outside the
+    /// guidance interval).
     fn score(&self, x: &S, t: f64) -> Result<S> {
         let mut s = self.model.score_cond(x, t, Some(self.class))?;
-        if self.scale != 0.0 {
+        if self.scale != 0.0 && self.guides_at(t) {
             let u = self.model.score_cond(x, t, None)?;
+            let cond = (self.rescale != 0.0).then(|| s.duplicate());
             s.axpby(1.0 + self.scale, -self.scale, &u)?;
+            if let Some(cond) = cond {
+                rescale(&mut s, &cond, self.rescale)?;
+            }
         }
         Ok(s)
     }
+}
+
+/// CFG rescale: `s <- s (phi std(cond) / std(s) + 1 - phi)` per sample; a sample with
+/// zero spread is left as it is, a NaN stays NaN.
+fn rescale<S: State>(s: &mut S, cond: &S, phi: f64) -> Result<()> {
+    let (want, got) = (cond.sample_stds()?, s.sample_stds()?);
+    let factors: Vec<f64> =
+        want.iter().zip(&got).map(|(&c, &g)| if g == 0.0 { 1.0 } else { phi * (c / g) + (1.0 - phi) }).collect();
+    s.scale_samples(&factors)
 }
 
 /// A conditional model at a fixed class (or, with `None`, unconditional) as a

@@ -59,9 +59,9 @@ pub use guidance::{
     check_class, ClassifierFreeGuided, ClassifierGradient, ClassifierGuided, ConditionalScore, Conditioned,
 };
 pub use integrators::{
-    tweedie_denoise, Ancestral, AnnealedLangevin, Ddim, Dopri5Solution, DpmSolverPp, EdmHeun, ForwardEulerMaruyama,
-    Identity, Langevin, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Sgld,
-    StepSchedule, Variance,
+    tweedie_denoise, AdaptiveSde, Ancestral, AnnealedLangevin, Ddim, Dopri5Solution, DpmSolverPp, EdmHeun,
+    ForwardEulerMaruyama, Identity, Langevin, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion,
+    ReverseEulerMaruyama, Sgld, StepSchedule, Variance,
 };
 pub use integrators::{Restart, SaSolver};
 pub use integrators::{Bh, UniC, UniPc};

@@ -24,6 +24,16 @@ pub trait Noise<S: State>: Send {
     /// A fresh standard normal not tied to any time interval (for Langevin
     /// correctors, which move at fixed t).
     fn normal(&mut self, like: &S) -> S;
+
+    /// Whether [`Noise::step_normal`] over any sub-interval is an increment of one fixed
+    /// Brownian path (true for [`BrownianPath`]), so that increments over overlapping or
+    /// nested intervals are consistent. An adaptive solver that retries a shorter step
+    /// ([`crate::AdaptiveSde`]) then asks the path itself; otherwise it fills in the
+    /// path between the times it has drawn by Brownian-bridge draws from
+    /// [`Noise::normal`]. False by default.
+    fn is_path(&self) -> bool {
+        false
+    }
 }
 
 /// Seeded i.i.d. standard normal noise.
@@ -196,6 +206,10 @@ impl<S: State> Noise<S> for BrownianPath<S> {
 
     fn normal(&mut self, like: &S) -> S {
         like.randn_like(&mut self.iid)
+    }
+
+    fn is_path(&self) -> bool {
+        true
     }
 }
 

@@ -38,8 +38,8 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
 use crate::integrators::{
-    Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5, OdeEuler,
-    OdeHeun, OdeRk4, Pc, Restart, ReverseDiffusion, ReverseEulerMaruyama, SaSolver, Variance,
+    AdaptiveSde, Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5,
+    OdeEuler, OdeHeun, OdeRk4, Pc, Restart, ReverseDiffusion, ReverseEulerMaruyama, SaSolver, Variance,
 };
 use crate::integrators::{Bh, UniC, UniPc};
 use crate::sde::Sde;
@@ -54,7 +54,8 @@ pub enum Order {
     Weak(u32),
     /// Order `p` of a deterministic (ODE) scheme: the output converges pathwise as `h^p`.
     Ode(u32),
-    /// An adaptive ODE method of order `p`: the step size is chosen from a tolerance.
+    /// An adaptive method of order `p` (an ODE method's order, or the weak order of an
+    /// SDE method): the step size is chosen from a tolerance.
     Adaptive(u32),
     /// A corrector-only sampler: MCMC at each noise level with an `O(step)` bias, not a
     /// discretisation that converges with the number of steps.
@@ -719,6 +720,22 @@ solvers! {
         param: Some(Param { prefix: "restart", syntax: "SIGMA_MIN:SIGMA_MAX[:K[:N_R]]" }),
         x0: false,
         citation: "Xu et al. 2023 (Restart), Alg. 1",
+    AdaptiveSde {
+        name: "adaptive-sde",
+        build: AdaptiveSde::default(),
+        rust: "AdaptiveSde::default()",
+        update: "EM proposal `x'`, improved Euler `x'' = (x + EM(x', t−h))/2`; accept if the largest per-sample RMS of `(x' − x'') / max(atol, rtol · max(abs x', abs x'_prev))` is `E ≤ 1`; `h ← 0.9 h E^−0.9`; a retry reuses the Brownian path; rtol = 0.05, atol = 0.0078",
+        order: Order::Adaptive(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Adaptive { min: 2 },
+        grid: DefaultGrid::Adaptive,
+        direction: Direction::Reverse,
+        affine: false,
+        check: OrderCheck::Elsewhere("adaptive: Monte Carlo law vs exact, error falls with rtol (tests/adaptive_sde.rs)"),
+        param: Some(Param { prefix: "adaptive-sde", syntax: "RTOL[:ATOL]" }),
+        x0: false,
+        citation: "Jolicoeur-Martineau et al. 2021, Alg. 1",
     }
 }
 
@@ -763,6 +780,12 @@ fn build_param<S: State>(info: &SolverInfo, args: &str) -> Result<Box<dyn Solver
                 _ => return Err(Error::param("restart", args, "give SIGMA_MIN:SIGMA_MAX[:K[:N_R]]")),
             };
             Ok(Box::new(Restart::new(parse("sigma_min", parts[0])?, parse("sigma_max", parts[1])?, k, n)?))
+        Id::AdaptiveSde => {
+            let (rtol, atol) = match args.split_once(':') {
+                Some((r, a)) => (parse("rtol", r)?, parse("atol", a)?),
+                None => (parse("rtol", args)?, AdaptiveSde::DEFAULT_ATOL),
+            };
+            Ok(Box::new(AdaptiveSde::new(rtol, atol)?))
         }
         _ => Err(unknown(info.name)),
     }
@@ -887,8 +910,9 @@ pub fn solver_info(name: &str) -> Result<&'static SolverInfo> {
 }
 
 /// A solver from its name (see [`SOLVERS`] and the README's "Solvers" table), with
-/// default settings; `ddim-eta:ETA`, `ode-dopri5:RTOL[:ATOL]` and `unipc:P` /
-/// `unipc-bh1:P` (UniPC-p, p = 1, 2, 3) set a parameter.
+/// default settings; `ddim-eta:ETA`, `ode-dopri5:RTOL[:ATOL]`, `unipc:P` /
+/// `unipc-bh1:P` (UniPC-p, p = 1, 2, 3) and `adaptive-sde:RTOL[:ATOL]` (ATOL defaults to
+/// 0.0078) set a parameter.
 ///
 /// Solvers that form `x0_hat` ([`SolverInfo::x0`]) also take an [`X0Guard`] after a colon,
 /// or after a comma behind a positional parameter: `ddim:clip` (= `clip=1`),

@@ -78,6 +78,30 @@ pub trait State: Send + 'static {
     /// [`Error::ShapeMismatch`] when `y0` or `y1` has another shape.
     fn error_norm(&self, y0: &Self, y1: &Self, rtol: f64, atol: f64) -> Result<f64>;
 
+    /// Per sample, the scaled root-mean-square norm of an error estimate `self` with the
+    /// mixed tolerance of Jolicoeur-Martineau et al. (2021, "Gotta Go Fast", Alg. 1):
+    /// `sqrt(mean_j (e_ij / max(atol, rtol max(|y0_ij|, |y1_ij|)))^2)` over the elements
+    /// `j` of sample `i` (every axis but the leading one), in f64; 0 for a sample with no
+    /// elements, NaN if any of its terms is NaN. Used by [`crate::AdaptiveSde`].
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `y0` or `y1` has another shape; backend failures.
+    fn sample_error_norms(&self, y0: &Self, y1: &Self, rtol: f64, atol: f64) -> Result<Vec<f64>>;
+
+    /// Per sample, the standard deviation of its elements (every axis but the leading one,
+    /// population form: divided by the number of elements), in f64; 0 for a sample with no
+    /// elements. Used by CFG rescale ([`crate::ClassifierFreeGuided::with_rescale`]).
+    ///
+    /// # Errors
+    /// Backend failures.
+    fn sample_stds(&self) -> Result<Vec<f64>>;
+
+    /// Multiplies sample `i` by `factors[i]`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] unless there is one factor per sample; backend failures.
+    fn scale_samples(&mut self, factors: &[f64]) -> Result<()>;
+
     /// Standard normal draws of the same shape (and device) as `self`.
     fn randn_like(&self, rng: &mut Rng) -> Self;
 
@@ -276,6 +300,59 @@ where
         Ok((sum / self.len() as f64).sqrt())
     }
 
+    fn sample_error_norms(&self, y0: &Self, y1: &Self, rtol: f64, atol: f64) -> Result<Vec<f64>> {
+        same_shape("sample_error_norms", self, y0)?;
+        same_shape("sample_error_norms", self, y1)?;
+        let f = |v: &F| v.to_f64().unwrap_or(f64::NAN);
+        Ok(self
+            .axis_iter(Axis(0))
+            .zip(y0.axis_iter(Axis(0)))
+            .zip(y1.axis_iter(Axis(0)))
+            .map(|((e, a), b)| {
+                if e.is_empty() {
+                    return 0.0;
+                }
+                let mut sum = 0.0f64;
+                Zip::from(&e).and(&a).and(&b).for_each(|e, a, b| {
+                    let scale = atol.max(rtol * f(a).abs().max(f(b).abs()));
+                    sum += (f(e) / scale).powi(2);
+                });
+                (sum / e.len() as f64).sqrt()
+            })
+            .collect())
+    }
+
+    fn sample_stds(&self) -> Result<Vec<f64>> {
+        Ok(self
+            .axis_iter(Axis(0))
+            .map(|row| {
+                if row.is_empty() {
+                    return 0.0;
+                }
+                let n = row.len() as f64;
+                let v: Vec<f64> = row.iter().map(|x| x.to_f64().unwrap_or(f64::NAN)).collect();
+                let mean = v.iter().sum::<f64>() / n;
+                (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt()
+            })
+            .collect())
+    }
+
+    fn scale_samples(&mut self, factors: &[f64]) -> Result<()> {
+        let n = self.len_of(Axis(0));
+        if factors.len() != n {
+            return Err(Error::ShapeMismatch {
+                what: "scale_samples factors",
+                expected: vec![n],
+                got: vec![factors.len()],
+            });
+        }
+        for (mut row, &c) in self.axis_iter_mut(Axis(0)).zip(factors) {
+            let c = cast::<F>(c);
+            row.mapv_inplace(|v| v * c);
+        }
+        Ok(())
+    }
+
     fn abs_quantiles(&self, p: f64) -> Result<Vec<f64>> {
         check_level(p)?;
         Ok(self
@@ -393,6 +470,28 @@ mod tests {
         assert_eq!(f64::NEG_INFINITY.exp_nonpositive(), 0.0);
         assert!(f64::NAN.exp_nonpositive().is_nan());
         assert!(f32::NAN.exp_nonpositive().is_nan());
+    }
+
+    #[test]
+    fn per_sample_norms_stds_and_scaling() {
+        let e = ndarray::array![[0.1, -0.2], [0.0, 0.0], [3.0, 4.0]];
+        let y0 = ndarray::array![[1.0, 10.0], [0.0, 0.0], [-2.0, 0.5]];
+        let y1 = ndarray::array![[-2.0, 1.0], [1.0, 1.0], [1.0, 0.1]];
+        // delta = max(atol, rtol max(|y0|, |y1|)) with rtol 0.1, atol 0.5: [[0.5, 1.0], _, [0.5, 0.5]].
+        let n = e.sample_error_norms(&y0, &y1, 0.1, 0.5).unwrap();
+        let want = [((0.2f64.powi(2) + 0.2f64.powi(2)) / 2.0).sqrt(), 0.0, ((36.0 + 64.0) / 2.0f64).sqrt()];
+        for (g, w) in n.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{n:?}");
+        }
+        let sd = e.sample_stds().unwrap();
+        for (g, w) in sd.iter().zip([0.15, 0.0, 0.5]) {
+            assert!((g - w).abs() < 1e-12, "{sd:?}");
+        }
+        let mut x = e.clone();
+        x.scale_samples(&[2.0, 1.0, -1.0]).unwrap();
+        assert_eq!(x, ndarray::array![[0.2, -0.4], [0.0, 0.0], [-3.0, -4.0]]);
+        assert!(x.scale_samples(&[1.0]).is_err());
+        assert!(e.sample_error_norms(&ndarray::Array2::zeros((2, 2)), &y1, 0.1, 0.5).is_err());
     }
 
     #[test]

@@ -212,6 +212,71 @@ impl State for Tensor {
         Ok(())
     }
 
+    fn sample_error_norms(&self, y0: &Self, y1: &Self, rtol: f64, atol: f64) -> Result<Vec<f64>> {
+        same_shape("sample_error_norms", self, y0)?;
+        same_shape("sample_error_norms", self, y1)?;
+        let b = self.size().first().copied().unwrap_or(0);
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        let op = backend("sample_error_norms");
+        let double = |t: &Tensor| t.f_to_kind(Kind::Double).and_then(|t| t.f_reshape([b, -1]));
+        let (e, y0, y1) = (double(self).map_err(&op)?, double(y0).map_err(&op)?, double(y1).map_err(&op)?);
+        if e.size()[1] == 0 {
+            return Ok(vec![0.0; b as usize]);
+        }
+        // sqrt(mean_j((e / max(atol, rtol * max(|y0|, |y1|)))^2)) per row, one host read.
+        let scale = y0
+            .f_abs()
+            .and_then(|a| a.f_maximum(&y1.f_abs()?))
+            .and_then(|m| m.f_mul_scalar(rtol))
+            .and_then(|m| m.f_clamp_min(atol))
+            .map_err(&op)?;
+        let norms = e
+            .f_div(&scale)
+            .and_then(|r| r.f_square())
+            .and_then(|r| r.f_mean_dim(Some([1i64].as_slice()), false, Kind::Double))
+            .and_then(|r| r.f_sqrt())
+            .map_err(&op)?;
+        Vec::<f64>::try_from(&norms.to_device(tch::Device::Cpu)).map_err(op)
+    }
+
+    fn sample_stds(&self) -> Result<Vec<f64>> {
+        let b = self.size().first().copied().unwrap_or(0);
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        let op = backend("sample_stds");
+        let flat = self.f_to_kind(Kind::Double).and_then(|t| t.f_reshape([b, -1])).map_err(&op)?;
+        if flat.size()[1] == 0 {
+            return Ok(vec![0.0; b as usize]);
+        }
+        let sd = flat.f_std_correction(Some([1i64].as_slice()), 0, false).map_err(&op)?;
+        Vec::<f64>::try_from(&sd.to_device(tch::Device::Cpu)).map_err(op)
+    }
+
+    fn scale_samples(&mut self, factors: &[f64]) -> Result<()> {
+        let size = self.size();
+        let n = size.first().copied().unwrap_or(0).max(0) as usize;
+        if factors.len() != n {
+            return Err(Error::ShapeMismatch {
+                what: "scale_samples factors",
+                expected: vec![n],
+                got: vec![factors.len()],
+            });
+        }
+        let op = backend("scale_samples");
+        let mut shape = vec![n as i64];
+        shape.resize(size.len().max(1), 1);
+        let c = Tensor::from_slice(factors)
+            .f_to_kind(self.kind())
+            .and_then(|c| c.f_to_device(self.device()))
+            .and_then(|c| c.f_reshape(shape.as_slice()))
+            .map_err(&op)?;
+        let _ = self.f_mul_(&c).map_err(&op)?;
+        Ok(())
+    }
+
     fn randn_like(&self, rng: &mut Rng) -> Self {
         let shape = self.size();
         let host = if !self.is_floating_point() {

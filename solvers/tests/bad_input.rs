@@ -84,6 +84,7 @@ fn nan_score_mid_run_names_step_and_time() {
                 | "ode-heun"
                 | "ode-rk4"
                 | "ode-dopri5"
+                | "adaptive-sde"
                 | "edm-heun"
                 | "edm-heun-churn"
                 | "restart"

@@ -314,3 +314,140 @@ fn labelled_samples_follow_the_class_prior() {
     let se = 0.6 / (rows.len() as f64).sqrt();
     assert!((m0[0] - 1.5).abs() < K_SIGMA * se && m0[1].abs() < K_SIGMA * se, "{m0}");
 }
+
+/// The EDM noise level `σ(t)/a(t)` of the VP SDE at `t`.
+fn edm_sigma(sde: &VpSde, t: f64) -> f64 {
+    sde.sigma(t) / sde.alpha(t)
+}
+
+/// CFG rescale `φ = 0` and a guidance interval covering every noise level of `[eps, 1]`
+/// give plain CFG bit for bit; outside the interval the score is the conditional one bit
+/// for bit, inside it plain CFG; with `φ = 1` each sample of the guided score has the
+/// standard deviation of the conditional score (relative 1e-12), and other `φ` blend.
+#[test]
+fn interval_and_rescale_reduce_to_plain_cfg_and_match_the_conditional_spread() {
+    let sde = VpSde::default();
+    let data = two_classes();
+    let exact = ExactConditional::new(data.clone(), sde);
+    let (lo_all, hi_all) = (edm_sigma(&sde, sde.t_eps()), edm_sigma(&sde, 1.0));
+    for (i, &t) in TIMES.iter().enumerate() {
+        let x = points(&data, &sde, t, 80 + i as u64);
+        for w in [1.0, 3.0, 10.0] {
+            let plain = ClassifierFreeGuided::new(&exact, 0, w).unwrap().score(&x, t).unwrap();
+            let cond = exact.score_cond(&x, t, Some(0)).unwrap();
+            let same = ClassifierFreeGuided::new(&exact, 0, w)
+                .unwrap()
+                .with_rescale(0.0)
+                .unwrap()
+                .with_interval(Box::new(sde), lo_all, hi_all)
+                .unwrap();
+            assert_eq!(same.score(&x, t).unwrap(), plain, "t = {t}, w = {w}");
+            // An interval around this t's level guides; one above it does not.
+            let level = edm_sigma(&sde, t);
+            let inside =
+                ClassifierFreeGuided::new(&exact, 0, w).unwrap().with_interval(Box::new(sde), 0.5 * level, 2.0 * level);
+            assert_eq!(inside.unwrap().score(&x, t).unwrap(), plain, "t = {t}, w = {w}");
+            let above =
+                ClassifierFreeGuided::new(&exact, 0, w).unwrap().with_interval(Box::new(sde), 2.0 * level, 4.0 * level);
+            assert_eq!(above.unwrap().score(&x, t).unwrap(), cond, "t = {t}, w = {w}");
+            // phi = 1: the conditional per-sample std; phi = 0.5: halfway in the factor.
+            let full =
+                ClassifierFreeGuided::new(&exact, 0, w).unwrap().with_rescale(1.0).unwrap().score(&x, t).unwrap();
+            let half =
+                ClassifierFreeGuided::new(&exact, 0, w).unwrap().with_rescale(0.5).unwrap().score(&x, t).unwrap();
+            let (sd_full, sd_cond, sd_plain) =
+                (full.sample_stds().unwrap(), cond.sample_stds().unwrap(), plain.sample_stds().unwrap());
+            for k in 0..x.nrows() {
+                assert!((sd_full[k] - sd_cond[k]).abs() <= 1e-12 * sd_cond[k], "t {t} w {w} sample {k}");
+                let r = sd_cond[k] / sd_plain[k];
+                for j in 0..2 {
+                    let want = plain[[k, j]] * (0.5 * r + 0.5);
+                    assert!((half[[k, j]] - want).abs() <= 1e-12 * want.abs().max(1.0), "t {t} w {w} sample {k}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_intervals_and_rescales_are_errors() {
+    let exact = ExactConditional::new(two_classes(), VpSde::default());
+    let cfg = || ClassifierFreeGuided::<Array2<f64>>::new(&exact, 0, 2.0).unwrap();
+    for (lo, hi) in [(1.0, 1.0), (2.0, 1.0), (-0.1, 1.0), (0.1, f64::INFINITY), (f64::NAN, 1.0)] {
+        assert!(cfg().with_interval(Box::new(VpSde::default()), lo, hi).is_err(), "[{lo}, {hi}]");
+    }
+    for phi in [-0.1, 1.1, f64::NAN] {
+        assert!(cfg().with_rescale(phi).is_err(), "{phi}");
+    }
+    assert!(cfg().with_interval(Box::new(VpSde::default()), 0.0, 5.0).is_ok());
+    assert!(cfg().with_rescale(0.7).is_ok());
+}
+
+/// Class purity (mean exact posterior `p_0(y | x)`, and the fraction of samples whose most
+/// probable class is `y`) and spread (`sqrt(trace Cov)` of the samples) of CFG samples.
+fn purity_spread(score: &dyn Score<Array2<f64>>, data: &LabelledMixture, n: usize, seed: u64) -> (f64, f64, f64, f64) {
+    let sde = VpSde::default();
+    let grid = TimeGrid::reverse(&sde, 200).unwrap();
+    let mut noise = GaussianNoise::new(seed);
+    let x_t = prior_sample(&sde, &Array2::<f64>::zeros((n, 2)), &mut noise);
+    let x = Sampler::new(&sde, score).denoise(true).run(&mut Ancestral::new(), x_t, &grid, &mut noise).unwrap().x;
+    let p = mean_sd(&posterior(data, &x, 0));
+    let (_, cov) = mean_cov(&x);
+    (p.0, p.1, hard_frequency(data, &x, 0), (cov[[0, 0]] + cov[[1, 1]]).sqrt())
+}
+
+/// Class 0 of the two-class mixture (one component, std 0.6: spread `0.6 sqrt 2 = 0.85`),
+/// 4000 ancestral chains of 200 steps, exact scores, for w = 0, 1, 3, 10 plain, with the
+/// guidance interval `σ̃ in [1, 5]` (the data's std is about 1.2; `[0.3, 5]` changed little
+/// here: spread 0.68 at w = 10), with rescale `φ = 0.7` (Lin et al.'s choice) and both.
+/// Asserted: at w = 10 plain CFG shrinks the spread well below the data's and the interval
+/// brings it closer (each by more than 5 standard errors of a sample std, `0.85 / sqrt(2n)`),
+/// while its purity stays far above the conditional (w = 0) one. Rescale lowers the purity
+/// (w = 3, 10: by more than 5 standard errors of the difference) and, on 2-D
+/// samples, where a sample's std is that of two numbers and can be near 0, inflates the
+/// spread many-fold: it is a statistic made for images.
+#[test]
+fn interval_and_rescale_on_the_labelled_mixture() {
+    let sde = VpSde::default();
+    let data = two_classes();
+    let exact = ExactConditional::new(data.clone(), sde);
+    let n = 4000;
+    let spread_data = 0.6 * 2f64.sqrt();
+    let mut rows = vec![];
+    for w in [0.0, 1.0, 3.0, 10.0] {
+        for what in ["plain", "interval", "rescale 0.7", "both"] {
+            let mut cfg = ClassifierFreeGuided::new(&exact, 0, w).unwrap();
+            if what == "interval" || what == "both" {
+                cfg = cfg.with_interval(Box::new(sde), 1.0, 5.0).unwrap();
+            }
+            if what == "rescale 0.7" || what == "both" {
+                cfg = cfg.with_rescale(0.7).unwrap();
+            }
+            let (p, sd, hard, spread) = purity_spread(&cfg, &data, n, 90);
+            eprintln!("| {w} | {what} | {p:.4} | {hard:.4} | {spread:.4} |");
+            rows.push((w, what, p, hard, spread, sd));
+        }
+    }
+    eprintln!("data: spread {spread_data:.4}");
+    let get = |w: f64, what: &str| *rows.iter().find(|r| r.0 == w && r.1 == what).unwrap();
+    let se = K_SIGMA * spread_data / (2.0 * n as f64).sqrt();
+    let (plain, interval) = (get(10.0, "plain"), get(10.0, "interval"));
+    assert!(plain.4 < spread_data - se, "w = 10 plain spread {} vs data {spread_data}", plain.4);
+    assert!(
+        (interval.4 - spread_data).abs() + se < (plain.4 - spread_data).abs(),
+        "w = 10: interval spread {} not closer to the data's {spread_data} than plain {}",
+        interval.4,
+        plain.4
+    );
+    assert!(interval.2 > get(0.0, "plain").2 + 0.05, "interval purity {} vs w = 0 {}", interval.2, get(0.0, "plain").2);
+    for w in [3.0, 10.0] {
+        let (plain, rescaled) = (get(w, "plain"), get(w, "rescale 0.7"));
+        assert_greater(
+            &format!("w = {w}: plain purity over rescaled"),
+            (plain.2, plain.5),
+            (rescaled.2, rescaled.5),
+            n,
+        );
+        assert!(rescaled.4 > 2.0 * spread_data, "w = {w}: rescaled spread {}", rescaled.4);
+    }
+}

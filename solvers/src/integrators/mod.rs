@@ -1,5 +1,6 @@
 //! The integrators, one per file, each named as in the literature.
 
+mod adaptive_sde;
 mod ancestral;
 mod annealed_langevin;
 mod ddim;
@@ -21,6 +22,7 @@ mod sgld;
 mod tweedie;
 mod unipc;
 
+pub use adaptive_sde::AdaptiveSde;
 pub use ancestral::{Ancestral, Variance};
 pub use annealed_langevin::AnnealedLangevin;
 pub use ddim::Ddim;

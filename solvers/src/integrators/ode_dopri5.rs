@@ -284,7 +284,7 @@ impl OdeDopri5 {
 
 /// Checks `eps <= rtol < 1`, with `eps` the machine epsilon of the numbers
 /// the integration runs in (see "Tolerances" on [`OdeDopri5`]).
-fn check_rtol(rtol: f64, eps: f64) -> Result<()> {
+pub(crate) fn check_rtol(rtol: f64, eps: f64) -> Result<()> {
     let value = show(rtol);
     if !(rtol.is_finite() && rtol > 0.0) {
         return Err(Error::param("rtol", value, "must be finite and > 0"));
@@ -313,7 +313,7 @@ fn check_rtol(rtol: f64, eps: f64) -> Result<()> {
 }
 
 /// A tolerance as the user would write it: `1e-14`, not 14 zeros and a 1.
-fn show(v: f64) -> String {
+pub(crate) fn show(v: f64) -> String {
     if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
         format!("{v:e}")
     } else {

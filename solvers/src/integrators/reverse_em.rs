@@ -1,6 +1,7 @@
 //! Euler–Maruyama for the reverse-time SDE.
 
 use crate::error::Result;
+use crate::sde::Sde;
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
 
@@ -24,8 +25,15 @@ impl<S: State> Solver<S> for ReverseEulerMaruyama {
         let h = t - t_next;
         let s = ctx.score.score(&x, t)?;
         let z = ctx.noise.step_normal(t, t_next, &x)?;
-        let g = ctx.sde.diffusion(t);
-        x.axpbypcz(1.0 - ctx.sde.drift_coef(t) * h, g * g * h, &s, g * h.sqrt(), &z)?;
+        em_update(&mut x, &s, &z, ctx.sde, t, h)?;
         Ok(x)
     }
+}
+
+/// The Euler–Maruyama update above in place, with the score `s = s(x, t)` and the
+/// standard normal `z` given: `x <- (1 - f(t) h) x + g(t)^2 h s + g(t) sqrt(h) z`
+/// (also the first stage and the corrector stage of [`crate::AdaptiveSde`]).
+pub(crate) fn em_update<S: State>(x: &mut S, s: &S, z: &S, sde: &dyn Sde, t: f64, h: f64) -> Result<()> {
+    let g = sde.diffusion(t);
+    x.axpbypcz(1.0 - sde.drift_coef(t) * h, g * g * h, s, g * h.sqrt(), z)
 }
