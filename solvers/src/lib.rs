@@ -34,6 +34,7 @@ mod error;
 mod grid;
 pub mod guidance;
 pub mod integrators;
+pub mod interpolant;
 pub mod likelihood;
 pub mod noise;
 mod observe;
@@ -55,11 +56,13 @@ pub use grid::{TimeGrid, GRIDS, MAX_STEPS};
 pub use guidance::{
     check_class, ClassifierFreeGuided, ClassifierGradient, ClassifierGuided, ConditionalScore, Conditioned,
 };
+pub use integrators::FlowEulerMaruyama;
 pub use integrators::{
     tweedie_denoise, Ancestral, AnnealedLangevin, Ddim, Dopri5Solution, DpmSolverPp, EdmHeun, ForwardEulerMaruyama,
     Identity, Langevin, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Sgld,
     StepSchedule, Variance,
 };
+pub use interpolant::{FlowSde, InterpolantSde, VelocityCoefs};
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{EvalEvent, FiniteCheck, Observer, OnEval, StepEvent, Trajectory};

@@ -36,8 +36,8 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
 use crate::integrators::{
-    Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5, OdeEuler,
-    OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Variance,
+    Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, FlowEulerMaruyama, ForwardEulerMaruyama, Langevin,
+    OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion, ReverseEulerMaruyama, Variance,
 };
 use crate::sde::Sde;
 use crate::solver::{Direction, Solver};
@@ -596,6 +596,23 @@ solvers! {
         x0: false,
         citation: "Karras et al. 2022, Alg. 2",
     }
+    FlowEm {
+        name: "flow-em",
+        build: FlowEulerMaruyama::default(),
+        rust: "FlowEulerMaruyama::default()",
+        update: "reverse SDE with chosen `g_s = c σ(t)`: `x ← (1 − f h) x + (g² + g_s²)/2 h s + g_s √h z`; c = 1 default, c = 0 is `ode-euler`",
+        order: Order::Weak(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 0.99 },
+        param: Some(Param { prefix: "flow-em", syntax: "C" }),
+        x0: false,
+        citation: "Song et al. 2021 App. D.1; Ma et al. 2024 (SiT)",
+    }
 }
 
 /// A solver of a parameterised form (`ddim-eta:0.5`, `ode-dopri5:1e-4:1e-6`).
@@ -605,6 +622,7 @@ fn build_param<S: State>(info: &SolverInfo, args: &str) -> Result<Box<dyn Solver
     };
     match info.id {
         Id::DdimEta1 => Ok(Box::new(Ddim::with_eta(parse("eta", args)?)?)),
+        Id::FlowEm => Ok(Box::new(FlowEulerMaruyama::new(parse("c", args)?)?)),
         Id::OdeDopri5 => {
             let (rtol, atol) = match args.split_once(':') {
                 Some((r, a)) => (parse("rtol", r)?, parse("atol", a)?),
