@@ -107,6 +107,18 @@ fn flow_velocity_training_learns_the_exact_score() {
         eprintln!("{}: score error {before} -> {after}", spec.name());
         assert!(after < 0.1 * before, "{}: score error {before} -> {after}", spec.name());
         assert!(trained.state().losses.iter().all(|(_, l)| l.is_finite()));
+        // The checkpoint restores the process; a sidecar without one reads as the default VP.
+        let dir = tmp(&format!("flow-ckpt-{}", spec.name()));
+        let ckpt = dir.join("model");
+        checkpoint::save(&ckpt, &trained, &info(&d)).unwrap();
+        let loaded = checkpoint::load(&ckpt, Device::Cpu).unwrap();
+        assert_eq!(loaded.meta.sde, spec);
+        let mut json = serde_json::to_value(&loaded.meta).unwrap();
+        json.as_object_mut().unwrap().remove("sde");
+        let old: checkpoint::Meta = serde_json::from_value(json).unwrap();
+        assert_eq!(old.sde, SdeSpec::default());
+        assert_eq!(loaded.ema_score().unwrap().sde().name(), spec.name());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
     // A flow t_max out of range, or a t_min above it, is an error.
     let net = NetConfig { parameterization: Parameterization::Flow, ..small_net() };
