@@ -149,7 +149,8 @@ pub struct Meta {
     pub format: u32,
     /// Architecture.
     pub net: NetConfig,
-    /// Forward SDE.
+    /// Forward process (`vp` or `flow`; a sidecar without it reads as the default VP-SDE).
+    #[serde(default)]
     pub sde: SdeSpec,
     /// Training settings.
     pub train: TrainConfig,

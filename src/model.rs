@@ -13,9 +13,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::net::{Head, Parameterization, ScoreNet};
-use crate::solvers::{check_class, ClassifierGradient, ConditionalScore, Score, Sde, VpSde};
+use crate::solvers::{check_class, ClassifierGradient, ConditionalScore, FlowSde, Score, Sde, VelocityCoefs, VpSde};
 
-/// The forward SDE, as stored in checkpoints.
+/// The forward process, as stored in checkpoints (older checkpoints hold a `vp` one).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SdeSpec {
@@ -25,6 +25,12 @@ pub enum SdeSpec {
         beta_min: f64,
         /// `beta(1)`.
         beta_max: f64,
+    },
+    /// Rectified flow ([`FlowSde`]): the interpolant `x_t = (1 - t) x0 + t z` on
+    /// `[0, t_max]`, `t_max < 1`.
+    Flow {
+        /// End of the time range (default [`crate::solvers::interpolant::FLOW_T_MAX`]).
+        t_max: f64,
     },
 }
 
@@ -42,7 +48,16 @@ impl SdeSpec {
     pub fn build(&self) -> Result<Box<dyn Sde>> {
         Ok(match *self {
             SdeSpec::Vp { beta_min, beta_max } => Box::new(VpSde::new(beta_min, beta_max)?),
+            SdeSpec::Flow { t_max } => Box::new(FlowSde::with_t_max(t_max)?),
         })
+    }
+
+    /// The process's name: `vp` or `flow`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SdeSpec::Vp { .. } => "vp",
+            SdeSpec::Flow { .. } => "flow",
+        }
     }
 }
 
@@ -205,6 +220,11 @@ impl NeuralScore {
             Parameterization::Score => {}
             Parameterization::Eps => {
                 let _ = out.f_mul_scalar_(-1.0 / sigma)?;
+            }
+            Parameterization::Flow => {
+                // s = -eps_hat / sigma with eps_hat from (x, v) (VelocityCoefs, shared with the tests).
+                let (sx, sv) = VelocityCoefs::of(self.sde.as_ref(), t)?.score(sigma);
+                out = out.f_mul_scalar(sv)?.f_add(&x.f_mul_scalar(sx)?)?;
             }
             p => {
                 // 0-dim coefficients broadcast as scalars on any device.

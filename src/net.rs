@@ -108,6 +108,14 @@ pub enum Parameterization {
     /// The network predicts the velocity `v = a eps - sigma x_0` (Salimans &
     /// Ho 2022): `eps_hat = (sigma x_t + a v_hat) / (a^2 + sigma^2)`.
     V,
+    /// The network predicts the flow-matching velocity `v = dx_t/dt = a' x_0 + sigma' eps`
+    /// (Lipman et al. 2023; `z - x_0` for rectified flow, Liu et al. 2023), trained by
+    /// regressing it on that target. Not [`Parameterization::V`], which is
+    /// `a eps - sigma x_0` and assumes `a^2 + sigma^2 = 1`. It converts to
+    /// `x0_hat`, `eps_hat` and the score through
+    /// [`crate::solvers::VelocityCoefs`], which needs `a'` and `sigma'`: not through
+    /// [`Parameterization::eps_hat`].
+    Flow,
 }
 
 impl Parameterization {
@@ -127,6 +135,13 @@ impl Parameterization {
             Parameterization::V => {
                 let norm = a.f_square()?.f_add(&sigma.f_square()?)?;
                 x_t.f_mul(sigma)?.f_add(&out.f_mul(a)?)?.f_div(&norm)?
+            }
+            Parameterization::Flow => {
+                return Err(Error::invalid(
+                    "parameterization",
+                    "flow",
+                    "a flow velocity converts through VelocityCoefs (it needs a' and sigma'), not eps_hat",
+                ))
             }
         })
     }

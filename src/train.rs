@@ -1,6 +1,7 @@
 //! Denoising score matching (Vincent 2011; Song et al. 2021, eq. 7).
 //!
-//! Each step draws a batch `x_0` from the data, times `t ~ U(t_min, 1)` and
+//! Each step draws a batch `x_0` from the data, times `t ~ U(t_min, T)` (`T = 1`, or
+//! the process's `t_max`: `1 - 1e-3` for rectified flow) and
 //! noise `eps ~ N(0, I)`, forms `x_t = a(t) x_0 + sigma(t) eps`, and minimises
 //!
 //! `L = mean_i w(t_i) mean_d (sigma(t_i) s_theta(x_t, t_i) + eps)^2`,
@@ -10,6 +11,12 @@
 //! Ho et al. 2020; [`Weighting::Likelihood`] (`w = g^2 / sigma^2`,
 //! `lambda = g^2`) makes the loss an upper bound on the negative
 //! log-likelihood (Song et al. 2021, "Maximum likelihood training").
+//!
+//! A flow-velocity network ([`Parameterization::Flow`], `scoresde train --process flow`)
+//! regresses the velocity instead (Lipman et al. 2023; Liu et al. 2023):
+//! `L = mean_i w(t_i) mean_d (v_theta(x_t, t_i) - (a' x_0 + sigma' eps))^2`, for rectified
+//! flow `(v_theta - (eps - x_0))^2`, with `w = 1` ([`Weighting::Eps`]) or the likelihood
+//! weight carried over from the eps form ([`Weighting::Likelihood`]).
 //!
 //! A conditional network ([`NetConfig::classes`] `> 0`) is trained the same
 //! way on labelled data, each label replaced by the null label with
@@ -35,7 +42,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{FrozenHead, FrozenNet, NeuralClassifier, NeuralScore, SdeSpec};
-use crate::net::{Head, NetConfig, ScoreNet};
+use crate::net::{Head, NetConfig, Parameterization, ScoreNet};
 use crate::solvers::Sde;
 
 /// The weighting `w(t)` of the eps-form loss; see the [module docs](self).
@@ -67,7 +74,7 @@ pub struct TrainConfig {
     pub ema_decay: f64,
     /// Loss weighting.
     pub weighting: Weighting,
-    /// Smallest training time; `t ~ U(t_min, 1)`.
+    /// Smallest training time; `t ~ U(t_min, T)`.
     pub t_min: f64,
     /// Seed of every random draw (initialisation, batches, times, noise).
     pub seed: u64,
@@ -319,8 +326,8 @@ impl std::fmt::Debug for Trainer {
 
 /// The random draws of one training step, on the device.
 struct Draws {
-    /// `[5, batch]`: rows `t`, `a(t)`, `sigma(t)`, `w(t)` and a `U(0, 1)` draw
-    /// per sample (for label dropout).
+    /// `[7, batch]`: rows `t`, `a(t)`, `sigma(t)`, `w(t)`, a `U(0, 1)` draw
+    /// per sample (for label dropout), `a'(t)` and `sigma'(t)` (for the flow velocity).
     coef: Tensor,
     /// `[batch, dim]` standard normals.
     eps: Tensor,
@@ -401,6 +408,13 @@ impl Trainer {
         };
         let data = crate::model::array_to_tensor(data)?.to_device(device);
         let sde = sde_spec.build()?;
+        if config.t_min >= sde.t_max() {
+            return Err(Error::invalid(
+                "t_min",
+                config.t_min,
+                format!("must be below the {} process's t_max = {}", sde.name(), sde.t_max()),
+            ));
+        }
         Ok(Self {
             net,
             sde_spec,
@@ -467,32 +481,41 @@ impl Trainer {
         let rows = self.data.size()[0];
         let device = self.net.device();
         let mut rng = crate::rng::rng(self.config.seed, crate::rng::TIMES, step);
-        let mut values = vec![0f32; (5 + dim) * b];
+        let mut values = vec![0f32; (7 + dim) * b];
+        let flow = self.net.config().parameterization == Parameterization::Flow;
         for i in 0..b {
-            let t = rng.gen_range(self.config.t_min..1.0);
+            let t = rng.gen_range(self.config.t_min..self.sde.t_max());
             let sigma = self.sde.sigma(t);
             let w = match self.config.weighting {
                 Weighting::Eps => 1.0,
+                // The eps-form likelihood weight g^2/sigma^2, moved to the velocity residual
+                // (eps - eps_hat = eps_v (v - v_hat)).
+                Weighting::Likelihood if flow => {
+                    let eps_v = crate::solvers::VelocityCoefs::of(self.sde.as_ref(), t)?.eps_v;
+                    self.sde.diffusion(t).powi(2) / (sigma * sigma) * eps_v * eps_v
+                }
                 Weighting::Likelihood => self.sde.diffusion(t).powi(2) / (sigma * sigma),
             };
             values[i] = t as f32;
             values[b + i] = self.sde.alpha(t) as f32;
             values[2 * b + i] = sigma as f32;
             values[3 * b + i] = w as f32;
+            values[5 * b + i] = self.sde.alpha_dot(t) as f32;
+            values[6 * b + i] = self.sde.sigma_dot(t) as f32;
         }
         let mut rng = crate::rng::rng(self.config.seed, crate::rng::BATCH, step);
         let idx: Vec<i64> = (0..b).map(|_| rng.gen_range(0..rows)).collect();
         for v in &mut values[4 * b..5 * b] {
             *v = rng.gen();
         }
-        for v in &mut values[5 * b..] {
+        for v in &mut values[7 * b..] {
             *v = rng.sample(StandardNormal);
         }
         let flat = crate::rng::to_device(&values, &[values.len() as i64], Kind::Float, device)?;
         let (b, dim) = (b as i64, dim as i64);
         Ok(Draws {
-            coef: flat.f_narrow(0, 0, 5 * b)?.f_view([5, b])?,
-            eps: flat.f_narrow(0, 5 * b, b * dim)?.f_view([b, dim])?,
+            coef: flat.f_narrow(0, 0, 7 * b)?.f_view([7, b])?,
+            eps: flat.f_narrow(0, 7 * b, b * dim)?.f_view([b, dim])?,
             idx: crate::rng::to_device(&idx, &[b], Kind::Int64, device)?,
         })
     }
@@ -540,8 +563,16 @@ impl Trainer {
             None => None,
         };
         let out = self.net.forward_train(&self.state.params, &xt, &t, y.as_ref(), Some(dropout))?;
-        // r = eps - eps_hat = sigma * s_theta + eps, the residual of the eps-form loss.
-        let r = eps - config.parameterization.eps_hat(out, &xt, &a, &sigma)?;
+        let r = match config.parameterization {
+            // The flow-matching loss: the velocity v = a' x0 + sigma' eps (rectified flow:
+            // eps - x0) minus its prediction (Lipman et al. 2023; Liu et al. 2023).
+            Parameterization::Flow => {
+                let (da, ds) = (coef.get(5).unsqueeze(1), coef.get(6).unsqueeze(1));
+                x0 * da + eps * ds - out
+            }
+            // r = eps - eps_hat = sigma * s_theta + eps, the residual of the eps-form loss.
+            p => eps - p.eps_hat(out, &xt, &a, &sigma)?,
+        };
         let per_sample = r.square().f_mean_dim([1i64].as_slice(), false, Kind::Float)?;
         Ok((per_sample * w).mean(Kind::Float))
     }

@@ -691,16 +691,20 @@ mod tests {
     fn every_parameterization_gives_a_score_of_the_input_shape() {
         use crate::model::{NeuralScore, SdeSpec};
         use crate::solvers::Score;
-        for parameterization in
-            [Parameterization::Eps, Parameterization::Score, Parameterization::X0, Parameterization::V]
-        {
+        for parameterization in [
+            Parameterization::Eps,
+            Parameterization::Score,
+            Parameterization::X0,
+            Parameterization::V,
+            Parameterization::Flow,
+        ] {
             let n = net(NetConfig { parameterization, ..NetConfig::unet(tiny(1, 8, 8)) });
             let p = n.init_params(2).unwrap();
             let x = Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu));
             let t = 0.3;
             let raw = n.forward(&p, &x, &times(2, t)).unwrap();
             let sde = SdeSpec::default().build().unwrap();
-            let (a, sigma) = (sde.alpha(t), sde.sigma(t));
+            let (a, sigma, da, ds) = (sde.alpha(t), sde.sigma(t), sde.alpha_dot(t), sde.sigma_dot(t));
             let score = NeuralScore::new(n, p, sde).unwrap();
             let s = Score::<Tensor>::score(&score, &x, t).unwrap();
             assert_eq!(s.size(), [2, 1, 8, 8]);
@@ -710,6 +714,8 @@ mod tests {
                 Parameterization::Score => &raw * -sigma,
                 Parameterization::X0 => (&x - &raw * a) / sigma,
                 Parameterization::V => (&x * sigma + &raw * a) / (a * a + sigma * sigma),
+                // x = a x0 + sigma eps, v = a' x0 + sigma' eps solved for eps.
+                Parameterization::Flow => (&raw * a - &x * da) / (a * ds - sigma * da),
             };
             assert!(s.allclose(&(eps * (-1.0 / sigma)), 1e-4, 1e-5, false), "{parameterization:?}");
         }

@@ -36,6 +36,7 @@ mod error;
 mod grid;
 pub mod guidance;
 pub mod integrators;
+pub mod interpolant;
 pub mod likelihood;
 pub mod noise;
 mod observe;
@@ -58,6 +59,7 @@ pub use grid::{TimeGrid, GRIDS, MAX_STEPS};
 pub use guidance::{
     check_class, ClassifierFreeGuided, ClassifierGradient, ClassifierGuided, ConditionalScore, Conditioned,
 };
+pub use integrators::FlowEulerMaruyama;
 pub use integrators::{
     tweedie_denoise, AdaptiveSde, Ancestral, AnnealedLangevin, Ddim, Dopri5Solution, DpmSolverPp, EdmHeun,
     ForwardEulerMaruyama, Identity, Langevin, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion,
@@ -65,6 +67,7 @@ pub use integrators::{
 };
 pub use integrators::{Restart, SaSolver};
 pub use integrators::{Bh, UniC, UniPc};
+pub use interpolant::{FlowSde, InterpolantSde, VelocityCoefs};
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise};
 pub use observe::{EvalEvent, FiniteCheck, Observer, OnEval, StepEvent, Trajectory};

@@ -38,8 +38,9 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
 use crate::integrators::{
-    AdaptiveSde, Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, ForwardEulerMaruyama, Langevin, OdeDopri5,
-    OdeEuler, OdeHeun, OdeRk4, Pc, Restart, ReverseDiffusion, ReverseEulerMaruyama, SaSolver, Variance,
+    AdaptiveSde, Ancestral, AnnealedLangevin, Ddim, DpmSolverPp, EdmHeun, FlowEulerMaruyama, ForwardEulerMaruyama,
+    Langevin, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, Restart, ReverseDiffusion, ReverseEulerMaruyama, SaSolver,
+    Variance,
 };
 use crate::integrators::{Bh, UniC, UniPc};
 use crate::sde::Sde;
@@ -736,6 +737,22 @@ solvers! {
         param: Some(Param { prefix: "adaptive-sde", syntax: "RTOL[:ATOL]" }),
         x0: false,
         citation: "Jolicoeur-Martineau et al. 2021, Alg. 1",
+    FlowEm {
+        name: "flow-em",
+        build: FlowEulerMaruyama::default(),
+        rust: "FlowEulerMaruyama::default()",
+        update: "reverse SDE with chosen `g_s = c σ(t)`: `x ← (1 − f h) x + (g² + g_s²)/2 h s + g_s √h z`; c = 1 default, c = 0 is `ode-euler`",
+        order: Order::Weak(1),
+        strong_order: None,
+        kind: SolverKind::Stochastic,
+        evals: ScoreEvals::Fixed(1),
+        grid: DefaultGrid::Uniform,
+        direction: Direction::Reverse,
+        affine: true,
+        check: OrderCheck::Measured { steps: &[128, 256, 512, 1024, 2048], measured: 0.99 },
+        param: Some(Param { prefix: "flow-em", syntax: "C" }),
+        x0: false,
+        citation: "Song et al. 2021 App. D.1; Ma et al. 2024 (SiT)",
     }
 }
 
@@ -751,6 +768,7 @@ fn build_param<S: State>(info: &SolverInfo, args: &str) -> Result<Box<dyn Solver
             let bh = if info.id == Id::UniPc { Bh::Bh2 } else { Bh::Bh1 };
             Ok(Box::new(UniPc::<S>::new(p, bh)?))
         }
+        Id::FlowEm => Ok(Box::new(FlowEulerMaruyama::new(parse("c", args)?)?)),
         Id::OdeDopri5 => {
             let (rtol, atol) = match args.split_once(':') {
                 Some((r, a)) => (parse("rtol", r)?, parse("atol", a)?),

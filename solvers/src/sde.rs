@@ -74,23 +74,20 @@ pub trait Sde: Send + Sync + std::fmt::Debug {
     /// [`Error::InvalidParameter`] if `lambda` is outside `[log_snr(T), log_snr(t_eps)]`
     /// widened to the whole range, or not finite.
     fn t_of_log_snr(&self, lambda: f64) -> Result<f64> {
-        let (mut lo, mut hi) = (0.0f64, self.t_max());
-        let (l_hi, l_lo) = (self.log_snr(lo.max(1e-12)), self.log_snr(hi));
-        if !lambda.is_finite() || lambda > l_hi || lambda < l_lo {
-            return Err(Error::param("lambda", lambda, format!("log-SNR must lie in [{l_lo}, {l_hi}]")));
-        }
-        for _ in 0..200 {
-            let mid = 0.5 * (lo + hi);
-            if self.log_snr(mid) > lambda {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-            if hi - lo <= 1e-15 * self.t_max() {
-                break;
-            }
-        }
-        Ok(0.5 * (lo + hi))
+        bisect_log_snr(self, lambda)
+    }
+
+    /// `a'(t) = f(t) a(t)` (from `d ln a / dt = f`); interpolants override it with
+    /// their closed form.
+    fn alpha_dot(&self, t: f64) -> f64 {
+        self.drift_coef(t) * self.alpha(t)
+    }
+
+    /// `sigma'(t) = (2 f sigma^2 + g^2) / (2 sigma)` (from `d sigma^2 / dt = 2 f sigma^2
+    /// + g^2`; infinite where `sigma = 0`); interpolants override it with their closed form.
+    fn sigma_dot(&self, t: f64) -> f64 {
+        let s = self.sigma(t);
+        (2.0 * self.drift_coef(t) * s * s + self.diffusion(t).powi(2)) / (2.0 * s)
     }
 
     /// Log-density of the prior `N(0, prior_std^2 I)` for one sample with
@@ -99,6 +96,31 @@ pub trait Sde: Send + Sync + std::fmt::Debug {
         let v = self.prior_std().powi(2);
         -0.5 * sq_norm / v - 0.5 * dim as f64 * (2.0 * std::f64::consts::PI * v).ln()
     }
+}
+
+/// The time at which `sde.log_snr(t) = lambda`, by bisection on `[0, T]` (the default
+/// [`Sde::t_of_log_snr`]).
+///
+/// # Errors
+/// As [`Sde::t_of_log_snr`].
+pub(crate) fn bisect_log_snr<Q: Sde + ?Sized>(sde: &Q, lambda: f64) -> Result<f64> {
+    let (mut lo, mut hi) = (0.0f64, sde.t_max());
+    let (l_hi, l_lo) = (sde.log_snr(lo.max(1e-12)), sde.log_snr(hi));
+    if !lambda.is_finite() || lambda > l_hi || lambda < l_lo {
+        return Err(Error::param("lambda", lambda, format!("log-SNR must lie in [{l_lo}, {l_hi}]")));
+    }
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if sde.log_snr(mid) > lambda {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo <= 1e-15 * sde.t_max() {
+            break;
+        }
+    }
+    Ok(0.5 * (lo + hi))
 }
 
 /// The variance-preserving SDE (Song et al. 2021, eq. 11) with linear
@@ -512,9 +534,9 @@ impl CosineVpSde {
 
 vp_family_sde!(CosineVpSde, "vp-cosine");
 
-/// An SDE by name: `vp`, `subvp`, `ve`, `vp-cosine`, each with its defaults, or a discrete
-/// DDPM schedule `ddpm-linear[:N]`, `ddpm-scaled-linear[:N]`, `ddpm-cosine[:N]`
-/// (see [`crate::discrete`]).
+/// An SDE by name: `vp`, `subvp`, `ve`, `vp-cosine`, `flow` (rectified flow,
+/// [`crate::FlowSde`]), each with its defaults, or a discrete DDPM schedule
+/// `ddpm-linear[:N]`, `ddpm-scaled-linear[:N]`, `ddpm-cosine[:N]` (see [`crate::discrete`]).
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for an unknown name.
@@ -524,13 +546,14 @@ pub fn sde_by_name(name: &str) -> Result<Box<dyn Sde>> {
         "subvp" | "sub-vp" => Box::new(SubVpSde::default()),
         "ve" => Box::new(VeSde::default()),
         "vp-cosine" | "cosine" => Box::new(CosineVpSde::default()),
+        "flow" => Box::new(crate::interpolant::FlowSde::default()),
         _ if name.starts_with("ddpm-") => Box::new(crate::discrete::discrete_by_name(name)?),
         _ => return Err(Error::param("sde", name, format!("unknown SDE; known: {}", SDES.join(", ")))),
     })
 }
 
 /// The SDE names [`sde_by_name`] knows.
-pub const SDES: &[&str] = &["vp", "subvp", "ve", "vp-cosine"];
+pub const SDES: &[&str] = &["vp", "subvp", "ve", "vp-cosine", "flow"];
 
 #[cfg(test)]
 mod tests {

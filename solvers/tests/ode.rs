@@ -357,7 +357,7 @@ fn ddim_eta1_is_ancestral_and_ddim_is_dpm1() {
     let x = Array2::from_shape_fn((5, 2), |(i, j)| i as f64 * 0.7 - 1.3 + j as f64 * 0.2);
     let z = Array2::from_shape_fn((5, 2), |(i, j)| ((i * 3 + j * 5) % 7) as f64 / 3.0 - 1.0);
     for sde in SDES_ALL.iter().map(|n| sde_by_name(n).unwrap()) {
-        let grid = TimeGrid::log_snr(sde.as_ref(), 1.0, sde.t_eps(), 7).unwrap();
+        let grid = TimeGrid::log_snr(sde.as_ref(), sde.t_max(), sde.t_eps(), 7).unwrap();
         for w in grid.times().windows(2) {
             let step = |solver: &mut dyn Solver<Array2<f64>>| {
                 let mut noise = FixedNoise::new(z.clone());
@@ -383,7 +383,7 @@ fn ddim_eta1_is_ancestral_and_ddim_is_dpm1() {
     }
 }
 
-const SDES_ALL: [&str; 4] = ["vp", "subvp", "ve", "vp-cosine"];
+const SDES_ALL: [&str; 5] = ["vp", "subvp", "ve", "vp-cosine", "flow"];
 
 /// A score that counts its calls.
 struct Counting<T> {
@@ -463,7 +463,7 @@ fn f32_runs_to_eps_stay_finite() {
         let score = ExactScoreDyn { data: data.clone(), sde: sde.as_ref() };
         for grid_name in GRIDS {
             for steps in [4usize, 50] {
-                let grid = TimeGrid::by_name(grid_name, sde.as_ref(), 1.0, sde.t_eps(), steps).unwrap();
+                let grid = TimeGrid::by_name(grid_name, sde.as_ref(), sde.t_max(), sde.t_eps(), steps).unwrap();
                 for name in SAMPLERS {
                     let mut noise = GaussianNoise::new(5);
                     let x = prior_sample(sde.as_ref(), &Array2::<f32>::zeros((256, 2)), &mut noise);

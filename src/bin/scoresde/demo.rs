@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// Integrators to run (repeat); default: every sampler.
     #[arg(long = "solver", value_name = "NAME")]
     pub solvers: Vec<String>,
+    /// The forward process to train: vp or flow (rectified flow); run the demo once with
+    /// each (same data, steps and solvers) to compare them.
+    #[arg(long, value_enum, default_value_t = crate::train::Process::Vp)]
+    pub process: crate::train::Process,
     /// Seed of everything.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -123,6 +127,7 @@ fn train_model(a: &DemoArgs, ctrl_c: &CtrlC) -> anyhow::Result<Trained> {
     targs.data = a.data.clone();
     targs.steps = Some(a.train_steps);
     targs.seed = a.seed;
+    targs.process = a.process;
     targs.device = a.device.clone();
     targs.out = a.out.clone();
     targs.force = true;

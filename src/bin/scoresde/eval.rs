@@ -93,7 +93,9 @@ pub fn model_score_error_by_time(
         return Ok(None);
     };
     let law = scaling.apply_to_mixture(&law)?;
-    Ok(Some(scoresde::eval::score_mse_by_time(&score, &law, score.sde(), &ERROR_TIMES, 2000, seed)?))
+    // A process ending before t = 1 (rectified flow: t_max = 0.999) is measured at its end.
+    let times = ERROR_TIMES.map(|t| t.min(score.sde().t_max()));
+    Ok(Some(scoresde::eval::score_mse_by_time(&score, &law, score.sde(), &times, 2000, seed)?))
 }
 
 /// `scoresde eval`: a quality table of the sample files, and the score error

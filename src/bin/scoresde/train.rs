@@ -36,6 +36,15 @@ pub enum NetKind {
     Unet,
 }
 
+/// `--process`: the forward process.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// The VP-SDE with linear beta(t) (--beta-min, --beta-max).
+    Vp,
+    /// Rectified flow, x_t = (1 - t) x0 + t z on [0, --flow-t-max], with a velocity network.
+    Flow,
+}
+
 /// Options of `scoresde train` (also used by `demo`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -80,7 +89,16 @@ pub struct TrainArgs {
     /// Loss weighting: eps (sigma^2) or likelihood (g^2).
     #[arg(long, value_enum, default_value_t = Weighting::Eps)]
     pub weighting: Weighting,
-    /// What the network predicts.
+    /// The forward process: vp (the VP-SDE) or flow (rectified flow, x_t = (1 - t) x0 + t z,
+    /// trained by regressing the velocity z - x0). Stored in the checkpoint: sample,
+    /// eval and plot use it without being told.
+    #[arg(long, value_enum, default_value_t = Process::Vp)]
+    pub process: Process,
+    /// With --process flow: the end of the time range, in (0.001, 1). a(1) = 0 makes the
+    /// drift of the equivalent SDE infinite, so sampling starts at t_max, where a = 1 - t_max.
+    #[arg(long, default_value_t = scoresde::solvers::interpolant::FLOW_T_MAX)]
+    pub flow_t_max: f64,
+    /// What the network predicts [default: eps; flow (the velocity dx_t/dt) with --process flow].
     #[arg(long = "param", value_enum, default_value_t = Parameterization::Eps)]
     pub parameterization: Parameterization,
     /// Network: mlp (tabular data) or unet (images of --image-shape).
@@ -290,11 +308,48 @@ pub fn net_config(
         depth: a.depth,
         activation: a.activation,
         embedding,
-        parameterization: a.parameterization,
+        parameterization: parameterization(a),
         classes,
         head: if a.classifier { Head::Classifier } else { Head::Score },
         arch,
     })
+}
+
+/// `--param`, defaulting to the flow velocity with `--process flow`.
+fn parameterization(a: &TrainArgs) -> Parameterization {
+    match a.process {
+        Process::Flow if !a.given.iter().any(|g| g == "parameterization") => Parameterization::Flow,
+        _ => a.parameterization,
+    }
+}
+
+/// The forward process of `train`'s options.
+///
+/// # Errors
+/// Options of the other process, a `--flow-t-max` out of range.
+pub fn sde_spec(a: &TrainArgs) -> anyhow::Result<SdeSpec> {
+    let is_given = |id: &str| a.given.iter().any(|g| g == id);
+    let spec = match a.process {
+        Process::Vp => {
+            if is_given("flow_t_max") {
+                bail!("--flow-t-max applies to --process flow only");
+            }
+            SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max }
+        }
+        Process::Flow => {
+            if let Some(flag) = ["beta_min", "beta_max"].iter().find(|id| is_given(id)) {
+                bail!("--{} applies to --process vp only", flag.replace('_', "-"));
+            }
+            SdeSpec::Flow { t_max: a.flow_t_max }
+        }
+    };
+    if let Err(e) = spec.build() {
+        match spec {
+            SdeSpec::Flow { t_max } => bail!("--flow-t-max {t_max}: must be in (0.001, 1) ({e})"),
+            SdeSpec::Vp { .. } => bail!("--beta-min/--beta-max: {e}"),
+        }
+    }
+    Ok(spec)
 }
 
 /// The default `--batch` of each network. A U-Net step on 512 28x28 images
@@ -432,16 +487,18 @@ fn conflicts(a: &TrainArgs, meta: &Meta) -> Vec<String> {
         TimeEmbedding::Sinusoidal { dim } => (EmbeddingKind::Sinusoidal, dim, None),
         TimeEmbedding::Fourier { dim, scale } => (EmbeddingKind::Fourier, dim, Some(scale)),
     };
-    let SdeSpec::Vp { beta_min, beta_max } = meta.sde;
+    let process = match meta.sde {
+        SdeSpec::Vp { .. } => Process::Vp,
+        SdeSpec::Flow { .. } => Process::Flow,
+    };
     let mut pairs: Vec<(&str, &str, String, String)> = vec![
+        ("process", "--process", cli_name(a.process), cli_name(process)),
         ("width", "--width", a.width.to_string(), net.width.to_string()),
         ("depth", "--depth", a.depth.to_string(), net.depth.to_string()),
         ("activation", "--activation", cli_name(a.activation), cli_name(net.activation)),
         ("embedding", "--embedding", cli_name(a.embedding), cli_name(kind)),
         ("embed_dim", "--embed-dim", a.embed_dim.to_string(), embed_dim.to_string()),
         ("parameterization", "--param", cli_name(a.parameterization), cli_name(net.parameterization)),
-        ("beta_min", "--beta-min", a.beta_min.to_string(), beta_min.to_string()),
-        ("beta_max", "--beta-max", a.beta_max.to_string(), beta_max.to_string()),
         ("batch", "--batch", batch_size(a).to_string(), t.batch_size.to_string()),
         ("lr", "--lr", a.lr.to_string(), t.lr.to_string()),
         ("warmup", "--warmup", a.warmup.to_string(), t.warmup.to_string()),
@@ -451,6 +508,15 @@ fn conflicts(a: &TrainArgs, meta: &Meta) -> Vec<String> {
         ("label_dropout", "--label-dropout", a.label_dropout.to_string(), t.label_dropout.to_string()),
         ("seed", "--seed", a.seed.to_string(), t.seed.to_string()),
     ];
+    match meta.sde {
+        SdeSpec::Vp { beta_min, beta_max } => pairs.extend([
+            ("beta_min", "--beta-min", a.beta_min.to_string(), beta_min.to_string()),
+            ("beta_max", "--beta-max", a.beta_max.to_string(), beta_max.to_string()),
+        ]),
+        SdeSpec::Flow { t_max } => {
+            pairs.push(("flow_t_max", "--flow-t-max", a.flow_t_max.to_string(), t_max.to_string()))
+        }
+    }
     let list = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
     match &net.arch {
         Arch::Mlp => pairs.push(("net", "--net", cli_name(a.net), cli_name(NetKind::Mlp))),
@@ -481,7 +547,7 @@ fn start(a: &TrainArgs, ckpt: &Path, data: &Prepared, device: tch::Device) -> an
     if weights.exists() && !a.force {
         bail!("{} exists: pass --resume to continue it or --force to start over", weights.display());
     }
-    let sde = SdeSpec::Vp { beta_min: a.beta_min, beta_max: a.beta_max };
+    let sde = sde_spec(a)?;
     // Images carry their [C, H, W] (DataInfo::shape); tabular data a flat [D].
     let image = Some(data.info.shape.as_slice()).filter(|s| s.len() >= 2);
     let net = net_config(a, data.train.ncols(), data.classes, image)?;
