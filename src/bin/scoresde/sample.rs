@@ -55,7 +55,7 @@ pub struct SampleArgs {
     /// naming the run; `scoresde merge-shards` joins the N shards into the
     /// run's samples, bit for bit those of the unsharded run with the same
     /// --batch. E.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
-    #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard)]
+    #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, allow_hyphen_values = true)]
     pub shard: Option<crate::shard::Shard>,
     /// Seed of the prior sample and of the sampler noise.
     #[arg(long, default_value_t = 0)]
