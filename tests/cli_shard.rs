@@ -114,7 +114,6 @@ fn bad_shards_and_bad_merges_are_clear_errors() {
     let m = s(&model);
     let base = ["sample", "--model", m, "--steps", "4", "-n", "30", "--device", "cpu", "--solver", "ancestral"];
     let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|v| v.to_string()).collect() };
-    let strs = |v: &[String]| -> Vec<&str> { v.iter().map(String::as_str).collect() };
     for (spec, says) in [
         ("2/2", "must be below N"),
         ("0/0", "at least 1"),
@@ -142,9 +141,10 @@ fn bad_shards_and_bad_merges_are_clear_errors() {
     shard(1, 3, &[], &sh("a1"));
     shard(2, 3, &[], &sh("a2"));
     shard(1, 3, &["--seed", "1"], &sh("seed1"));
-    shard(1, 3, &["--steps", "5"], &sh("steps5"));
+    shard(1, 3, &["--grid", "quadratic"], &sh("quadratic"));
     let mut heun = with(&["--batch", "10", "--shard", "1/3", "--out", s(&sh("heun"))]);
-    heun[heun.iter().position(|v| v == "ancestral").unwrap()] = "ode-heun".into();
+    let at = heun.iter().position(|v| v == "ancestral").unwrap();
+    heun[at] = "ode-heun".into();
     ok(&strs(&heun));
     shard(1, 2, &[], &sh("of2"));
     let other = dir.join("other");
@@ -159,8 +159,8 @@ fn bad_shards_and_bad_merges_are_clear_errors() {
     };
     let e = merge(&["a0", "seed1", "a2"]);
     assert!(e.contains("shards of different runs") && e.contains("seed: 0 vs 1"), "{e}");
-    let e = merge(&["a0", "steps5", "a2"]);
-    assert!(e.contains("steps: 4 vs 5"), "{e}");
+    let e = merge(&["a0", "quadratic", "a2"]);
+    assert!(e.contains("grid: \"uniform\" vs \"quadratic\""), "{e}");
     let e = merge(&["a0", "heun", "a2"]);
     assert!(e.contains("solver: \"ancestral\" vs \"ode-heun\""), "{e}");
     let e = merge(&["a0", "other1", "a2"]);
@@ -193,6 +193,10 @@ fn bad_shards_and_bad_merges_are_clear_errors() {
     assert!(e.contains("not a scoresde shard sidecar"), "{e}");
     assert!(!dir.join("merged.npy").exists(), "no output from a refused merge");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
