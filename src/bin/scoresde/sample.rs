@@ -52,7 +52,8 @@ pub struct SampleArgs {
     pub batch: Option<usize>,
     /// Draw only shard K of N (0 <= K < N) of the run: a contiguous block of
     /// its batches, written as samples-...-shardKofN.npy with a .json sidecar
-    /// naming the run; `scoresde merge-shards` joins the N shards into the
+    /// naming the run, into MODEL/shardKofN (or --out: one folder per shard);
+    /// `scoresde merge-shards` joins the N shards into the
     /// run's samples, bit for bit those of the unsharded run with the same
     /// --batch. E.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
     #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, allow_hyphen_values = true)]
