@@ -5,18 +5,14 @@
 //! owner's own [`Rng`], seeded from `(seed, stream, k)`, and copied to the
 //! device once. The numbers then depend only on the seed: the same on CPU and
 //! CUDA, and two trainers in one process never interleave their draws.
-//! Sampling runs draw their noise the same way, one stream per sample
-//! ([`RowNoise`]).
+//! Sampling runs draw their noise the same way, counter-based per sample
+//! ([`crate::solvers::RowNoise`]).
 
-use std::ops::Range;
-
-use rand::{Rng as _, SeedableRng};
-use rand_distr::StandardNormal;
-use rayon::prelude::*;
+use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
-use crate::solvers::{Noise, Rng};
+use crate::solvers::Rng;
 
 /// Stream of the per-sample training times (and their SDE coefficients).
 pub(crate) const TIMES: u64 = 1;
@@ -26,18 +22,14 @@ pub(crate) const BATCH: u64 = 2;
 pub(crate) const INIT: u64 = 3;
 /// Stream of the random Fourier time-embedding frequencies.
 pub(crate) const FOURIER: u64 = 4;
-/// Stream of a sampling run's per-row noise ([`RowNoise`]).
-const ROWS: u64 = 5;
+// Stream 5 keys a sampling run's per-sample noise (`scoresde_solvers::RowNoise`).
 /// Stream of the training dropout masks.
 pub(crate) const DROPOUT: u64 = 6;
 
 /// Mixes a seed, a stream and a counter (a training step, say) into a new
-/// seed (splitmix64 finaliser).
+/// seed (splitmix64 finaliser, [`scoresde_solvers::noise::mix`]).
 pub(crate) fn mix(seed: u64, stream: u64, k: u64) -> u64 {
-    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::solvers::noise::mix(seed, k, stream)
 }
 
 /// A generator for draw `k` of `stream` under `seed`.
@@ -81,81 +73,6 @@ pub(crate) fn to_device<T: tch::kind::Element>(
     device: Device,
 ) -> Result<Tensor> {
     Ok(Tensor::f_from_slice(values)?.f_view(shape)?.f_to_kind(kind)?.f_to_device(device)?)
-}
-
-/// Noise with one stream per sample: row `i` of a sampling run draws its
-/// prior sample and every step's noise from its own generator, seeded from
-/// `(seed, i)`. A sample therefore does not depend on which other rows share
-/// its batch: sampling `n` points in batches of any size gives the same
-/// points, as long as the integrator treats rows independently (not those
-/// whose step size comes from the whole batch: Langevin correctors with a
-/// signal-to-noise ratio, adaptive ODE steps).
-///
-/// Draws are made on the host (`f64` for `Double` tensors, `f32` otherwise,
-/// rows in parallel) and copied to the tensor's device once per call.
-#[derive(Debug, Clone)]
-pub struct RowNoise {
-    rngs: Vec<Rng>,
-}
-
-impl RowNoise {
-    /// The streams of rows `rows` (global row indices) of the run seeded `seed`.
-    pub fn new(seed: u64, rows: Range<u64>) -> Self {
-        Self { rngs: rows.map(|i| rng(seed, ROWS, i)).collect() }
-    }
-
-    /// Standard normals shaped like `like`, one row per stream.
-    fn draw(&mut self, like: &Tensor) -> crate::solvers::Result<Tensor> {
-        let shape = like.size();
-        let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
-        if dims.first() != Some(&self.rngs.len()) {
-            return Err(crate::solvers::Error::ShapeMismatch {
-                what: "per-row noise (one stream per row)",
-                expected: vec![self.rngs.len()],
-                got: dims,
-            });
-        }
-        let per_row: usize = dims[1..].iter().product();
-        let backend = |e: tch::TchError| crate::solvers::Error::Backend { op: "RowNoise", message: e.to_string() };
-        let host = if like.kind() == Kind::Double {
-            Tensor::from_slice(&self.fill::<f64>(per_row))
-        } else {
-            Tensor::from_slice(&self.fill::<f32>(per_row))
-        };
-        let kind = if like.is_floating_point() { like.kind() } else { Kind::Float };
-        host.f_view(shape.as_slice())
-            .and_then(|z| z.f_to_kind(kind))
-            .and_then(|z| z.f_to_device(like.device()))
-            .map_err(backend)
-    }
-
-    /// `per_row` draws from each stream, row after row.
-    fn fill<F: Default + Clone + Send>(&mut self, per_row: usize) -> Vec<F>
-    where
-        StandardNormal: rand_distr::Distribution<F>,
-    {
-        let mut values = vec![F::default(); self.rngs.len() * per_row];
-        if per_row > 0 {
-            values
-                .par_chunks_mut(per_row)
-                .zip(self.rngs.par_iter_mut())
-                .with_min_len(256)
-                .for_each(|(row, r)| row.iter_mut().for_each(|v| *v = r.sample(StandardNormal)));
-        }
-        values
-    }
-}
-
-impl Noise<Tensor> for RowNoise {
-    fn step_normal(&mut self, _t: f64, _t_next: f64, like: &Tensor) -> crate::solvers::Result<Tensor> {
-        self.draw(like)
-    }
-
-    fn normal(&mut self, like: &Tensor) -> Tensor {
-        // A shape that does not fit the streams gives NaNs, which the
-        // sampler's finiteness check reports with the step.
-        self.draw(like).unwrap_or_else(|_| Tensor::full(like.size(), f64::NAN, (Kind::Float, like.device())))
-    }
 }
 
 #[cfg(test)]

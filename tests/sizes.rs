@@ -14,8 +14,7 @@ use scoresde::data::{
 };
 use scoresde::model::SdeSpec;
 use scoresde::net::{NetConfig, TimeEmbedding};
-use scoresde::rng::RowNoise;
-use scoresde::solvers::Noise;
+use scoresde::solvers::{Noise, RowNoise};
 use scoresde::train::{step_bytes, TrainConfig, Trainer};
 use scoresde::Error;
 use tch::{Device, Kind, Tensor};

@@ -15,7 +15,8 @@
 //!   [`law`] (the exact output law of a sampler on 1-D Gaussian data).
 //! * [`State`]: the few array operations integrators use (ndarray f32/f64; `tch::Tensor`
 //!   on any device with the cargo feature `tch`).
-//! * [`Noise`]: [`GaussianNoise`] (seeded i.i.d.) or [`BrownianPath`] (one path, any step size).
+//! * [`Noise`]: [`GaussianNoise`] (seeded i.i.d.), [`RowNoise`] (counter-based per sample: the same
+//!   samples whatever the batching or sharding) or [`BrownianPath`] (one path, any step size).
 //! * [`Solver`] / [`Corrector`]: one file per integrator in [`integrators`].
 //! * [`VectorField`]: ODE right-hand sides ([`ProbabilityFlow`], the likelihood's augmented
 //!   flow), kept apart from the ODE methods that integrate them.
@@ -69,7 +70,7 @@ pub use integrators::{Restart, SaSolver};
 pub use integrators::{Bh, UniC, UniPc};
 pub use interpolant::{FlowSde, InterpolantSde, VelocityCoefs};
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
-pub use noise::{BrownianPath, GaussianNoise, Noise};
+pub use noise::{BrownianPath, GaussianNoise, Noise, RowNoise};
 pub use observe::{EvalEvent, FiniteCheck, Observer, OnEval, StepEvent, Trajectory};
 pub use oracle::law;
 pub use oracle::{ExactConditional, GaussianMixture, LabelledMixture};
@@ -93,7 +94,7 @@ pub mod prelude {
         ClassifierGuided, ConditionalScore, Conditioned, Corrector, CosineVpSde, CountingScore, Ctx, Ddim, DiscreteVp,
         DpmSolverPp, EdmHeun, Error, ExactConditional, ExactScore, ForwardEulerMaruyama, GaussianMixture,
         GaussianNoise, LabelledMixture, Langevin, Noise, Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc,
-        ReverseDiffusion, ReverseEulerMaruyama, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde,
+        ReverseDiffusion, ReverseEulerMaruyama, RowNoise, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde,
         TimeGrid, Trajectory, Variance, VeSde, VpSde, X0Guard,
     };
     pub use crate::{Bh, UniC, UniPc};

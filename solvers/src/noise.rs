@@ -59,6 +59,80 @@ impl<S: State> Noise<S> for GaussianNoise {
     }
 }
 
+/// Counter-based per-sample noise: draw `k` (the prior draw is `k = 0`, then
+/// every [`Noise::step_normal`] or [`Noise::normal`] call adds one) of
+/// sample `i` is a function of `(seed, i, k)` only. Row `i`'s normals at draw
+/// `k` come from a fresh [`Rng`] seeded by `mix(mix(seed, i, ROWS), k, DRAWS)`
+/// (SplitMix64 finalisers, [`mix`]), filled in row-major order
+/// ([`State::randn_rows_like`]).
+///
+/// So a sample does not depend on which other samples share its batch, nor on
+/// how a run is split into batches, processes or machines: the rows `a..b` of a
+/// run are drawn by `RowNoise::new(seed, a..b)` exactly as in the whole run, as
+/// long as the integrator treats rows independently (not the Langevin
+/// correctors with a signal-to-noise ratio or adaptive ODE steps, whose step
+/// sizes come from the whole batch). The host draws for a `tch::Tensor` state
+/// are made as for an ndarray array of the same precision and copied to the
+/// device once: the same numbers on every device.
+///
+/// (A [`BrownianPath`] is one path for the whole batch, drawn with the batch's
+/// shape: it is not split by sample.)
+#[derive(Debug, Clone)]
+pub struct RowNoise {
+    seed: u64,
+    rows: std::ops::Range<u64>,
+    draws: u64,
+}
+
+/// Key of the per-sample keys of [`RowNoise`] (the `scoresde` crate's
+/// stream number for sampling noise).
+const ROWS: u64 = 5;
+/// Key of [`RowNoise`]'s draw counter.
+const DRAWS: u64 = 11;
+
+impl RowNoise {
+    /// The noise of samples `rows` (global indices) of the run seeded `seed`.
+    pub fn new(seed: u64, rows: std::ops::Range<u64>) -> Self {
+        Self { seed, rows, draws: 0 }
+    }
+
+    /// The samples this noise draws for.
+    pub fn rows(&self) -> std::ops::Range<u64> {
+        self.rows.clone()
+    }
+
+    /// Draws made so far (the counter `k` of the next draw).
+    pub fn draws(&self) -> u64 {
+        self.draws
+    }
+
+    /// Draw `k = self.draws()` for every row, shaped like `like`; the counter
+    /// moves on whether or not the shape fits.
+    fn draw<S: State>(&mut self, like: &S) -> Result<S> {
+        let k = self.draws;
+        self.draws += 1;
+        let mut rngs: Vec<Rng> =
+            self.rows.clone().map(|i| Rng::seed_from_u64(mix(mix(self.seed, i, ROWS), k, DRAWS))).collect();
+        like.randn_rows_like(&mut rngs)
+    }
+}
+
+impl<S: State> Noise<S> for RowNoise {
+    fn step_normal(&mut self, _t: f64, _t_next: f64, like: &S) -> Result<S> {
+        self.draw(like)
+    }
+
+    /// A shape that does not fit the rows gives NaNs, which the sampler's
+    /// finiteness check reports with the step.
+    fn normal(&mut self, like: &S) -> S {
+        self.draw(like).unwrap_or_else(|_| {
+            let mut z = like.duplicate();
+            z.scale(f64::NAN);
+            z
+        })
+    }
+}
+
 /// A Brownian path on `[t0, t1]` queried at any time, with consistent increments.
 ///
 /// `W(t0) = 0`, `W(t1) = sqrt(t1 - t0) Z`; each dyadic midpoint is drawn from
@@ -82,10 +156,12 @@ pub struct BrownianPath<S: State> {
 
 const MAX_DEPTH: u32 = 48;
 
-fn mix(seed: u64, depth: u32, index: u64) -> u64 {
-    // SplitMix64 finaliser over the combined key: independent streams per node.
-    let mut z =
-        seed ^ (u64::from(depth)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+/// Mixes a seed and two counters into a new seed: the SplitMix64 finaliser
+/// over `seed ^ a * golden ^ b * c` (independent streams per key). Used for
+/// the Brownian tree's nodes, [`RowNoise`]'s draws and, in the `scoresde`
+/// crate, its training streams.
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -104,11 +180,19 @@ impl<S: State> BrownianPath<S> {
         if !(tol > 0.0 && tol < hi - lo) {
             return Err(Error::param("tol", tol, "must be in (0, |t1 - t0|)"));
         }
-        Ok(Self { seed, t0: lo, t1: hi, tol, root: None, cache: None, iid: Rng::seed_from_u64(mix(seed, u32::MAX, 0)) })
+        Ok(Self {
+            seed,
+            t0: lo,
+            t1: hi,
+            tol,
+            root: None,
+            cache: None,
+            iid: Rng::seed_from_u64(mix(seed, u64::from(u32::MAX), 0)),
+        })
     }
 
     fn draw(&self, depth: u32, index: u64, like: &S) -> S {
-        like.randn_like(&mut Rng::seed_from_u64(mix(self.seed, depth, index)))
+        like.randn_like(&mut Rng::seed_from_u64(mix(self.seed, u64::from(depth), index)))
     }
 
     /// `W(t)`, with the shape of `like`.

@@ -105,6 +105,19 @@ pub trait State: Send + 'static {
     /// Standard normal draws of the same shape (and device) as `self`.
     fn randn_like(&self, rng: &mut Rng) -> Self;
 
+    /// Standard normal draws of the same shape, precision (and device) as
+    /// `self` where sample `i` (row `i` of the leading axis) is drawn from
+    /// `rngs[i]` alone, its elements in row-major order ([`fill_rows`]): a
+    /// row's values do not depend on the other rows. Used by
+    /// [`crate::noise::RowNoise`].
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] unless there is one generator per sample;
+    /// backend failures.
+    fn randn_rows_like(&self, rngs: &mut [Rng]) -> Result<Self>
+    where
+        Self: Sized;
+
     /// For each sample, the `p`-quantile of the absolute values of all its elements
     /// (every axis but the leading one), interpolated linearly between order statistics
     /// as numpy and `torch.quantile` do by default; computed in f64 on the host from the
@@ -121,6 +134,40 @@ pub trait State: Send + 'static {
     /// # Errors
     /// [`Error::ShapeMismatch`] unless there is one bound per sample; backend failures.
     fn clip_samples(&mut self, bounds: &[f64], rescale: bool) -> Result<()>;
+}
+
+/// Fills `values` (rows of `values.len() / rngs.len()` elements, one per
+/// generator) with standard normals, row `i` drawn in order from `rngs[i]`
+/// alone; rows in parallel. The one definition of a per-row draw, shared by
+/// every backend.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `values` does not split into one row per generator.
+pub fn fill_rows<F: Send>(values: &mut [F], rngs: &mut [Rng]) -> Result<()>
+where
+    StandardNormal: Distribution<F>,
+{
+    use rayon::prelude::*;
+    let rows = rngs.len();
+    if rows == 0 || values.len() % rows != 0 {
+        if values.is_empty() && rows == 0 {
+            return Ok(());
+        }
+        return Err(Error::ShapeMismatch {
+            what: "per-row normals (one generator per sample)",
+            expected: vec![rows],
+            got: vec![values.len()],
+        });
+    }
+    let per_row = values.len() / rows;
+    if per_row > 0 {
+        values
+            .par_chunks_mut(per_row)
+            .zip(rngs.par_iter_mut())
+            .with_min_len((RANDN_BLOCK / per_row).max(1))
+            .for_each(|(row, r)| row.iter_mut().for_each(|v| *v = r.sample(StandardNormal)));
+    }
+    Ok(())
 }
 
 /// Arrays at least this long are updated in parallel (rayon).
@@ -418,6 +465,24 @@ where
             None => out.mapv_inplace(|_| rng.sample(StandardNormal)), // a fresh array is contiguous
         }
         out
+    }
+
+    fn randn_rows_like(&self, rngs: &mut [Rng]) -> Result<Self> {
+        let rows = self.shape().first().copied().unwrap_or(0);
+        if rows != rngs.len() {
+            return Err(Error::ShapeMismatch {
+                what: "per-row normals (one generator per sample)",
+                expected: vec![rngs.len()],
+                got: self.shape().to_vec(),
+            });
+        }
+        let mut out = Array::zeros(self.raw_dim());
+        // A fresh array is contiguous, in standard (row-major) order.
+        let data = out
+            .as_slice_mut()
+            .ok_or_else(|| Error::Backend { op: "randn_rows_like", message: "non-contiguous array".into() })?;
+        fill_rows(data, rngs)?;
+        Ok(out)
     }
 }
 

@@ -16,7 +16,7 @@
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::state::{Rng, State};
+use crate::state::{fill_rows, Rng, State};
 use crate::x0_guard::{check_level, interpolate, quantile_position};
 
 fn backend(op: &'static str) -> impl Fn(tch::TchError) -> Error {
@@ -293,6 +293,42 @@ impl State for Tensor {
             .and_then(|z| z.f_to_device(self.device()))
             .unwrap_or_else(|_| Tensor::full(shape, f64::NAN, (Kind::Float, self.device())))
     }
+
+    /// Drawn on the host (`f64` for `Double` tensors, `f32` otherwise), copied
+    /// to the tensor's device once; a non-floating tensor gets `Float` normals.
+    fn randn_rows_like(&self, rngs: &mut [Rng]) -> Result<Self> {
+        let shape = self.size();
+        let d = dims(self);
+        if d.first().copied().unwrap_or(0) != rngs.len() {
+            return Err(Error::ShapeMismatch {
+                what: "per-row normals (one generator per sample)",
+                expected: vec![rngs.len()],
+                got: d,
+            });
+        }
+        let (host, kind) = if self.kind() == Kind::Double {
+            (host_rows::<f64>(&d, rngs)?, Kind::Double)
+        } else {
+            (host_rows::<f32>(&d, rngs)?, if self.is_floating_point() { self.kind() } else { Kind::Float })
+        };
+        let op = backend("randn_rows_like");
+        host.f_view(shape.as_slice())
+            .and_then(|z| z.f_to_kind(kind))
+            .and_then(|z| z.f_to_device(self.device()))
+            .map_err(op)
+    }
+}
+
+/// Per-row standard normals of `shape` drawn on the host with [`fill_rows`],
+/// as the ndarray backend draws them, as a flat CPU tensor.
+fn host_rows<F>(shape: &[usize], rngs: &mut [Rng]) -> Result<Tensor>
+where
+    F: Default + Clone + Send + tch::kind::Element,
+    rand_distr::StandardNormal: rand_distr::Distribution<F>,
+{
+    let mut values = vec![F::default(); shape.iter().product()];
+    fill_rows(&mut values, rngs)?;
+    Ok(Tensor::from_slice(&values))
 }
 
 /// Standard normals of `shape` drawn on the host as the ndarray backend draws

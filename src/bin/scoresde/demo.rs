@@ -189,6 +189,7 @@ fn sample_every_solver(
                 steps,
                 grid: &a.grid,
                 n: a.n,
+                first: 0,
                 batch: default_batch(score.net().config(), a.n),
                 keep: a.n,
                 seed: a.seed,

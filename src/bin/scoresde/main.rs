@@ -5,6 +5,8 @@
 //! scoresde demo                      # train on eight-gaussians, sample with every solver, figures + table
 //! scoresde train --data two-moons --steps 4000 --out out/moons
 //! scoresde sample --model out/moons --solver dpm2m --steps 20
+//! scoresde sample --model out/moons --shard 0/2 -n 10000   # and 1/2 elsewhere, then:
+//! scoresde merge-shards out/moons                          # samples-...-seed0.npy
 //! scoresde train --conditional --out out/cond            # class-conditional score (eight-gaussians)
 //! scoresde sample --model out/cond --class 3 --guidance 3 --cfg
 //! scoresde train-classifier --out out/cond               # noise-conditional classifier, OUT/classifier
@@ -25,6 +27,7 @@ mod eval;
 mod features;
 mod plot;
 mod sample;
+mod shard;
 mod train;
 
 use std::process::ExitCode;
@@ -63,6 +66,9 @@ enum Command {
     TrainFeatures(features::TrainFeaturesArgs),
     /// Draw samples from a trained model with any integrator.
     Sample(sample::SampleArgs),
+    /// Join the shards of a `sample --shard K/N` run into its samples file, in order,
+    /// after checking that they are all of one run, each once.
+    MergeShards(shard::MergeArgs),
     /// Sample quality (sliced W2, MMD) against held-out data; score error for mixture data;
     /// image metrics (classifier FID, coverage, confidence, memorisation) with a feature classifier.
     Eval(eval::EvalArgs),
@@ -96,6 +102,7 @@ fn run(command: &Command) -> anyhow::Result<Status> {
         }
         Command::TrainFeatures(a) => features::run(a),
         Command::Sample(a) => sample::run(a, &CTRL_C),
+        Command::MergeShards(a) => shard::merge(a),
         Command::Eval(a) => eval::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Demo(a) => demo::run(a, &CTRL_C),

@@ -12,10 +12,9 @@ use scoresde::checkpoint;
 use scoresde::data::{npy_file_bytes, DataRange, NpyWriter, RangeReport, Scaling};
 use scoresde::model::{tensor_to_array, NeuralScore};
 use scoresde::net::NetConfig;
-use scoresde::rng::RowNoise;
 use scoresde::solvers::{
     by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, EvalEvent, OnEval,
-    Sampler, Score, Sde, StepEvent, TimeGrid, X0Guard,
+    RowNoise, Sampler, Score, Sde, StepEvent, TimeGrid, X0Guard,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -46,12 +45,21 @@ pub struct SampleArgs {
     #[arg(short, long, default_value_t = 2000, allow_negative_numbers = true)]
     pub n: i64,
     /// Samples integrated at once [default: as many as fit in about 1 GiB of
-    /// working memory, at most 65536]. Sample i draws its noise from its own
-    /// stream, seeded by (--seed, i), so the samples do not depend on --batch,
-    /// except with pc, langevin, annealed-langevin and ode-dopri5, whose step
-    /// sizes are set from the whole batch.
+    /// working memory, at most 65536; with --shard K/N, at most -n / N]. Sample
+    /// i draws its noise from a counter-based generator keyed by (--seed, i,
+    /// draw), so the samples do not depend on --batch (up to the f32 rounding of
+    /// the network's batched kernels), except with pc, langevin,
+    /// annealed-langevin and ode-dopri5, whose step sizes are set from the whole batch.
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Draw only shard K of N (0 <= K < N) of the run: a contiguous block of
+    /// its batches, written as samples-...-shardKofN.npy with a .json sidecar
+    /// naming the run, into MODEL/shardKofN (or --out: one folder per shard);
+    /// `scoresde merge-shards` joins the N shards into the
+    /// run's samples, bit for bit those of the unsharded run with the same
+    /// --batch. E.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
+    #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, allow_hyphen_values = true)]
+    pub shard: Option<crate::shard::Shard>,
     /// Seed of the prior sample and of the sampler noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -162,12 +170,14 @@ pub struct Spec<'a> {
     pub grid: &'a str,
     /// Number of samples.
     pub n: usize,
+    /// Index of the first sample in the whole run (a shard's first row; 0 otherwise).
+    pub first: usize,
     /// Samples integrated at once (see [`default_batch`]).
     pub batch: usize,
     /// Samples kept in memory ([`Sampled::x`]): the first `keep`.
     pub keep: usize,
-    /// Seed of the prior sample and the sampler noise: sample `i` draws from
-    /// the stream `(seed, i)` ([`RowNoise`]).
+    /// Seed of the prior sample and the sampler noise: sample `i` (counted
+    /// from the run's first, `first + row`) draws from [`RowNoise`] keyed by `(seed, i, draw)`.
     pub seed: u64,
     /// End with the noise-free Tweedie denoising step.
     pub denoise: bool,
@@ -252,7 +262,8 @@ pub fn sample_with(
     for b in 0..batches {
         let start = b * spec.batch;
         let rows = spec.batch.min(spec.n - start);
-        let mut noise = RowNoise::new(spec.seed, start as u64..(start + rows) as u64);
+        let first = (spec.first + start) as u64;
+        let mut noise = RowNoise::new(spec.seed, first..first + rows as u64);
         let like = Tensor::f_zeros([rows as i64, on.dim as i64], (Kind::Float, on.device))?;
         let x = prior_sample(sde, &like, &mut noise);
         let mut pending: Vec<f64> = if b == 0 { spec.snapshot_times.to_vec() } else { Vec::new() };
@@ -287,7 +298,8 @@ pub fn sample_with(
             .observe(&mut within)
             .run(solver.as_mut(), x, &grid, &mut noise)
             .with_context(|| {
-                let which = if batches > 1 { format!(" (samples {start}..{})", start + rows) } else { String::new() };
+                let (a, b) = (spec.first + start, spec.first + start + rows);
+                let which = if batches > 1 || spec.first > 0 { format!(" (samples {a}..{b})") } else { String::new() };
                 format!("sampling with {}{which}", spec.solver)
             })?;
         let z = tensor_to_array(&run.x)?; // the host copy waits for the device
@@ -497,20 +509,25 @@ fn range_warning(report: &RangeReport, what: &str) -> Option<String> {
 /// `scoresde sample`: samples streamed to a .npy file batch by batch, their
 /// range check, figure, and the class report with `--class`.
 pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
-    let n = sample_count(a.n)?;
+    let total = sample_count(a.n)?;
     // The solver name (and its x0 guard) is checked before anything is loaded or locked.
     let guard = by_name::<Tensor>(&a.solver)?.x0_guard();
     let device = common::device(&a.device)?;
     let (model, scaling, meta) = load_model(&a.model, device)?;
     // One writer per folder: not while a training writes there.
+    // A shard's default folder is its own (MODEL/shardKofN), so N shards run at once.
+    let out = match (&a.out, a.shard) {
+        (Some(out), _) => out.clone(),
+        (None, Some(shard)) => crate::shard::default_folder(&run_folder(&a.model), shard),
+        (None, None) => run_folder(&a.model),
+    };
     let _lock = match &a.out {
         Some(out) => common::lock_folder("--out", out)?,
-        None => common::lock_folder("--model", &run_folder(&a.model))?,
+        None => common::lock_folder("--model", &out)?,
     };
     let sde = meta.sde.build()?;
     let on = Target { sde: sde.as_ref(), dim: meta.net.dim, device };
     let (score, tag) = guided(a, model, &meta)?;
-    let out = a.out.clone().unwrap_or_else(|| run_folder(&a.model));
     let name = SampleName {
         solver: &a.solver,
         steps: a.steps,
@@ -519,9 +536,26 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         denoise: !a.no_denoise,
         guidance: &tag,
     };
-    let (npy, trajectory_png) = (name.npy(&out), name.trajectory_png(&out));
+    // With --shard: this shard's rows of the whole run, in batches of the whole run's.
+    let batch = match (a.shard, a.batch) {
+        (Some(shard), None) => default_batch(&meta.net, total.div_ceil(shard.count)),
+        _ => batch_size(a, &meta.net, total, device)?,
+    };
+    let rows = match a.shard {
+        Some(shard) => crate::shard::rows(total, batch, shard)?,
+        None => 0..total,
+    };
+    let n = rows.len();
+    let (mut npy, trajectory_png) = (name.npy(&out), name.trajectory_png(&out));
+    if let Some(shard) = a.shard {
+        npy = crate::shard::shard_npy(&npy, shard);
+        eprintln!("shard {shard}: samples {}..{} of {total}", rows.start, rows.end);
+    }
     let png = npy.with_extension("png");
     let mut outputs = vec![npy.clone(), png.clone()];
+    if a.shard.is_some() {
+        outputs.push(crate::shard::sidecar(&npy));
+    }
     if a.trajectory {
         outputs.push(trajectory_png.clone());
     }
@@ -532,7 +566,8 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         steps: a.steps,
         grid: &a.grid,
         n,
-        batch: batch_size(a, &meta.net, n, device)?,
+        first: rows.start,
+        batch,
         keep: n.min(MAX_KEPT),
         seed: a.seed,
         denoise: !a.no_denoise,
@@ -556,6 +591,27 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
     };
     let s = sample_with(score.as_ref(), &on, &scaling, &spec, &ctrl_c.flag(), &mut on_batch)?;
     writer.finish()?;
+    if let Some(shard) = a.shard {
+        let run = crate::shard::RunId {
+            n: total,
+            batch,
+            dim: meta.net.dim,
+            seed: a.seed,
+            solver: a.solver.clone(),
+            steps: a.steps,
+            grid: a.grid.clone(),
+            denoise: !a.no_denoise,
+            guidance: tag.clone(),
+            checkpoint_sha256: crate::shard::file_sha256(&checkpoint::paths(&a.model).0)?,
+            checkpoint_step: meta.step,
+            scoresde: env!("CARGO_PKG_VERSION").into(),
+            noise: crate::shard::NOISE.into(),
+            precision: "f32".into(),
+        };
+        let sidecar = crate::shard::sidecar(&npy);
+        crate::shard::ShardMeta::new(shard, rows.clone(), run, &npy).write(&sidecar)?;
+        println!("wrote {}", sidecar.display());
+    }
     eprintln!(
         "{} samples, {} score evaluations, {:.2} s ({:.0} samples/s, {:.0} steps/s)",
         n,
