@@ -290,8 +290,11 @@ fn torchrun_matches_one_process_and_survives_a_killed_rank() {
     let Some(py) = python() else { return };
     tch::set_num_threads(1);
     let dir = tmp("ddp");
-    let data = dir.join("data.npy");
-    scoresde::data::save_npy(&data, &rows(64, 2)).unwrap();
+    // The Rust program's toy set, exported for other trainers.
+    let data = dir.join("moons.npy");
+    let exported = ok(&["train", "--data", "two-moons", "--n", "80", "--save-train", s(&data), "--out", s(&dir)]);
+    assert!(exported.contains("72 training rows"), "{exported}");
+    assert_eq!(scoresde::data::load_npy(&data).unwrap().dim(), (72, 2));
     let (one, two, killed, ts) = (dir.join("one"), dir.join("two"), dir.join("killed"), dir.join("ema.pt"));
     let common = [
         "--data",

@@ -86,8 +86,11 @@ def load_data(path, labels_path=None):
             y = np.load(labels_path, allow_pickle=False).reshape(-1)
         except (OSError, ValueError) as e:
             raise UsageError(f"--labels {labels_path}: {e}") from None
-        if len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-            raise UsageError(f"--labels {labels_path}: need {len(x)} non-negative integer labels")
+        integral = np.issubdtype(y.dtype, np.integer) or (
+            np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all())
+        if len(y) != len(x) or not integral or (y < 0).any():
+            raise UsageError(f"--labels {labels_path}: need {len(x)} non-negative integer labels "
+                             f"(integers or integral floats), got {len(y)} of {y.dtype}")
         y = y.astype(np.int64)
     return x, y
 
