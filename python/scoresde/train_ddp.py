@@ -256,7 +256,9 @@ def parse_args(argv):
     p.add_argument("--embedding-dim", type=int, default=32)
     p.add_argument("--parameterization", choices=nets.PARAMETERIZATIONS, default="eps")
     p.add_argument("--conditional", action="store_true", help="class-conditional score (needs --labels)")
-    p.add_argument("--image-shape", help="C,H,W of the U-Net's images (product = data columns)")
+    p.add_argument("--image-shape", help="C,H,W of the images (product = data columns); needed by --net unet")
+    p.add_argument("--pixel-range", help="LO,HI: scale images from their pixel range to [-1, 1] as scoresde "
+                   "does for image sets (e.g. 0,255 for `--save-train` of mnist); default: standardise columns")
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument("--channel-mults", default="1,2,2")
     p.add_argument("--groups", type=int, default=8)
@@ -270,6 +272,17 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def image_shape(text, dim):
+    """(C, H, W) from "C,H,W", with C*H*W = dim."""
+    try:
+        c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--image-shape {text}: expected C,H,W (three integers)") from None
+    if min(c, h, w) < 1 or c * h * w != dim:
+        raise UsageError(f"--image-shape {text}: {c * h * w} pixels, but the data have {dim} columns")
+    return c, h, w
+
+
 def new_meta(a, x, y):
     dim = x.shape[1]
     classes = int(y.max()) + 1 if y is not None and (a.conditional) else 0
@@ -279,9 +292,7 @@ def new_meta(a, x, y):
     if a.net == "unet":
         if not a.image_shape:
             raise UsageError("--net unet needs --image-shape C,H,W")
-        c, h, w = (int(v) for v in a.image_shape.split(","))
-        if c * h * w != dim:
-            raise UsageError(f"--image-shape {a.image_shape}: {c * h * w} pixels, but the data have {dim} columns")
+        c, h, w = image_shape(a.image_shape, dim)
         net["arch"] = dict(kind="unet", channels=c, height=h, width=w, base=a.base_channels,
                            mults=[int(m) for m in a.channel_mults.split(",")], res_blocks=1, attn=[],
                            dropout=0.0, groups=a.groups)
@@ -344,9 +355,24 @@ def run(a, world, rank, device):
     if st is None:
         meta = new_meta(a, x, y)
         mean, std = fit_scaling(x)
+        lo, hi = x.min(axis=0), x.max(axis=0)
+        if a.pixel_range:
+            # scoresde's `Scaling::from_range`; the pixel range is every column's range.
+            try:
+                plo, phi = (float(v) for v in a.pixel_range.split(","))
+            except ValueError:
+                raise UsageError(f"--pixel-range {a.pixel_range}: expected LO,HI") from None
+            if not (math.isfinite(plo) and math.isfinite(phi) and plo < phi) or x.min() < plo or x.max() > phi:
+                raise UsageError(f"--pixel-range {a.pixel_range}: need LO < HI around the data "
+                                 f"(values {x.min()}..{x.max()})")
+            d = x.shape[1]
+            mean, std = np.full(d, 0.5 * plo + 0.5 * phi), np.full(d, 0.5 * phi - 0.5 * plo)
+            lo, hi = np.full(d, plo), np.full(d, phi)
+        shape = [int(x.shape[1])]
+        if a.image_shape:
+            shape = list(image_shape(a.image_shape, x.shape[1]))
         meta["data"] = dict(source=os.path.abspath(a.data), rows=int(x.shape[0]), mean=mean.tolist(),
-                            std=std.tolist(), range=dict(min=x.min(axis=0).tolist(), max=x.max(axis=0).tolist()),
-                            shape=[int(x.shape[1])])
+                            std=std.tolist(), range=dict(min=lo.tolist(), max=hi.tolist()), shape=shape)
         torch.manual_seed(a.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         st = State(nets.build(meta["net"]), meta, device)
     data_meta = st.meta["data"]
