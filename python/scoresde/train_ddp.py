@@ -20,6 +20,9 @@ scoresde's ChaCha streams: the same law, other numbers.
 Checkpoints (weights, EMA, Adam moments, step, loss log) are written by rank 0 only, atomically,
 every --save-every steps and at the end; --resume continues from --out's checkpoint (also one
 written by `scoresde train`). Backend: NCCL when CUDA is available, gloo otherwise.
+
+Test hook: SCORESDE_DDP_KILL_AT=STEP:RANK makes that rank SIGKILL itself before step STEP
+(tests/python_parity.rs checks that the last checkpoint survives and resumes).
 """
 import argparse
 import hashlib
