@@ -471,6 +471,33 @@ impl Trainer {
         &self.state
     }
 
+    /// The rows of a sample's coefficients at time `t`, computed in f64 and rounded to
+    /// f32: `t`, `a(t)`, `sigma(t)`, `w(t)`, 1 (the label-dropout uniform's row, drawn
+    /// in [`Trainer::draws`]), `a'(t)`, `sigma'(t)`.
+    fn coefs(&self, t: f64) -> Result<[f32; 7]> {
+        let sigma = self.sde.sigma(t);
+        let flow = self.net.config().parameterization == Parameterization::Flow;
+        let w = match self.config.weighting {
+            Weighting::Eps => 1.0,
+            // The eps-form likelihood weight g^2/sigma^2, moved to the velocity residual
+            // (eps - eps_hat = eps_v (v - v_hat)).
+            Weighting::Likelihood if flow => {
+                let eps_v = crate::solvers::VelocityCoefs::of(self.sde.as_ref(), t)?.eps_v;
+                self.sde.diffusion(t).powi(2) / (sigma * sigma) * eps_v * eps_v
+            }
+            Weighting::Likelihood => self.sde.diffusion(t).powi(2) / (sigma * sigma),
+        };
+        Ok([
+            t as f32,
+            self.sde.alpha(t) as f32,
+            sigma as f32,
+            w as f32,
+            1.0,
+            self.sde.alpha_dot(t) as f32,
+            self.sde.sigma_dot(t) as f32,
+        ])
+    }
+
     /// The random draws of step `step`, made on the host from `(seed, step)`
     /// alone (see [`crate::rng`]) and copied to the device: the times and
     /// their coefficients from one stream, the batch rows, noise and label
@@ -482,26 +509,11 @@ impl Trainer {
         let device = self.net.device();
         let mut rng = crate::rng::rng(self.config.seed, crate::rng::TIMES, step);
         let mut values = vec![0f32; (7 + dim) * b];
-        let flow = self.net.config().parameterization == Parameterization::Flow;
         for i in 0..b {
             let t = rng.gen_range(self.config.t_min..self.sde.t_max());
-            let sigma = self.sde.sigma(t);
-            let w = match self.config.weighting {
-                Weighting::Eps => 1.0,
-                // The eps-form likelihood weight g^2/sigma^2, moved to the velocity residual
-                // (eps - eps_hat = eps_v (v - v_hat)).
-                Weighting::Likelihood if flow => {
-                    let eps_v = crate::solvers::VelocityCoefs::of(self.sde.as_ref(), t)?.eps_v;
-                    self.sde.diffusion(t).powi(2) / (sigma * sigma) * eps_v * eps_v
-                }
-                Weighting::Likelihood => self.sde.diffusion(t).powi(2) / (sigma * sigma),
-            };
-            values[i] = t as f32;
-            values[b + i] = self.sde.alpha(t) as f32;
-            values[2 * b + i] = sigma as f32;
-            values[3 * b + i] = w as f32;
-            values[5 * b + i] = self.sde.alpha_dot(t) as f32;
-            values[6 * b + i] = self.sde.sigma_dot(t) as f32;
+            for (row, v) in self.coefs(t)?.into_iter().enumerate() {
+                values[row * b + i] = v;
+            }
         }
         let mut rng = crate::rng::rng(self.config.seed, crate::rng::BATCH, step);
         let idx: Vec<i64> = (0..b).map(|_| rng.gen_range(0..rows)).collect();
@@ -540,12 +552,35 @@ impl Trainer {
         let b = self.config.batch_size as i64;
         let device = self.net.device();
         let x0 = self.data.f_index_select(0, &idx)?;
-        let (t, a, sigma, w) = (coef.get(0), coef.get(1).unsqueeze(1), coef.get(2).unsqueeze(1), coef.get(3));
-        let xt = &x0 * &a + &eps * &sigma;
         let y = labels.map(|l| l.f_index_select(0, &idx)).transpose()?;
+        let y = match y {
+            // Label dropout (conditional scores): the null label (index `classes`) with probability p.
+            Some(y) if config.head == Head::Score => {
+                let drop = coef.get(4).f_lt(self.config.label_dropout)?;
+                let null = Tensor::f_full([b], config.classes as i64, (Kind::Int64, device))?;
+                Some(null.f_where_self(&drop, &y)?)
+            }
+            y => y,
+        };
+        self.batch_loss(&x0, &coef, eps, y, Some(dropout))
+    }
+
+    /// The loss on rows `x0` with the draws `coef` (rows `t`, `a`, `sigma`,
+    /// `w`), noise `eps` and labels `y` (after label dropout).
+    fn batch_loss(
+        &self,
+        x0: &Tensor,
+        coef: &Tensor,
+        eps: Tensor,
+        y: Option<Tensor>,
+        dropout: Option<u64>,
+    ) -> Result<Tensor> {
+        let config = self.net.config();
+        let (t, a, sigma, w) = (coef.get(0), coef.get(1).unsqueeze(1), coef.get(2).unsqueeze(1), coef.get(3));
+        let xt = x0 * &a + &eps * &sigma;
         if config.head == Head::Classifier {
             let y = y.ok_or_else(|| Error::invalid("labels", "none", "a classifier needs labels"))?;
-            let logits = self.net.forward_train(&self.state.params, &xt, &t, None, Some(dropout))?;
+            let logits = self.net.forward_train(&self.state.params, &xt, &t, None, dropout)?;
             return Ok(logits.f_log_softmax(-1, Kind::Float)?.f_nll_loss(
                 &y,
                 None::<Tensor>,
@@ -553,16 +588,7 @@ impl Trainer {
                 -100,
             )?);
         }
-        let y = match y {
-            // Label dropout: the null label (index `classes`) with probability p.
-            Some(y) => {
-                let drop = coef.get(4).f_lt(self.config.label_dropout)?;
-                let null = Tensor::f_full([b], config.classes as i64, (Kind::Int64, device))?;
-                Some(null.f_where_self(&drop, &y)?)
-            }
-            None => None,
-        };
-        let out = self.net.forward_train(&self.state.params, &xt, &t, y.as_ref(), Some(dropout))?;
+        let out = self.net.forward_train(&self.state.params, &xt, &t, y.as_ref(), dropout)?;
         let r = match config.parameterization {
             // The flow-matching loss: the velocity v = a' x0 + sigma' eps (rectified flow:
             // eps - x0) minus its prediction (Lipman et al. 2023; Liu et al. 2023).
@@ -583,8 +609,50 @@ impl Trainer {
     /// # Errors
     /// libtorch errors.
     pub fn step(&mut self) -> Result<Tensor> {
+        let loss = self.loss(self.state.step)?;
+        self.update(loss)
+    }
+
+    /// One optimisation step on a batch given explicitly instead of drawn:
+    /// rows `x0` (`[b, dim]`), times `t` (`b` values in `(0, t_max]`), noise `eps`
+    /// (`[b, dim]`) and, for a conditional score or a classifier, `labels`
+    /// (int64 `[b]`, used as given: no label dropout). No dropout in the
+    /// U-Net. Everything else (loss, weighting, clipping, Adam, warm-up, EMA,
+    /// step count) is [`Trainer::step`]'s: for checking other implementations
+    /// of the same step against this one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for shapes that do not fit or times outside
+    /// `(0, 1]`; libtorch errors.
+    pub fn step_on(&mut self, x0: &Tensor, t: &[f64], eps: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let (b, dim) = (t.len() as i64, self.net.config().dim as i64);
+        for (name, x) in [("x0", x0), ("eps", eps)] {
+            if x.size() != [b, dim] {
+                return Err(Error::invalid(name, format!("shape {:?}", x.size()), format!("expected [{b}, {dim}]")));
+            }
+        }
+        let t_max = self.sde.t_max();
+        if let Some(bad) = t.iter().find(|t| !(**t > 0.0 && **t <= t_max)) {
+            return Err(Error::invalid("t", bad, format!("times must be in (0, {t_max}]")));
+        }
+        let mut values = vec![1f32; 7 * t.len()];
+        for (i, &ti) in t.iter().enumerate() {
+            for (row, v) in self.coefs(ti)?.into_iter().enumerate() {
+                values[row * t.len() + i] = v;
+            }
+        }
+        let device = self.net.device();
+        let coef = crate::rng::to_device(&values, &[7, b], Kind::Float, device)?;
+        let to_dev = |x: &Tensor| x.f_to_kind(Kind::Float)?.f_to_device(device);
+        let labels = labels.map(|y| y.f_to_kind(Kind::Int64)?.f_to_device(device)).transpose()?;
+        let loss = self.batch_loss(&to_dev(x0)?, &coef, to_dev(eps)?, labels, None)?;
+        self.update(loss)
+    }
+
+    /// Backpropagates `loss` and takes the optimiser step (warm-up, clipping,
+    /// Adam, EMA) of the current step.
+    fn update(&mut self, loss: Tensor) -> Result<Tensor> {
         let step = self.state.step;
-        let loss = self.loss(step)?;
         loss.f_backward()?;
         let c = &self.config;
         let lr = if c.warmup > 0 { c.lr * ((step + 1) as f64 / c.warmup as f64).min(1.0) } else { c.lr };

@@ -102,6 +102,18 @@ fn cases() -> Vec<Case> {
             &["'--cfg' cannot be used with '--classifier <CKPT>'"],
         ),
         case(
+            "train --save-train with --resume",
+            "train --resume --save-train {out}/x.npy",
+            USAGE,
+            &["'--resume' cannot be used with '--save-train <FILE>'"],
+        ),
+        case(
+            "train --save-train under a file",
+            "train --data two-moons --n 100 --save-train {run}/model.json/x.npy",
+            BAD,
+            &["I/O error", "model.json"],
+        ),
+        case(
             "train --resume with --force",
             "train --resume --force",
             USAGE,

@@ -315,3 +315,43 @@ fn bad_training_input_is_rejected() {
         assert!(e.to_string().contains("diverged"), "{e}");
     }
 }
+
+#[test]
+fn step_on_a_given_batch_is_the_dsm_step_and_checks_its_input() {
+    one_thread();
+    let d = data(64, 1);
+    let make = || Trainer::new(small_net(), SdeSpec::default(), config(10), &d, Device::Cpu).unwrap();
+    let (mut a, mut b) = (make(), make());
+    let before = a.state().params.detach().copy();
+    tch::manual_seed(5);
+    let x0 = tch::Tensor::randn([8, 2], (tch::Kind::Float, Device::Cpu));
+    let eps = tch::Tensor::randn([8, 2], (tch::Kind::Float, Device::Cpu));
+    let t = [1e-3, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0];
+    // The loss by hand: mean |eps - net(a x0 + sigma eps, t)|^2 (eps-prediction, w = 1).
+    let sde = VpSde::default();
+    let col = |f: &dyn Fn(f64) -> f64| {
+        tch::Tensor::from_slice(&t.iter().map(|&t| f(t) as f32).collect::<Vec<_>>()).view([8, 1])
+    };
+    let (al, sig) = (col(&|t| sde.alpha(t)), col(&|t| sde.sigma(t)));
+    let xt = &x0 * &al + &eps * &sig;
+    let tt = tch::Tensor::from_slice(&t.map(|t| t as f32));
+    let out = a.net().forward(&before, &xt, &tt).unwrap();
+    let want = (&eps - out).square().mean(tch::Kind::Float).double_value(&[]);
+    let loss = a.step_on(&x0, &t, &eps, None).unwrap().double_value(&[]);
+    assert!((loss - want).abs() <= 1e-6 * want, "step_on's loss {loss} vs {want} by hand");
+    let _ = b.step_on(&x0, &t, &eps, None).unwrap();
+    assert_eq!(a.state().step, 1);
+    assert!(a.state().params.equal(&b.state().params), "the same batch gives the same step");
+    assert!(!a.state().params.equal(&before), "the step moved the weights");
+    // Bad input is named.
+    let bad = |r: scoresde::Result<tch::Tensor>, what: &str| {
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(what), "{e}");
+    };
+    bad(a.step_on(&x0.narrow(0, 0, 4), &t, &eps, None), "x0");
+    bad(a.step_on(&x0, &t, &eps.narrow(1, 0, 1), None), "eps");
+    bad(a.step_on(&x0, &[0.0; 8], &eps, None), "times must be in (0, 1]");
+    bad(a.step_on(&x0, &[f64::NAN; 8], &eps, None), "times must be in (0, 1]");
+    bad(a.step_on(&x0, &t, &eps, Some(&tch::Tensor::zeros([8], (tch::Kind::Int64, Device::Cpu)))), "labels");
+    assert_eq!(a.state().step, 1, "a refused batch takes no step");
+}

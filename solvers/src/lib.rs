@@ -66,8 +66,8 @@ pub use integrators::{
     ForwardEulerMaruyama, Identity, Langevin, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc, ReverseDiffusion,
     ReverseEulerMaruyama, Sgld, StepSchedule, Variance,
 };
-pub use integrators::{Restart, SaSolver};
 pub use integrators::{Bh, UniC, UniPc};
+pub use integrators::{Restart, SaSolver};
 pub use interpolant::{FlowSde, InterpolantSde, VelocityCoefs};
 pub use likelihood::{bits_per_dim, log_likelihood, Divergence, DivergenceMethod, Likelihood, LikelihoodOptions};
 pub use noise::{BrownianPath, GaussianNoise, Noise, RowNoise};
@@ -94,8 +94,8 @@ pub mod prelude {
         ClassifierGuided, ConditionalScore, Conditioned, Corrector, CosineVpSde, CountingScore, Ctx, Ddim, DiscreteVp,
         DpmSolverPp, EdmHeun, Error, ExactConditional, ExactScore, ForwardEulerMaruyama, GaussianMixture,
         GaussianNoise, LabelledMixture, Langevin, Noise, Observer, OdeDopri5, OdeEuler, OdeHeun, OdeRk4, Pc,
-        ReverseDiffusion, ReverseEulerMaruyama, RowNoise, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule, SubVpSde,
-        TimeGrid, Trajectory, Variance, VeSde, VpSde, X0Guard,
+        ReverseDiffusion, ReverseEulerMaruyama, RowNoise, Run, Sampler, Score, Sde, Sgld, Solver, State, StepSchedule,
+        SubVpSde, TimeGrid, Trajectory, Variance, VeSde, VpSde, X0Guard,
     };
     pub use crate::{Bh, UniC, UniPc};
 }

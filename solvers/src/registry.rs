@@ -721,6 +721,7 @@ solvers! {
         param: Some(Param { prefix: "restart", syntax: "SIGMA_MIN:SIGMA_MAX[:K[:N_R]]" }),
         x0: false,
         citation: "Xu et al. 2023 (Restart), Alg. 1",
+    }
     AdaptiveSde {
         name: "adaptive-sde",
         build: AdaptiveSde::default(),
@@ -737,6 +738,7 @@ solvers! {
         param: Some(Param { prefix: "adaptive-sde", syntax: "RTOL[:ATOL]" }),
         x0: false,
         citation: "Jolicoeur-Martineau et al. 2021, Alg. 1",
+    }
     FlowEm {
         name: "flow-em",
         build: FlowEulerMaruyama::default(),
@@ -798,6 +800,7 @@ fn build_param<S: State>(info: &SolverInfo, args: &str) -> Result<Box<dyn Solver
                 _ => return Err(Error::param("restart", args, "give SIGMA_MIN:SIGMA_MAX[:K[:N_R]]")),
             };
             Ok(Box::new(Restart::new(parse("sigma_min", parts[0])?, parse("sigma_max", parts[1])?, k, n)?))
+        }
         Id::AdaptiveSde => {
             let (rtol, atol) = match args.split_once(':') {
                 Some((r, a)) => (parse("rtol", r)?, parse("atol", a)?),

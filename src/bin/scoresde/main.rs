@@ -95,7 +95,10 @@ fn given(matches: &clap::ArgMatches) -> Vec<String> {
 
 fn run(command: &Command) -> anyhow::Result<Status> {
     match command {
-        Command::Train(a) => train::train(a, &CTRL_C).map(|t| t.status()),
+        Command::Train(a) => match &a.save_train {
+            Some(file) => train::export(a, file).map(|()| Status::Done),
+            None => train::train(a, &CTRL_C).map(|t| t.status()),
+        },
         Command::TrainClassifier(a) => {
             let a = train::TrainArgs { classifier: true, ..a.clone() };
             train::train(&a, &CTRL_C).map(|t| t.status())

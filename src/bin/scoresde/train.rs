@@ -172,6 +172,11 @@ pub struct TrainArgs {
     /// Log the mean loss every this many steps.
     #[arg(long, default_value_t = 50)]
     pub log_every: u64,
+    /// Write the training rows (after the --holdout split, unscaled) to this .npy file and
+    /// exit without training; with --conditional also their labels to FILE's stem +
+    /// `-labels.npy`. For other trainers (python/scoresde/train_ddp.py) on the same rows.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub save_train: Option<PathBuf>,
     /// Train a class-conditional score for classifier-free guidance (labelled
     /// data: eight-gaussians and mixture, class = component; mnist, digits;
     /// a .npy file with --labels).
@@ -642,6 +647,23 @@ fn optimise(
     )?;
     pb.finish();
     Ok((outcome, started.elapsed().as_secs_f64()))
+}
+
+/// `scoresde train --save-train FILE`: the training rows (and labels) as .npy files.
+pub fn export(a: &TrainArgs, file: &Path) -> anyhow::Result<()> {
+    let data = prepare_data(a)?;
+    save_npy(file, &data.train)?;
+    println!("wrote {} ({} training rows of {})", file.display(), data.train.nrows(), data.source);
+    if let Some(y) = &data.labels {
+        let path = file.with_file_name(format!(
+            "{}-labels.npy",
+            file.file_stem().map_or_else(|| "train".into(), |s| s.to_string_lossy())
+        ));
+        let column = Array2::from_shape_fn((y.len(), 1), |(i, _)| y[i] as f64);
+        save_npy(&path, &column)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// `scoresde train` and `train-classifier`: data, trainer (fresh or resumed),
