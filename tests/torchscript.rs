@@ -14,7 +14,7 @@ use scoresde::model::{array_to_tensor, tensor_to_array};
 use scoresde::solvers::prelude::*;
 use scoresde::solvers::{
     by_name, discrete_by_name, ExactConditional, FinalStep, LabelledMixture, ModelConvention, Prediction, Rng,
-    RowNoise, Spacing, TimeInput,
+    RowNoise, Spacing, TimeInput, VeSde,
 };
 use scoresde::torchscript::TorchScriptScore;
 use tch::{CModule, Device, Kind, Tensor};
@@ -412,4 +412,51 @@ fn cli_samples_and_evaluates_a_torchscript_model() {
     eprintln!("{stdout}");
     assert_eq!(errors.len(), 9, "{stdout}");
     assert!(errors.iter().all(|e| *e < 1e-8), "{stdout}");
+}
+
+/// An EDM-style module on a VE process: fed `c_in x = x / sqrt(1 + sigma^2)` and `sigma`
+/// (`--time-input sigma --c-in`), it undoes the scaling and returns the exact `x0`
+/// prediction; the score is the exact one (f32 bound as in
+/// [`traced_modules_give_the_exact_score`]). Fed the raw `x` instead (no `c_in`), it is not.
+#[test]
+fn edm_style_sigma_and_c_in_modules_give_the_exact_score() {
+    let dir = tmp("edm");
+    let (mu, std) = ring_of(&data());
+    let mut f = |inputs: &[Tensor]| {
+        let (x_in, s) = (&inputs[0], &inputs[1]);
+        let sigma = s.to_kind(Kind::Double).unsqueeze(1);
+        let x = x_in.to_kind(Kind::Double) * (&sigma * &sigma + 1.0).sqrt();
+        let a = sigma.ones_like();
+        let score = mixture_score_std(&x, &mu, std, &a, &sigma, None);
+        vec![prediction_of(Prediction::X0, &x, &a, &sigma, score).to_kind(Kind::Float)]
+    };
+    let example = [Tensor::zeros([3, 2], (Kind::Float, Device::Cpu)), Tensor::ones([3], (Kind::Float, Device::Cpu))];
+    let path = dir.join("edm.pt");
+    CModule::create_by_tracing("Edm", "forward", &example, &mut f).unwrap().save(&path).unwrap();
+    let ve = VeSde::default();
+    let exact = ExactScore::new(data(), ve.clone());
+    let mut rng = Rng::seed_from_u64(4);
+    for c_in in [true, false] {
+        let conv = ModelConvention::new(Prediction::X0, TimeInput::Sigma).with_c_in(c_in);
+        let score = TorchScriptScore::load(&path, Box::new(ve.clone()), conv, Device::Cpu).unwrap();
+        for t in [0.05, 0.5] {
+            let sigma = ve.sigma(t);
+            let x = data().perturbed(1.0, sigma).sample(100, &mut rng);
+            let xt = array_to_tensor(&x).unwrap();
+            let x32 = tensor_to_array(&xt).unwrap();
+            let want = exact.score(&x32, t).unwrap();
+            let got = tensor_to_array(&Score::<Tensor>::score(&score, &xt, t).unwrap()).unwrap();
+            let bound = 1e-6 * (max_abs(&want) + max_abs(&x32) / (sigma * sigma));
+            let err = max_abs(&(&got - &want));
+            if c_in {
+                assert!(err <= bound, "t = {t}: error {err:.3e} > {bound:.3e}");
+            } else {
+                let size = max_abs(&want);
+                assert!(
+                    err > 0.01 * size,
+                    "without c_in the module sees the wrong x (t = {t}: {err:.3e} vs |s| {size:.3e})"
+                );
+            }
+        }
+    }
 }
