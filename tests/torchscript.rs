@@ -434,11 +434,11 @@ fn edm_style_sigma_and_c_in_modules_give_the_exact_score() {
     let path = dir.join("edm.pt");
     CModule::create_by_tracing("Edm", "forward", &example, &mut f).unwrap().save(&path).unwrap();
     let ve = VeSde::default();
-    let exact = ExactScore::new(data(), ve.clone());
+    let exact = ExactScore::new(data(), ve);
     let mut rng = Rng::seed_from_u64(4);
     for c_in in [true, false] {
         let conv = ModelConvention::new(Prediction::X0, TimeInput::Sigma).with_c_in(c_in);
-        let score = TorchScriptScore::load(&path, Box::new(ve.clone()), conv, Device::Cpu).unwrap();
+        let score = TorchScriptScore::load(&path, Box::new(ve), conv, Device::Cpu).unwrap();
         for t in [0.05, 0.5] {
             let sigma = ve.sigma(t);
             let x = data().perturbed(1.0, sigma).sample(100, &mut rng);
