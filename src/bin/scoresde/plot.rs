@@ -182,7 +182,7 @@ pub fn sample_figure(
     let reference = matching(reference, d);
     if d == 2 {
         samples_vs_data(path, &[(title, x)], reference)?;
-        return Ok("samples beside the held-out data".into());
+        return Ok(if reference.is_some() { "samples beside the held-out data" } else { "samples" }.into());
     }
     let k = d.min(MAX_DIMS);
     let mut sets: Vec<(String, ArrayView2<'_, f64>)> = Vec::new();
