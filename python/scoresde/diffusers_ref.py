@@ -1,13 +1,17 @@
 """Reference sampling loops run by diffusers itself, with injected noise (tests/diffusers_parity.rs).
 
-    python python/scoresde/diffusers_ref.py OUT_DIR [--steps 10] [--batch 4]
+    python python/scoresde/diffusers_ref.py OUT_DIR [--steps 10] [--batch 4] [--x-t X.npy]
+        [--fit-steps 200]
 
-Builds two tiny networks with fixed torch seeds and exports each with `torch.jit.trace`
+Builds two tiny networks with fixed torch seeds, fits each for `--fit-steps` Adam steps
+of denoising on 8x8 bar images (so that their outputs have the size of a trained model's;
+a random eps network drives x0_hat to hundreds), and exports each with `torch.jit.trace`
 as `forward(x, timesteps[B]) -> tensor`:
 
 * `unet.pt`: a diffusers `UNet2DModel` (sample_size 8, 1 channel, block_out_channels
-  (8, 16), 4 groups, one layer per block) predicting eps from the integer timestep
-  `i = 0 .. 999` (the wrapper returns the output tensor, not the dataclass);
+  (8, 16), 4 groups, one layer per block) predicting eps from the timestep `i = 0 .. 999`,
+  traced as the README shows: `torch.jit.trace(lambda x, t: unet(x, t,
+  return_dict=False)[0], (x, t))` after `unet.requires_grad_(False)`;
 * `vnet.pt`: a small score_sde-style convolutional network that takes continuous time
   `t` in [0, 1] and embeds the label `t * 999` (score_sde's discrete-time models, knots
   `t_i = i / (N - 1)`), predicting v = a eps - sigma x0 (Salimans & Ho 2022).
@@ -15,7 +19,7 @@ as `forward(x, timesteps[B]) -> tensor`:
 Then runs diffusers' schedulers (`DDPMScheduler`, `DDIMScheduler`,
 `DPMSolverMultistepScheduler`, `EulerDiscreteScheduler`, `HeunDiscreteScheduler`) on
 DDPM's linear schedule (1000 steps, 1e-4 .. 0.02) through the traced network, every loop
-from the same x_T and, where the scheduler draws noise, with the per-step normals
+from the same x_T (`--x-t`, or drawn here) and, where the scheduler draws noise, with the per-step normals
 `noise[k]` of step k injected (DDIM and DPM-Solver take `variance_noise`; DDPM's
 `randn_tensor` is replaced for the loop). Everything is float32. Writes
 `OUT_DIR/NAME.safetensors` per run (`x_T`, `noise` [steps, B, C, H, W], `timesteps` as
@@ -54,17 +58,6 @@ N_TRAIN = 1000
 SCHEDULE = dict(num_train_timesteps=N_TRAIN, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 
 
-class EpsUnet(torch.nn.Module):
-    """`UNet2DModel` as `forward(x, timesteps) -> eps` (a tensor, as tracing needs)."""
-
-    def __init__(self, unet):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, x, t):
-        return self.unet(x, t, return_dict=False)[0]
-
-
 def tiny_unet():
     torch.manual_seed(0)
     unet = UNet2DModel(
@@ -77,7 +70,7 @@ def tiny_unet():
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
     )
-    return EpsUnet(unet).eval()
+    return unet
 
 
 class VNet(torch.nn.Module):
@@ -138,7 +131,8 @@ def fit(net, kind, steps, seed):
         x = a * x0 + sig * eps
         t = i.float() if kind == "unet" else i.float() / (N_TRAIN - 1)
         target = eps if kind == "unet" else a * eps - sig * x0
-        loss = (net(x, t) - target).square().mean()
+        out = net(x, t, return_dict=False)[0] if kind == "unet" else net(x, t)
+        loss = (out - target).square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -233,9 +227,14 @@ def main():
 
     nets = {}
     for kind, build in (("unet", tiny_unet), ("vnet", tiny_vnet)):
-        eager = fit(build().train(), kind, args.fit_steps, seed=7)
+        net = fit(build().train(), kind, args.fit_steps, seed=7).requires_grad_(False)
         x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(5))
         t = torch.full((b,), 500.0 if kind == "unet" else 0.5)
+        if kind == "unet":
+            # The README's recipe: a diffusers model traced through a function.
+            eager = lambda x, t: net(x, t, return_dict=False)[0]  # noqa: E731
+        else:
+            eager = net
         with torch.no_grad():
             traced = torch.jit.trace(eager, (x, t), check_trace=False)
             # The traced network is the eager one (a different batch size as well).
