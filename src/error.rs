@@ -48,6 +48,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A TorchScript model could not be loaded or called, or returned an unusable
+    /// output (see [`crate::torchscript`]).
+    #[error("TorchScript model {}: {reason}", path.display())]
+    Model {
+        /// The module file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A data set or data file is unusable: not a `.npy` file, an unsupported
     /// element type, the wrong number of dimensions, no rows or columns, or
     /// NaN/infinite values.

@@ -19,6 +19,7 @@ pub mod net;
 pub mod plot;
 pub mod rng;
 pub mod schedule;
+pub mod torchscript;
 pub mod train;
 pub mod unet;
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::net::{Head, Parameterization, ScoreNet};
-use crate::solvers::{check_class, ClassifierGradient, ConditionalScore, FlowSde, Score, Sde, VelocityCoefs, VpSde};
+use crate::net::{Head, ScoreNet};
+use crate::solvers::{check_class, ClassifierGradient, ConditionalScore, FlowSde, Score, Sde, VpSde};
 
 /// The forward process, as stored in checkpoints (older checkpoints hold a `vp` one).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -213,26 +213,10 @@ impl NeuralScore {
         if let Some(c) = class {
             check_class(c, self.n_classes())?;
         }
-        // A fresh output tensor outside any graph: scale it in place.
-        let mut out = tch::no_grad(|| self.net.forward_at_class(&self.params, &x, t, class))?;
-        let sigma = self.sde.sigma(t);
-        match self.net.config().parameterization {
-            Parameterization::Score => {}
-            Parameterization::Eps => {
-                let _ = out.f_mul_scalar_(-1.0 / sigma)?;
-            }
-            Parameterization::Flow => {
-                // s = -eps_hat / sigma with eps_hat from (x, v) (VelocityCoefs, shared with the tests).
-                let (sx, sv) = VelocityCoefs::of(self.sde.as_ref(), t)?.score(sigma);
-                out = out.f_mul_scalar(sv)?.f_add(&x.f_mul_scalar(sx)?)?;
-            }
-            p => {
-                // 0-dim coefficients broadcast as scalars on any device.
-                let (a, s) = (Tensor::from(self.sde.alpha(t) as f32), Tensor::from(sigma as f32));
-                out = tch::no_grad(|| p.eps_hat(out, &x, &a, &s))?.f_mul_scalar(-1.0 / sigma)?;
-            }
-        }
-        Ok(out)
+        // A fresh output tensor outside any graph: the adapter scales it in place.
+        let out = tch::no_grad(|| self.net.forward_at_class(&self.params, &x, t, class))?;
+        let prediction = self.net.config().parameterization.prediction();
+        Ok(tch::no_grad(|| prediction.to_score(self.sde.as_ref(), t, out, &x))?)
     }
 }
 

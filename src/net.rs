@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::solvers::Prediction;
 use crate::unet::{UNet, UnetConfig};
 
 /// The hidden-layer non-linearity.
@@ -119,6 +120,19 @@ pub enum Parameterization {
 }
 
 impl Parameterization {
+    /// The sampling-time convention of this output: the [`Prediction`] that
+    /// [`crate::solvers::ModelConvention`] converts to the score (the one conversion
+    /// native and TorchScript models share).
+    pub fn prediction(self) -> Prediction {
+        match self {
+            Parameterization::Eps => Prediction::Eps,
+            Parameterization::Score => Prediction::Score,
+            Parameterization::X0 => Prediction::X0,
+            Parameterization::V => Prediction::V,
+            Parameterization::Flow => Prediction::Flow,
+        }
+    }
+
     /// The noise estimate `eps_hat` in `x_t = a x_0 + sigma eps` that the
     /// network output `out` at `x_t` stands for, given the perturbation
     /// kernel's `a(t)` and `sigma(t)` (scalars or tensors broadcasting

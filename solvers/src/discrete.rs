@@ -394,17 +394,18 @@ impl DiscreteVp {
         Ok(self.knot_t(self.knot_of(i)))
     }
 
-    /// The model's (continuous) timestep input at time `t`: `t N - 1` or `t (N - 1)`; an integer
-    /// at the knots (under [`TimeConvention::Shifted`], `t = 0` gives `-1`).
+    /// The model's (continuous) timestep input at time `t`: `t N - 1` or `t (N - 1)`; exactly the
+    /// integer `i` at timestep `i`'s knot (`t M` within a few ulps of an integer is snapped to it,
+    /// as the schedule locates its knots; under [`TimeConvention::Shifted`], `t = 0` gives `-1`).
     ///
     /// # Errors
     /// [`Error::TimeOutOfRange`] unless `t` is in `[0, 1]`.
     pub fn timestep_of_t(&self, t: f64) -> Result<f64> {
         self.check_time(t)?;
-        let n = self.len() as f64;
+        let u = snap(t * self.m as f64);
         Ok(match self.convention {
-            TimeConvention::Shifted => t * n - 1.0,
-            TimeConvention::Endpoints => t * (n - 1.0),
+            TimeConvention::Shifted => u - 1.0,
+            TimeConvention::Endpoints => u,
         })
     }
 
@@ -560,6 +561,11 @@ impl Sde for DiscreteVp {
 
     fn prior_std(&self) -> f64 {
         1.0
+    }
+
+    /// [`DiscreteVp::timestep_of_t`].
+    fn timestep_of_t(&self, t: f64) -> Result<f64> {
+        DiscreteVp::timestep_of_t(self, t)
     }
 
     fn transition(&self, s: f64, t: f64) -> (f64, f64) {

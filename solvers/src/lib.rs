@@ -31,6 +31,7 @@
 //! each row declares its order, kind, score evaluations per step, default grid and
 //! citation, and tests, docs and studies read it from there.
 
+pub mod convention;
 mod counting;
 pub mod discrete;
 mod error;
@@ -53,6 +54,7 @@ pub mod tensor;
 pub mod vector_field;
 pub mod x0_guard;
 
+pub use convention::{ModelConvention, Prediction, TimeInput};
 pub use counting::CountingScore;
 pub use discrete::{discrete_by_name, DiscreteVp, FinalStep, Spacing, TimeConvention, DISCRETE_SCHEDULES};
 pub use error::{Error, Result};

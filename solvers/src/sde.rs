@@ -90,6 +90,27 @@ pub trait Sde: Send + Sync + std::fmt::Debug {
         (2.0 * self.drift_coef(t) * s * s + self.diffusion(t).powi(2)) / (2.0 * s)
     }
 
+    /// The model's timestep input at time `t` for a discrete-time schedule
+    /// ([`crate::DiscreteVp::timestep_of_t`]: the integer index `i` at the knots,
+    /// fractional in between, as DPM-Solver feeds discrete models). Continuous SDEs
+    /// have no timesteps.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming `time-input` for an SDE without timesteps
+    /// (every one but [`crate::DiscreteVp`]); [`Error::TimeOutOfRange`].
+    fn timestep_of_t(&self, t: f64) -> Result<f64> {
+        self.check_time(t)?;
+        Err(Error::param(
+            "time-input",
+            "timestep",
+            format!(
+                "the `{}` SDE is continuous and has no model timesteps: use a discrete schedule \
+                 (ddpm-linear:1000, a table file) or feed the continuous time (t)",
+                self.name()
+            ),
+        ))
+    }
+
     /// Log-density of the prior `N(0, prior_std^2 I)` for one sample with
     /// squared norm `sq_norm` in `dim` dimensions.
     fn prior_log_density(&self, sq_norm: f64, dim: usize) -> f64 {
