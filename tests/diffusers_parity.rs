@@ -14,13 +14,14 @@
 //! timesteps ([`DiscreteVp::diffusers_grid`], checked against the recorded list), with
 //! the recorded normals replayed in order ([`Replay`]). The final samples agree within
 //! [`TOL`] relative to the samples' size (see there). Pairings the script marks as not
-//! the same arithmetic (`ddim:clip` against `DDIMPipeline`'s default clipping, `ode-euler`
-//! against `EulerDiscreteScheduler`) must differ by more than that: their measured
-//! differences are printed, as are all the others (`cargo test --test diffusers_parity --
-//! --nocapture`; the README's table quotes them). The same runs on `ddpm-linear:1000`
-//! (betas built in float64) are within [`TOL_F64_TABLE`]. The `scoresde sample
-//! --torchscript` command, whose prior draw the reference runs start from, matches three
-//! deterministic loops (DDIM, DPM-Solver++(2M), Heun).
+//! the same arithmetic must differ by more than that (`ddim:clip` against `DDIMPipeline`'s
+//! default clipping; `ode-euler` against `EulerDiscreteScheduler`; Euler and Heun started
+//! from `z` rather than diffusers' `sigma(T) z`): their measured differences are printed, as
+//! are all the others (`cargo test --test diffusers_parity -- --nocapture`; the README's
+//! table quotes them). The same runs on `ddpm-linear:1000` (betas built in float64) are
+//! within [`TOL`] too. `scoresde sample --torchscript`, whose prior draw (`--seed`) the
+//! reference runs start from, matches diffusers' DDIM and DPM-Solver++(2M) loops, and
+//! the library's `edm-heun` run from the same draw.
 //!
 //! The Python script takes about 10 s of CPU (imports, the two fits, 13 loops); the Rust
 //! side under a second. Without `import torch, diffusers` in .venv the tests print why
@@ -50,19 +51,16 @@ const SEED: u64 = 11;
 ///
 /// Both sides run in float32 and evaluate the same TorchScript network on inputs that
 /// agree to rounding; they differ in how the step coefficients are formed (float32 tensor
-/// arithmetic in diffusers, float64 scalars rounded once here) and in the order of a few
-/// products (the score is `-eps/sigma` here, multiplied back by `sigma`). Each step so adds
-/// a few float32 ulps (`2^-24 = 6e-8` relative) to the state, and the network passes them
-/// on with a gain of order one; the eps models' first step divides by `sqrt(alphabar_999)
-/// = 6.4e-3` (`x0_hat`), so differences relative to the state of `~ 1e-5` are expected at
-/// 10 steps. `TOL = 1e-4` leaves a factor of ~10 over the largest measured value (the
-/// README quotes each); a wrong coefficient, timestep or noise draw gives `O(1e-2 .. 1)`.
-const TOL: f64 = 1e-4;
-
-/// As [`TOL`], for the runs on `ddpm-linear:1000`, whose betas are built in float64 while
-/// diffusers' are float32 (`alphabar` differs by up to a few 1e-6 relative near `t = 999`,
-/// which the first step's `1 / sqrt(alphabar)` carries into the samples).
-const TOL_F64_TABLE: f64 = 1e-3;
+/// arithmetic in diffusers, float64 scalars rounded once here), in the order of a few
+/// products (the score is `-eps/sigma` here, multiplied back by `sigma`), and, on
+/// `ddpm-linear:1000`, in the table itself (betas in float64 here, float32 in diffusers:
+/// `alphabar` differs by ~1e-7 relative). Each step so adds a few float32 ulps
+/// (`2^-24 = 6e-8` relative) to the state, and the network passes them on with a gain of
+/// order one: ~1e-6 relative after 10 steps. Measured: at most 8.3e-7 (diffusers' table)
+/// and 1.2e-6 (`ddpm-linear:1000`); `TOL = 1e-5` leaves a factor of 8. A wrong
+/// coefficient, timestep or noise draw gives 1e-4 and more: starting Euler from `z` rather
+/// than diffusers' `sigma(T) z` (`2e-5` relative in `x_T`) is already `2.3e-4`.
+const TOL: f64 = 1e-5;
 
 fn tensor_f64(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
@@ -86,8 +84,8 @@ fn reference() -> Option<&'static Path> {
         let like = Tensor::zeros([BATCH, SHAPE.iter().product()], (Kind::Float, Device::Cpu));
         let x_t = RowNoise::new(SEED, 0..BATCH as u64).normal(&like);
         x_t.write_npy(dir.join("x_t.npy")).unwrap();
-        let steps = STEPS.to_string();
-        let args = ["python/scoresde/diffusers_ref.py", s(&dir), "--x-t", s(&dir.join("x_t.npy")), "--steps", &steps];
+        let (steps, x_t_file) = (STEPS.to_string(), dir.join("x_t.npy"));
+        let args = ["python/scoresde/diffusers_ref.py", s(&dir), "--x-t", s(&x_t_file), "--steps", &steps];
         let out = run_py(&py, &args, &[]);
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if out.status.code() == Some(3) {
@@ -188,7 +186,12 @@ fn library_run(dir: &Path, run: &Value, pair: &Value, named: bool) -> (Tensor, i
     .unwrap();
     let solver_name = pair["solver"].as_str().unwrap();
     let mut solver = by_name::<Tensor>(solver_name).unwrap();
-    let x_t = data["x_T"].reshape([BATCH, -1]);
+    // diffusers' Euler and Heun start from sigma_max z in x/a, i.e. sigma(T) z here.
+    let x_t = match pair["prior"].as_str().unwrap() {
+        "z" => data["x_T"].reshape([BATCH, -1]),
+        "sigma" => data["x_T"].reshape([BATCH, -1]) * sde.sigma(grid.times()[0]),
+        p => panic!("unknown prior {p}"),
+    };
     let mut noise = Replay { draws: data["noise"].shallow_clone(), used: 0 };
     let out = Sampler::new(&sde, &score)
         .denoise(denoise)
@@ -205,7 +208,10 @@ fn solvers_match_diffusers_schedulers() {
     tch::set_num_threads(1);
     let m = manifest(dir);
     eprintln!("diffusers {} (torch {}), {STEPS} steps, batch {BATCH}x1x8x8", m["diffusers"], m["torch"]);
-    eprintln!("{:<28} {:<26} {:<10} {:>11} {:>9} {:>13}", "diffusers loop", "scoresde", "ends", "max|diff|", "max|ref|", "f64 table");
+    eprintln!(
+        "{:<28} {:<24} {:<10} {:<6} {:>10} {:>9} {:>10}",
+        "diffusers loop", "scoresde", "ends", "x_T", "max|diff|", "max|ref|", "f64 table"
+    );
     let mut failures = Vec::new();
     for run in m["runs"].as_array().unwrap() {
         let name = run["name"].as_str().unwrap();
@@ -221,19 +227,20 @@ fn solvers_match_diffusers_schedulers() {
             let named = if exact {
                 let (xn, _, _) = library_run(dir, run, pair, true);
                 let (dn, _) = diff(&xn, reference);
-                if dn > TOL_F64_TABLE * size.max(1.0) {
+                if dn > TOL * size.max(1.0) {
                     failures.push(format!("{name} / {solver} on ddpm-linear:1000: max|diff| {dn:.3e}"));
                 }
                 format!("{dn:.2e}")
             } else {
                 "-".into()
             };
-            let ends = pair["end"].as_str().unwrap();
-            eprintln!("{name:<28} {solver:<26} {ends:<10} {d:>11.3e} {size:>9.3} {named:>13}");
+            let (ends, prior) = (pair["end"].as_str().unwrap(), pair["prior"].as_str().unwrap());
+            eprintln!("{name:<28} {solver:<24} {ends:<10} {prior:<6} {d:>10.2e} {size:>9.3} {named:>10}");
             let within = d <= TOL * size.max(1.0);
             if within != exact {
                 let want = if exact { "within" } else { "beyond" };
-                failures.push(format!("{name} / {solver}: max|diff| {d:.3e} (max|ref| {size:.3}), expected {want} TOL"));
+                failures
+                    .push(format!("{name} / {solver}: max|diff| {d:.3e} (max|ref| {size:.3}), expected {want} TOL"));
             }
         }
     }
@@ -241,23 +248,51 @@ fn solvers_match_diffusers_schedulers() {
 }
 
 /// `scoresde sample --torchscript` from the same prior draw (`--seed SEED`) as the reference
-/// runs, on `ddpm-linear:1000` (float64 betas), ending with the Tweedie step.
+/// runs, on `ddpm-linear:1000` (float64 betas), ending with the Tweedie step: DDIM and
+/// DPM-Solver++(2M) against diffusers' loops; Heun, which diffusers starts from
+/// `sigma(T) z`, against the library's `edm-heun` run from `z`.
 #[test]
 fn cli_matches_diffusers() {
     let Some(dir) = reference() else { return };
+    tch::set_num_threads(1);
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_scoresde"));
-    for (run, solver, spacing) in [
-        ("ddim-eta0-trailing", "ddim", "trailing"),
-        ("dpmpp-2m-trailing", "dpm2m", "trailing"),
-        ("heun-trailing", "edm-heun", "trailing"),
+    let m = manifest(dir);
+    let runs = m["runs"].as_array().unwrap();
+    for (run, solver, against) in [
+        ("ddim-eta0-trailing", "ddim", "diffusers"),
+        ("dpmpp-2m-trailing", "dpm2m", "diffusers"),
+        ("heun-trailing", "edm-heun", "library"),
     ] {
-        let out_dir = dir.join(format!("cli-{run}"));
-        let steps = STEPS.to_string();
-        let (n, seed) = (BATCH.to_string(), SEED.to_string());
+        let (out_dir, unet) = (dir.join(format!("cli-{run}")), dir.join("unet.pt"));
+        let (steps, n, seed) = (STEPS.to_string(), BATCH.to_string(), SEED.to_string());
         let args = [
-            "--threads", "1", "sample", "--torchscript", s(&dir.join("unet.pt")), "--schedule", "ddpm-linear:1000",
-            "--prediction", "eps", "--time-input", "timestep", "--spacing", spacing, "--shape", "1,8,8", "--solver",
-            solver, "--steps", &steps, "-n", &n, "--seed", &seed, "--device", "cpu", "--out", s(&out_dir),
+            "--threads",
+            "1",
+            "sample",
+            "--torchscript",
+            s(&unet),
+            "--schedule",
+            "ddpm-linear:1000",
+            "--prediction",
+            "eps",
+            "--time-input",
+            "timestep",
+            "--spacing",
+            "trailing",
+            "--shape",
+            "1,8,8",
+            "--solver",
+            solver,
+            "--steps",
+            &steps,
+            "-n",
+            &n,
+            "--seed",
+            &seed,
+            "--device",
+            "cpu",
+            "--out",
+            s(&out_dir),
         ];
         let out = Command::new(&exe).args(args).output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -269,8 +304,20 @@ fn cli_matches_diffusers() {
             .collect();
         assert_eq!(npy.len(), 1, "one samples file in {}: {npy:?}", out_dir.display());
         let x = Tensor::read_npy(&npy[0]).unwrap();
-        let (d, size) = diff(&x, &load_run(dir, run)["final"]);
-        eprintln!("cli {solver} --spacing {spacing} vs diffusers {run}: max|diff| {d:.3e} (max|ref| {size:.3})");
-        assert!(d <= TOL_F64_TABLE * size.max(1.0), "{run}: the CLI's {solver} is {d:.3e} away");
+        let diffusers = &load_run(dir, run)["final"];
+        let reference = if against == "diffusers" {
+            diffusers.shallow_clone()
+        } else {
+            let entry = runs.iter().find(|r| r["name"] == run).unwrap();
+            let pair = serde_json::json!({"solver": solver, "end": "tweedie", "prior": "z"});
+            library_run(dir, entry, &pair, true).0
+        };
+        let (d, size) = diff(&x, &reference);
+        let (dd, _) = diff(&x, diffusers);
+        eprintln!(
+            "scoresde sample --solver {solver} --spacing trailing: max|diff| {d:.2e} from the {against} run \
+             (max|ref| {size:.3}); {dd:.2e} from diffusers' {run}"
+        );
+        assert!(d <= TOL * size.max(1.0), "{run}: the CLI's {solver} is {d:.3e} from the {against} run");
     }
 }

@@ -196,6 +196,7 @@ def run(name, net_kind, net, scheduler, steps, x_t, noise, call, out_dir, extra)
         scheduler=type(scheduler).__name__,
         steps=steps,
         model_calls=calls,
+        init_noise_sigma=float(scheduler.init_noise_sigma),
         ddpm_noise_draws=len(used),
         # Plain settings only, non-finite floats as text (JSON has no infinity).
         config={k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
@@ -258,11 +259,12 @@ def main():
     def plain(s, out, t, x, _z):  # DDPM draws through `ddpm_noise`; the others draw nothing
         return s.step(out, t, x)
 
-    def pair(solver, end="alpha-one", exact=True):
+    def pair(solver, end="alpha-one", exact=True, prior="z"):
         """A scoresde solver that runs the same loop: `end` is how its grid ends (the step to
         alphabar = 1, or the last timestep followed by the Tweedie step); `exact`: whether it
-        is the same arithmetic (else the test reports the difference)."""
-        return dict(solver=solver, end=end, exact=exact)
+        is the same arithmetic (else the test reports the difference); `prior`: its x_T is
+        `x_T` ("z") or `sigma(T) x_T` ("sigma"; see `init_noise_sigma` below)."""
+        return dict(solver=solver, end=end, exact=exact, prior=prior)
 
     small, large = dict(variance_type="fixed_small"), dict(variance_type="fixed_large")
     noclip = dict(clip_sample=False)
@@ -291,10 +293,13 @@ def main():
          "trailing", [pair("ddim:clip", exact=False)]),
         ("dpmpp-2m-trailing", "unet", DPMSolverMultistepScheduler(**SCHEDULE, **dpmpp, timestep_spacing="trailing"),
          plain, "trailing", [pair("dpm2m:lower-order-final"), pair("dpm2m", end="tweedie")]),
+        # Euler and Heun work on x / a at sigma / a and, for "linspace" and "trailing",
+        # start from init_noise_sigma = sigma_max (not sqrt(sigma_max^2 + 1)): x_T is
+        # sqrt(1 - alphabar_T) z rather than z, which scoresde reproduces with prior "sigma".
         ("euler-trailing", "unet", EulerDiscreteScheduler(**SCHEDULE, timestep_spacing="trailing"), plain,
-         "trailing", [pair("ddim"), pair("ode-euler", exact=False)]),
+         "trailing", [pair("ddim", prior="sigma"), pair("ddim", exact=False), pair("ode-euler", exact=False)]),
         ("heun-trailing", "unet", HeunDiscreteScheduler(**SCHEDULE, timestep_spacing="trailing"), plain, "trailing",
-         [pair("edm-heun", end="tweedie")]),
+         [pair("edm-heun", end="tweedie", prior="sigma"), pair("edm-heun", end="tweedie", exact=False)]),
         ("vnet-ddim-eta0-trailing", "vnet", DDIMScheduler(**SCHEDULE, **noclip, **v, timestep_spacing="trailing"),
          ddim(0.0), "trailing", [pair("ddim", end="tweedie")]),
         ("vnet-ddpm-small-leading", "vnet", DDPMScheduler(**SCHEDULE, **small, **noclip, **v), plain, "leading",
