@@ -138,6 +138,7 @@ impl Noise<Tensor> for Replay {
 fn spacing(name: &str) -> Spacing {
     match name {
         "leading" => Spacing::Leading { steps_offset: 0 },
+        "leading:1" => Spacing::Leading { steps_offset: 1 },
         "trailing" => Spacing::Trailing,
         "linspace" => Spacing::Linspace,
         _ => panic!("unknown spacing {name}"),

@@ -283,6 +283,13 @@ def main():
          [pair("ancestral:clip")]),
         ("ddim-eta0-trailing", "unet", DDIMScheduler(**SCHEDULE, **noclip, timestep_spacing="trailing"), ddim(0.0),
          "trailing", [pair("ddim"), pair("ddim", end="tweedie"), pair("dpm1", end="tweedie")]),
+        # Stable Diffusion's configurations: "leading" with steps_offset = 1.
+        ("ddim-eta0-leading-offset1", "unet", DDIMScheduler(**SCHEDULE, **noclip, steps_offset=1), ddim(0.0),
+         "leading:1", [pair("ddim")]),
+        # DDIMScheduler steps from t to t - N // n, not to the next "linspace" timestep
+        # (999 -> 899 while the list goes on at 888): no grid reproduces it.
+        ("ddim-eta0-linspace", "unet", DDIMScheduler(**SCHEDULE, **noclip, timestep_spacing="linspace"), ddim(0.0),
+         "linspace", [pair("ddim", exact=False)]),
         ("ddim-eta1-leading", "unet", DDIMScheduler(**SCHEDULE, **noclip), ddim(1.0), "leading",
          [pair("ddim-eta1"), pair("ancestral")]),
         # Clipping with eps re-derived from the clipped x0_hat (DDIMScheduler.step's
@@ -308,7 +315,8 @@ def main():
     manifest = dict(diffusers=diffusers.__version__, torch=torch.__version__, batch=b, shape=list(shape),
                     steps=args.steps, runs=[])
     for name, kind, sched, call, spacing, pairs in cases:
-        assert sched.config.timestep_spacing == spacing, (name, sched.config.timestep_spacing)
+        assert sched.config.timestep_spacing == spacing.split(":")[0], (name, sched.config.timestep_spacing)
+        assert sched.config.steps_offset == int(spacing.split(":")[1] if ":" in spacing else 0), name
         extra = dict(spacing=spacing, pairs=pairs, prediction="eps" if kind == "unet" else "v",
                      time_input="timestep" if kind == "unet" else "t",
                      convention="shifted" if kind == "unet" else "endpoints")
