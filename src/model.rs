@@ -365,7 +365,8 @@ pub fn tensor_to_array(t: &Tensor) -> Result<Array2<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::NetConfig;
+    use crate::net::{NetConfig, Parameterization};
+    use crate::solvers::VelocityCoefs;
 
     #[test]
     fn eps_network_score_is_minus_eps_over_sigma() {
@@ -387,5 +388,43 @@ mod tests {
         // Out-of-range times and wrong shapes are errors, not panics.
         assert!(Score::<Tensor>::score(&score, &x, 1.5).is_err());
         assert!(Score::<Tensor>::score(&score, &x.view([2, 4]), t).is_err());
+    }
+
+    /// The sampling adapter (`ModelConvention`, f64 coefficients) agrees with the training
+    /// conversion `Parameterization::eps_hat` (f32 tensors) for every parameterization it
+    /// covers, and with `VelocityCoefs` for a flow network: to f32 rounding, 1e-5 relative
+    /// to the largest term.
+    #[test]
+    fn adapter_agrees_with_the_training_conversion() {
+        let sde = SdeSpec::default().build().unwrap();
+        let flow = SdeSpec::Flow { t_max: crate::solvers::interpolant::FLOW_T_MAX }.build().unwrap();
+        for p in [Parameterization::Eps, Parameterization::Score, Parameterization::X0, Parameterization::V] {
+            for t in [0.3, 0.9] {
+                let config = NetConfig { width: 8, depth: 1, parameterization: p, ..NetConfig::mlp(2) };
+                let net = ScoreNet::new(config, Device::Cpu, 0).unwrap();
+                let params = net.init_params(3).unwrap();
+                let x = Tensor::randn([16, 2], (Kind::Float, Device::Cpu));
+                let raw = net.forward(&params, &x, &Tensor::full([16], t, (Kind::Float, Device::Cpu))).unwrap();
+                let (a, sigma) = (sde.alpha(t), sde.sigma(t));
+                let (at, st) = (Tensor::from(a as f32), Tensor::from(sigma as f32));
+                let want = p.eps_hat(raw, &x, &at, &st).unwrap() * (-1.0 / sigma);
+                let score = NeuralScore::new(net, params, SdeSpec::default().build().unwrap()).unwrap();
+                let got = Score::<Tensor>::score(&score, &x, t).unwrap();
+                let scale = want.abs().max().double_value(&[]) + x.abs().max().double_value(&[]) / (sigma * sigma);
+                let err = (&got - &want).abs().max().double_value(&[]);
+                assert!(err <= 1e-5 * scale, "{p:?} t = {t}: {err:.3e} (scale {scale:.3e})");
+            }
+        }
+        let config = NetConfig { width: 8, depth: 1, parameterization: Parameterization::Flow, ..NetConfig::mlp(2) };
+        let net = ScoreNet::new(config, Device::Cpu, 0).unwrap();
+        let params = net.init_params(3).unwrap();
+        let x = Tensor::randn([16, 2], (Kind::Float, Device::Cpu));
+        let t = 0.4;
+        let v = net.forward(&params, &x, &Tensor::full([16], t, (Kind::Float, Device::Cpu))).unwrap();
+        let (sx, sv) = VelocityCoefs::of(flow.as_ref(), t).unwrap().score(flow.sigma(t));
+        let want = &v * sv + &x * sx;
+        let score = NeuralScore::new(net, params, flow).unwrap();
+        let got = Score::<Tensor>::score(&score, &x, t).unwrap();
+        assert!(got.allclose(&want, 1e-5, 1e-6, false));
     }
 }

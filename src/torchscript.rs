@@ -72,10 +72,11 @@ pub struct TorchScriptScore {
 fn brief(e: &tch::TchError) -> String {
     let text = e.to_string();
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).take(4).collect();
-    let out = lines.join(" ");
+    let joined = lines.join(" ");
+    let out = joined.strip_prefix("Internal torch error:").unwrap_or(&joined).trim();
     match out.find("Exception raised from") {
         Some(i) => out[..i].trim().to_string(),
-        None => out,
+        None => out.to_string(),
     }
 }
 

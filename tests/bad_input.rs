@@ -640,6 +640,111 @@ fn cases() -> Vec<Case> {
             &["readonly", "Permission denied"],
         )
         .unless_root(),
+        // ---- sample and eval --torchscript: a PyTorch model (fixtures: garbage.pt, one-arg.pt, eps.pt) ----
+        case(
+            "sample --torchscript with --model",
+            "sample --model {run} --torchscript {fx}/eps.pt",
+            USAGE,
+            &["'--torchscript <FILE>'", "cannot be used with", "'--model <MODEL>'"],
+        ),
+        case("sample --schedule without --torchscript", "sample --schedule ddpm-linear", USAGE, &["--torchscript <FILE>"]),
+        case(
+            "sample --torchscript missing file",
+            "sample --torchscript {fx}/missing.pt --schedule ddpm-linear:1000 --shape 2 --device cpu --out {out}",
+            BAD,
+            &["missing.pt", "No such file"],
+        ),
+        case(
+            "sample --torchscript not TorchScript",
+            "sample --torchscript {fx}/garbage.pt --schedule ddpm-linear:1000 --shape 2 --device cpu --out {out}",
+            BAD,
+            &["garbage.pt", "not a TorchScript module"],
+        ),
+        case(
+            "sample --torchscript without --schedule",
+            "sample --torchscript {fx}/eps.pt --shape 2 --device cpu --out {out}",
+            BAD,
+            &["--torchscript needs --schedule"],
+        ),
+        case(
+            "sample --torchscript without --shape",
+            "sample --torchscript {fx}/eps.pt --schedule ddpm-linear:1000 --device cpu --out {out}",
+            BAD,
+            &["--torchscript needs --shape"],
+        ),
+        case(
+            "sample --torchscript forward(x) only",
+            "sample --torchscript {fx}/one-arg.pt --schedule ddpm-linear:1000 --shape 2 --device cpu --out {out}",
+            BAD,
+            &["one-arg.pt", "forward(x:", "t: float32[B]"],
+        ),
+        case(
+            "sample --prediction unknown",
+            "sample --torchscript {fx}/eps.pt --prediction epsilon",
+            USAGE,
+            &["--prediction", "eps, x0, v, score, flow"],
+        ),
+        case(
+            "sample --time-input unknown",
+            "sample --torchscript {fx}/eps.pt --time-input step",
+            USAGE,
+            &["--time-input", "t, timestep, sigma, c-noise"],
+        ),
+        case(
+            "sample --spacing unknown",
+            "sample --torchscript {fx}/eps.pt --spacing middle",
+            USAGE,
+            &["--spacing", "leading[:OFFSET], trailing, linspace"],
+        ),
+        case("sample --dtype unknown", "sample --torchscript {fx}/eps.pt --dtype int8", USAGE, &["--dtype", "bf16"]),
+        case(
+            "sample --schedule unknown",
+            "sample --torchscript {fx}/eps.pt --schedule ddpm-quadratic --shape 2 --device cpu --out {out}",
+            BAD,
+            &["--schedule ddpm-quadratic"],
+        ),
+        case(
+            "sample --time-input timestep on a continuous schedule",
+            "sample --torchscript {fx}/eps.pt --schedule vp --time-input timestep --shape 2 --device cpu --out {out}",
+            BAD,
+            &["time-input", "continuous"],
+        ),
+        case(
+            "sample --spacing on a continuous schedule",
+            "sample --torchscript {fx}/eps.pt --schedule vp --spacing trailing --shape 2 --device cpu --out {out}",
+            BAD,
+            &["--spacing needs a discrete --schedule"],
+        ),
+        case(
+            "sample --spacing more steps than timesteps",
+            "sample --torchscript {fx}/eps.pt --schedule ddpm-linear:10 --spacing trailing --steps 20 --shape 2 --device cpu --out {out}",
+            BAD,
+            &["--spacing", "1 ..= N"],
+        ),
+        case(
+            "sample --class with an unconditional --torchscript",
+            "sample --torchscript {fx}/eps.pt --schedule ddpm-linear:1000 --shape 2 --class 1 --device cpu --out {out}",
+            BAD,
+            &["--class 1", "unconditional", "--classes N"],
+        ),
+        case(
+            "sample --torchscript with --shard",
+            "sample --torchscript {fx}/eps.pt --shard 0/2",
+            USAGE,
+            &["'--shard <K/N>'", "cannot be used with", "'--torchscript <FILE>'"],
+        ),
+        case(
+            "eval --torchscript with nothing to evaluate",
+            "eval --torchscript {fx}/eps.pt --schedule ddpm-linear:1000 --shape 2",
+            BAD,
+            &["nothing to evaluate", "--data NAME"],
+        ),
+        case(
+            "eval --torchscript --data not a mixture",
+            "eval --torchscript {fx}/eps.pt --schedule ddpm-linear:1000 --shape 2 --data {fx}/rank1.npy",
+            BAD,
+            &["--data", "not a Gaussian-mixture toy set"],
+        ),
         // ---- eval ----
         case(
             "eval --samples with NaN",
@@ -981,6 +1086,20 @@ fn make_fixtures(tree: &Tree) {
     std::fs::create_dir_all(fx.join("dir.npy")).unwrap();
     std::fs::create_dir_all(fx.join("nomodel")).unwrap();
     std::fs::write(fx.join("file.txt"), "a file, not a folder\n").unwrap();
+    // TorchScript modules: not one, forward(x) only, and forward(x, t) -> -x (an eps model).
+    std::fs::write(fx.join("garbage.pt"), "not a TorchScript module\n").unwrap();
+    let trace = |name: &str, inputs: usize, f: &dyn Fn(&[tch::Tensor]) -> tch::Tensor| {
+        let mut example = vec![tch::Tensor::ones([3, 2], (tch::Kind::Float, tch::Device::Cpu))];
+        if inputs > 1 {
+            example.push(tch::Tensor::ones([3], (tch::Kind::Float, tch::Device::Cpu)));
+        }
+        let mut g = |x: &[tch::Tensor]| vec![f(x)];
+        // The module's name is a TorchScript class name: no hyphens.
+        let m = tch::CModule::create_by_tracing(&name.replace('-', "_"), "forward", &example, &mut g).unwrap();
+        m.save(fx.join(format!("{name}.pt"))).unwrap();
+    };
+    trace("one-arg", 1, &|x| &x[0] * 2.0);
+    trace("eps", 2, &|x| -&x[0] + x[1].sum(tch::Kind::Float) * 0.0);
     // .npy files.
     let write = |name: &str, bytes: Vec<u8>| std::fs::write(fx.join(name), bytes).unwrap();
     write("int64.npy", npy_bytes("<i8", &[10, 2], &f64_bytes(20)));

@@ -13,8 +13,8 @@ use scoresde::error::Error;
 use scoresde::model::{array_to_tensor, tensor_to_array};
 use scoresde::solvers::prelude::*;
 use scoresde::solvers::{
-    by_name, discrete_by_name, ExactConditional, FinalStep, LabelledMixture, ModelConvention, Prediction, Rng, Spacing,
-    TimeInput,
+    by_name, discrete_by_name, ExactConditional, FinalStep, LabelledMixture, ModelConvention, Prediction, Rng,
+    RowNoise, Spacing, TimeInput,
 };
 use scoresde::torchscript::TorchScriptScore;
 use tch::{CModule, Device, Kind, Tensor};
@@ -56,19 +56,29 @@ fn kernel_of_timestep(table: &Tensor, tau: &Tensor, ck: Kind) -> (Tensor, Tensor
     (a.to_kind(ck).unsqueeze(1), sigma.to_kind(ck).unsqueeze(1))
 }
 
-/// The ring's means as a `[1, K, 2]` float64 tensor. (Made outside the traced closure: a tensor
-/// created inside it from host data is not kept in the saved module.)
+/// A ring's means as a `[1, k, 2]` float64 tensor and its components' std. (Made outside the
+/// traced closure: a tensor created inside it from host data is not kept in the saved module.)
+fn ring_of(law: &GaussianMixture) -> (Tensor, f64) {
+    let mu = Tensor::from_slice(&law.means().iter().copied().collect::<Vec<f64>>());
+    (mu.view([1, law.n_components() as i64, 2]), law.covariances()[[0, 0, 0]].sqrt())
+}
+
 fn means() -> Tensor {
-    Tensor::from_slice(&data().means().iter().copied().collect::<Vec<f64>>()).view([1, K as i64, 2])
+    ring_of(&data()).0
 }
 
 /// The exact score of the ring mixture at `x` (`[B, 2]`, kind `ck`; means `mu`) with the kernel `(a, sigma)`,
 /// restricted to the components where `mask` (`[B, K]` of 0/1) is 1: `sum_k r_k (a mu_k - x)/v`,
 /// `v = a^2 std^2 + sigma^2`, `r` the responsibilities.
 fn mixture_score(x: &Tensor, mu: &Tensor, a: &Tensor, sigma: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    mixture_score_std(x, mu, STD, a, sigma, mask)
+}
+
+/// [`mixture_score`] for a ring of any equal-weight isotropic components of std `std`.
+fn mixture_score_std(x: &Tensor, mu: &Tensor, std: f64, a: &Tensor, sigma: &Tensor, mask: Option<&Tensor>) -> Tensor {
     let ck = x.kind();
     let mu = mu.to_kind(ck);
-    let v = a * a * (STD * STD) + sigma * sigma; // [B, 1]
+    let v = a * a * (std * std) + sigma * sigma; // [B, 1]
     let d = x.unsqueeze(1) - a.unsqueeze(2) * mu; // [B, K, 2]
     let mut logits = -(&d * &d).sum_dim_intlist(2, false, ck) / (&v * 2.0); // [B, K]
     if let Some(mask) = mask {
@@ -95,17 +105,23 @@ fn prediction_of(p: Prediction, x: &Tensor, a: &Tensor, sigma: &Tensor, score: T
 /// Traces and saves the exact `p`-prediction module `forward(x, timestep)` computing in `ck`
 /// (float64: the exact model rounded to the input's dtype; bfloat16: a bf16 model).
 fn exact_module(dir: &Path, p: Prediction, io: Kind, ck: Kind) -> PathBuf {
-    let (table, mu) = (log_a_table(&sde()), means());
+    exact_module_of(dir, &data(), p, io, ck)
+}
+
+/// [`exact_module`] for any ring-shaped `law` (equal weights, one isotropic std).
+fn exact_module_of(dir: &Path, law: &GaussianMixture, p: Prediction, io: Kind, ck: Kind) -> PathBuf {
+    let table = log_a_table(&sde());
+    let (mu, std) = ring_of(law);
     let mut f = |inputs: &[Tensor]| {
         let (x, tau) = (&inputs[0], &inputs[1]);
         let (a, sigma) = kernel_of_timestep(&table, tau, ck);
         let xc = x.to_kind(ck);
-        let score = mixture_score(&xc, &mu, &a, &sigma, None);
+        let score = mixture_score_std(&xc, &mu, std, &a, &sigma, None);
         vec![prediction_of(p, &xc, &a, &sigma, score).to_kind(io)]
     };
     let example = [Tensor::zeros([3, 2], (io, Device::Cpu)), Tensor::full([3], 10.0, (Kind::Float, Device::Cpu))];
     let m = CModule::create_by_tracing("Exact", "forward", &example, &mut f).unwrap();
-    let path = dir.join(format!("{p}-{io:?}-{ck:?}.pt"));
+    let path = dir.join(format!("{p}-{io:?}-{ck:?}-{}.pt", law.n_components()));
     m.save(&path).unwrap();
     path
 }
@@ -313,4 +329,87 @@ fn bad_modules_are_clear_errors() {
     let cont = TorchScriptScore::load(&two, Box::new(VpSde::default()), conv, Device::Cpu).unwrap();
     let e = cont.score_tensor(&x, t, None).unwrap_err().to_string();
     assert!(e.contains("time-input"), "{e}");
+}
+
+/// `scoresde sample --torchscript` on diffusers' trailing grid writes the samples of the
+/// same DDIM run with the exact score (from the same prior draws, f32 tolerance as above),
+/// and `scoresde eval --torchscript --data eight-gaussians` finds a score error of f32
+/// rounding only (the module is that data set's exact model).
+#[test]
+fn cli_samples_and_evaluates_a_torchscript_model() {
+    let dir = tmp("cli");
+    let law = scoresde::data::DataSource::parse("eight-gaussians").unwrap().mixture().unwrap();
+    let module = exact_module_of(&dir, &law, Prediction::Eps, Kind::Float, Kind::Double);
+    let out = dir.join("out");
+    let args = [
+        "sample",
+        "--torchscript",
+        s(&module),
+        "--schedule",
+        "ddpm-linear:1000",
+        "--prediction",
+        "eps",
+        "--time-input",
+        "timestep",
+        "--shape",
+        "2",
+        "-n",
+        "64",
+        "--solver",
+        "ddim",
+        "--steps",
+        "20",
+        "--spacing",
+        "trailing",
+        "--out",
+        s(&out),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ];
+    let o = common::run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let npy = out.join("samples-ddim-20-trailing-seed0.npy");
+    let got = scoresde::data::load_npy(&npy).unwrap();
+    assert!(out.join("samples-ddim-20-trailing-seed0.png").exists());
+    // The same run by hand: the prior of sample i from RowNoise(seed 0, i), the Tweedie end.
+    let sde = sde();
+    let mut noise = RowNoise::new(0, 0..64);
+    let like = Tensor::zeros([64, 2], (Kind::Float, Device::Cpu));
+    let x_t = tensor_to_array(&prior_sample(&sde, &like, &mut noise)).unwrap();
+    let grid = sde.diffusers_grid(Spacing::Trailing, 20, FinalStep::Tweedie).unwrap();
+    let exact = ExactScore::new(law.clone(), sde.clone());
+    let mut ddim = by_name::<Array2<f64>>("ddim").unwrap();
+    let want = Sampler::new(&sde, &exact).denoise(true).run(ddim.as_mut(), x_t, &grid, &mut noise).unwrap().x;
+    let err = max_abs(&(&got - &want));
+    eprintln!("CLI ddim run vs exact: max diff {err:.3e}");
+    assert!(err <= 1e-5 * RADIUS, "CLI run vs exact: {err:.3e}");
+    // Again: refused without --force.
+    let o = common::run(&args);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--force"));
+
+    let o = common::run(&[
+        "eval",
+        "--torchscript",
+        s(&module),
+        "--schedule",
+        "ddpm-linear:1000",
+        "--shape",
+        "2",
+        "--data",
+        "eight-gaussians",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stem = module.file_stem().unwrap().to_string_lossy().into_owned();
+    let csv = std::fs::read_to_string(dir.join(format!("score_error-{stem}-eight-gaussians.csv"))).unwrap();
+    let errors: Vec<f64> = csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    eprintln!("{stdout}");
+    assert_eq!(errors.len(), 9, "{stdout}");
+    assert!(errors.iter().all(|e| *e < 1e-8), "{stdout}");
 }

@@ -195,6 +195,7 @@ fn sample_every_solver(
                 seed: a.seed,
                 denoise: true,
                 snapshot_times: if name == "ancestral" && steps == max_steps { &SNAPSHOT_TIMES } else { &[] },
+                times: None,
             };
             let s = sample(&score, &trained.scaling, &spec, stop)?;
             let (sw2, mmd) = quality(&s.x, &trained.held_out, a.seed)?;

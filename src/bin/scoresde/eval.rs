@@ -37,6 +37,15 @@ pub struct EvalArgs {
     /// FID, coverage, confidence, memorisation) [default: MODEL/features when it exists].
     #[arg(long, value_name = "DIR")]
     pub features: Option<PathBuf>,
+    /// With --torchscript: the toy data set (a Gaussian mixture: ring, grid, ...) whose exact
+    /// score the module's is compared with over t (the module's coordinates, unscaled).
+    #[arg(long, value_name = "NAME", requires = "torchscript")]
+    pub data: Option<String>,
+    /// A TorchScript model instead of --model: the score error against --data's exact
+    /// score, and the quality of --samples against --against; tables and figures go next
+    /// to the module.
+    #[command(flatten)]
+    pub ts: crate::torchscript::TorchScriptArgs,
 }
 
 /// The file stem (in the run folder) of the quality table of these inputs:
@@ -102,6 +111,9 @@ pub fn model_score_error_by_time(
 /// over t. Tables are named after what was evaluated ([`table_stem`]); one that
 /// would replace an earlier table holding other results needs `--force`.
 pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
+    if a.ts.torchscript.is_some() {
+        return run_torchscript(a);
+    }
     let folder = run_folder(&a.model);
     let device = common::device(&a.device)?;
     let (_, _, meta) = load_model(&a.model, tch::Device::Cpu)?;
@@ -160,22 +172,87 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
         eprintln!("no samples-*.npy in {}: run `scoresde sample` first or pass --samples", folder.display());
     }
     if let Some(errors) = model_score_error_by_time(&a.model, device, a.seed)? {
-        let mut t = Table::new(&["t", "sigma^2-weighted score error"]);
-        for (time, e) in &errors {
-            t.push(vec![fmt(*time, 3), fmt(*e, 5)]);
+        let name = if a.seed == 0 { "score_error".to_string() } else { format!("score_error-seed{}", a.seed) };
+        write_score_error(&folder.join(name), &errors, a.force)?;
+    }
+    Ok(Status::Done)
+}
+
+/// The score-error table (printed, and saved as `STEM.md`/`.csv`) and its figure `STEM.png`.
+fn write_score_error(stem: &Path, errors: &[(f64, f64)], force: bool) -> anyhow::Result<()> {
+    let mut t = Table::new(&["t", "sigma^2-weighted score error"]);
+    for (time, e) in errors {
+        t.push(vec![fmt(*time, 3), fmt(*e, 5)]);
+    }
+    print!("{}", t.markdown());
+    let png = common::with_suffix(stem, "png");
+    // The figure shows the table's numbers: it may be redrawn when the
+    // table is (unchanged, or with --force), not when only the figure is left.
+    if png.exists() && !common::with_suffix(stem, "csv").exists() && !force {
+        bail!("{} exists (from an earlier eval): pass --force to replace it, or move it away", png.display());
+    }
+    let (md, _) = t.save(stem, force)?;
+    crate::plot::plot_score_error_by_time(&png, errors)?;
+    println!("wrote {} and {}", md.display(), png.display());
+    Ok(())
+}
+
+/// `scoresde eval --torchscript FILE`: the module's score error against the exact score of
+/// `--data` (a Gaussian-mixture toy set, in the module's coordinates), over the times of
+/// [`ERROR_TIMES`] inside the schedule; and the quality table of `--samples` against
+/// `--against`. Written next to the module, named after it.
+fn run_torchscript(a: &EvalArgs) -> anyhow::Result<Status> {
+    if a.data.is_none() && a.samples.is_empty() {
+        bail!("--torchscript: nothing to evaluate; pass --data NAME (a Gaussian-mixture toy set) for the score error, and/or --samples FILE with --against REFERENCE");
+    }
+    if !a.samples.is_empty() && a.against.is_none() {
+        bail!("--samples with --torchscript needs --against REFERENCE.npy (there is no run folder with held-out data)");
+    }
+    let law = match &a.data {
+        Some(data) => match DataSource::parse(data).with_context(|| "--data")?.mixture() {
+            Some(law) => Some((data, law)),
+            None => bail!("--data {data}: not a Gaussian-mixture toy set, so it has no exact score to compare with"),
+        },
+        None => None,
+    };
+    let device = common::device(&a.device)?;
+    let loaded = crate::torchscript::load(&a.ts, device)?;
+    if let Some((data, law)) = &law {
+        if law.dim() != loaded.dim {
+            bail!("--data {data} has {} dimensions but the module's samples (--shape) have {}", law.dim(), loaded.dim);
         }
-        print!("{}", t.markdown());
-        let stem =
-            folder.join(if a.seed == 0 { "score_error".to_string() } else { format!("score_error-seed{}", a.seed) });
-        let png = common::with_suffix(&stem, "png");
-        // The figure shows the table's numbers: it may be redrawn when the
-        // table is (unchanged, or with --force), not when only the figure is left.
-        if png.exists() && !common::with_suffix(&stem, "csv").exists() && !a.force {
-            bail!("{} exists (from an earlier eval): pass --force to replace it, or move it away", png.display());
+    }
+    let path = a.ts.torchscript.as_deref().context("--torchscript")?;
+    let folder = crate::torchscript::default_out(path);
+    let _lock = common::lock_folder("--torchscript", &folder)?;
+    let module = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some(against) = &a.against {
+        let reference = load_npy(against).with_context(|| "reference data (--against)")?;
+        let source = a.data.as_deref().and_then(|d| DataSource::parse(d).ok());
+        let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2", "exact log-lik"]);
+        for f in &a.samples {
+            let (x, _) = load_npy_head(f, MAX_KEPT)?;
+            if x.nrows() < 2 {
+                bail!("{}: {} sample(s); the metrics (sliced W2, MMD) need at least 2", f.display(), x.nrows());
+            }
+            let (sw2, mmd) = quality(&x, &reference, a.seed).with_context(|| format!("evaluating {}", f.display()))?;
+            let ll = match &source {
+                Some(s) => exact_loglik(s, &x)?.map_or("-".into(), |v| fmt(v, 3)),
+                None => "-".into(),
+            };
+            table.push(vec![f.display().to_string(), x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5), ll]);
         }
-        let (md, _) = t.save(&stem, a.force)?;
-        crate::plot::plot_score_error_by_time(&png, &errors)?;
-        println!("wrote {} and {}", md.display(), png.display());
+        print!("{}", table.markdown());
+        let stem = table_stem(&a.samples, a.against.as_deref(), a.seed);
+        let (md, csv) = table.save(&folder.join(stem), a.force)?;
+        println!("wrote {} and {}", md.display(), csv.display());
+    }
+    if let Some((data, law)) = &law {
+        let sde = loaded.score.sde();
+        let times = ERROR_TIMES.map(|t| t.min(sde.t_max()));
+        let errors = scoresde::eval::score_mse_by_time(&loaded.score, law, sde, &times, 2000, a.seed)?;
+        let seed = if a.seed == 0 { String::new() } else { format!("-seed{}", a.seed) };
+        write_score_error(&folder.join(format!("score_error-{module}-{data}{seed}")), &errors, a.force)?;
     }
     Ok(Status::Done)
 }

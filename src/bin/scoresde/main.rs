@@ -28,6 +28,7 @@ mod features;
 mod plot;
 mod sample;
 mod shard;
+mod torchscript;
 mod train;
 
 use std::process::ExitCode;

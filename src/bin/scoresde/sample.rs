@@ -13,8 +13,8 @@ use scoresde::data::{npy_file_bytes, DataRange, NpyWriter, RangeReport, Scaling}
 use scoresde::model::{tensor_to_array, NeuralScore};
 use scoresde::net::NetConfig;
 use scoresde::solvers::{
-    by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, Direction, Error as SolverError, EvalEvent, OnEval,
-    RowNoise, Sampler, Score, Sde, StepEvent, TimeGrid, X0Guard,
+    by_name, prior_sample, ClassifierFreeGuided, ClassifierGuided, ConditionalScore, Direction, Error as SolverError,
+    EvalEvent, OnEval, RowNoise, Sampler, Score, Sde, StepEvent, TimeGrid, X0Guard,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -58,7 +58,7 @@ pub struct SampleArgs {
     /// `scoresde merge-shards` joins the N shards into the
     /// run's samples, bit for bit those of the unsharded run with the same
     /// --batch. E.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
-    #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, allow_hyphen_values = true)]
+    #[arg(long, value_name = "K/N", value_parser = crate::shard::parse_shard, allow_hyphen_values = true, conflicts_with = "torchscript")]
     pub shard: Option<crate::shard::Shard>,
     /// Seed of the prior sample and of the sampler noise.
     #[arg(long, default_value_t = 0)]
@@ -92,7 +92,7 @@ pub struct SampleArgs {
     #[arg(long, value_name = "W", requires = "class", allow_negative_numbers = true)]
     pub guidance: Option<f64>,
     /// Classifier guidance with this classifier (a checkpoint from `train-classifier`).
-    #[arg(long, value_name = "CKPT", requires = "class", conflicts_with = "cfg")]
+    #[arg(long, value_name = "CKPT", requires = "class", conflicts_with_all = ["cfg", "torchscript"])]
     pub classifier: Option<PathBuf>,
     /// Classifier-free guidance (the default with --class when no --classifier is given).
     #[arg(long, requires = "class")]
@@ -108,6 +108,9 @@ pub struct SampleArgs {
     /// dimensions a sample's std is that of a few numbers and the rescale misbehaves.
     #[arg(long, value_name = "PHI", value_parser = parse_rescale, requires = "class", conflicts_with = "classifier")]
     pub cfg_rescale: Option<f64>,
+    /// A TorchScript model instead of --model.
+    #[command(flatten)]
+    pub ts: crate::torchscript::TorchScriptArgs,
 }
 
 /// `--guidance-interval LO,HI`: two finite noise levels, `0 <= LO < HI`.
@@ -183,6 +186,8 @@ pub struct Spec<'a> {
     pub denoise: bool,
     /// Keep the state of the first batch at the first grid time at or below each of these times.
     pub snapshot_times: &'a [f64],
+    /// The time grid, when not [`Spec::grid`] by name (diffusers' timesteps).
+    pub times: Option<&'a TimeGrid>,
 }
 
 /// Rough bytes one sample row takes while sampling with `net`: the network's
@@ -217,7 +222,7 @@ pub fn default_batch(net: &NetConfig, n: usize) -> usize {
 /// its end. A progress bar shows on a terminal; raising `stop` ends the run
 /// with [`SolverError::Stopped`].
 pub fn sample(score: &NeuralScore, scaling: &Scaling, spec: &Spec<'_>, stop: &AtomicBool) -> anyhow::Result<Sampled> {
-    let on = Target { sde: score.sde(), dim: score.net().config().dim, device: score.device() };
+    let on = Target { sde: score.sde(), dim: score.net().config().dim, device: score.device(), kind: Kind::Float };
     sample_with(score, &on, scaling, spec, stop, &mut |_| Ok(()))
 }
 
@@ -229,6 +234,8 @@ pub struct Target<'a> {
     pub dim: usize,
     /// Where the state lives.
     pub device: Device,
+    /// The state's dtype (float32 for the native networks).
+    pub kind: Kind,
 }
 
 /// As [`sample`], for any tensor score (a guided one, say); `on_batch` sees
@@ -248,7 +255,10 @@ pub fn sample_with(
         bail!("--batch must be at least 1");
     }
     let sde = on.sde;
-    let grid = TimeGrid::by_name(spec.grid, sde, sde.t_max(), sde.t_eps(), spec.steps)?;
+    let grid = match spec.times {
+        Some(times) => times.clone(),
+        None => TimeGrid::by_name(spec.grid, sde, sde.t_max(), sde.t_eps(), spec.steps)?,
+    };
     if by_name::<Tensor>(spec.solver)?.direction() != Direction::Reverse {
         bail!("`{}` integrates the forward SDE; pick a sampler (see `scoresde solvers`)", spec.solver);
     }
@@ -264,7 +274,7 @@ pub fn sample_with(
         let rows = spec.batch.min(spec.n - start);
         let first = (spec.first + start) as u64;
         let mut noise = RowNoise::new(spec.seed, first..first + rows as u64);
-        let like = Tensor::f_zeros([rows as i64, on.dim as i64], (Kind::Float, on.device))?;
+        let like = Tensor::f_zeros([rows as i64, on.dim as i64], (on.kind, on.device))?;
         let x = prior_sample(sde, &like, &mut noise);
         let mut pending: Vec<f64> = if b == 0 { spec.snapshot_times.to_vec() } else { Vec::new() };
         pending.sort_by(|a, b| b.total_cmp(a));
@@ -355,11 +365,22 @@ fn guided(
             a.model.display()
         );
     }
+    cfg_guided(a, model, class, || Ok(meta.sde.build()?))
+}
+
+/// Classifier-free guidance of `model` towards `class` with `--guidance`, `--guidance-interval`
+/// (on the SDE `sde` builds) and `--cfg-rescale`; and the file-name tag saying so.
+fn cfg_guided<'a>(
+    a: &SampleArgs,
+    model: impl ConditionalScore<Tensor> + 'a,
+    class: usize,
+    sde: impl FnOnce() -> anyhow::Result<Box<dyn Sde>>,
+) -> anyhow::Result<(Box<dyn Score<Tensor> + 'a>, String)> {
     let w = a.guidance.unwrap_or(0.0);
     let mut guided = ClassifierFreeGuided::new(model, class, w).context("--class")?;
     let mut tag = format!("-class{class}-cfg-w{w}");
     if let Some((lo, hi)) = a.guidance_interval {
-        guided = guided.with_interval(meta.sde.build()?, lo, hi).context("--guidance-interval")?;
+        guided = guided.with_interval(sde()?, lo, hi).context("--guidance-interval")?;
         tag.push_str(&format!("-interval{lo}-{hi}"));
     }
     if let Some(phi) = a.cfg_rescale.filter(|&phi| phi != 0.0) {
@@ -509,6 +530,9 @@ fn range_warning(report: &RangeReport, what: &str) -> Option<String> {
 /// `scoresde sample`: samples streamed to a .npy file batch by batch, their
 /// range check, figure, and the class report with `--class`.
 pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
+    if a.ts.torchscript.is_some() {
+        return run_torchscript(a, ctrl_c);
+    }
     let total = sample_count(a.n)?;
     // The solver name (and its x0 guard) is checked before anything is loaded or locked.
     let guard = by_name::<Tensor>(&a.solver)?.x0_guard();
@@ -526,7 +550,7 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         None => common::lock_folder("--model", &out)?,
     };
     let sde = meta.sde.build()?;
-    let on = Target { sde: sde.as_ref(), dim: meta.net.dim, device };
+    let on = Target { sde: sde.as_ref(), dim: meta.net.dim, device, kind: Kind::Float };
     let (score, tag) = guided(a, model, &meta)?;
     let name = SampleName {
         solver: &a.solver,
@@ -572,6 +596,7 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         seed: a.seed,
         denoise: !a.no_denoise,
         snapshot_times: if a.trajectory { &SNAPSHOT_TIMES } else { &[] },
+        times: None,
     };
     if spec.batch < n {
         eprintln!("sampling in {} batches of {}", n.div_ceil(spec.batch), spec.batch);
@@ -612,14 +637,7 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
         crate::shard::ShardMeta::new(shard, rows.clone(), run, &npy).write(&sidecar)?;
         println!("wrote {}", sidecar.display());
     }
-    eprintln!(
-        "{} samples, {} score evaluations, {:.2} s ({:.0} samples/s, {:.0} steps/s)",
-        n,
-        s.score_evals,
-        s.seconds,
-        n as f64 / s.seconds,
-        a.steps as f64 * n.div_ceil(spec.batch) as f64 / s.seconds
-    );
+    summary(&s, n, a.steps, spec.batch);
     if let Some(line) = report.as_ref().zip(range.as_ref()).and_then(|(r, (_, what))| range_warning(r, what)) {
         eprintln!("{line}");
     }
@@ -635,25 +653,125 @@ pub fn run(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
             None => println!("class {class}: no exact class posterior for {}", meta.data.source),
         }
     }
-    println!("wrote {}", npy.display());
     let held = scoresde::data::load_npy(common::heldout_path(&run_folder(&a.model))).ok();
-    let title = crate::plot::figure_title(&npy);
-    let image = crate::plot::ImageSpec::of(&meta);
+    let trajectory = a.trajectory.then_some(trajectory_png.as_path());
+    draw(&npy, &s, crate::plot::ImageSpec::of(&meta), held.as_ref(), trajectory, a.steps)?;
+    Ok(Status::Done)
+}
+
+/// The run's timing line.
+fn summary(s: &Sampled, n: usize, steps: usize, batch: usize) {
+    eprintln!(
+        "{} samples, {} score evaluations, {:.2} s ({:.0} samples/s, {:.0} steps/s)",
+        n,
+        s.score_evals,
+        s.seconds,
+        n as f64 / s.seconds,
+        steps as f64 * n.div_ceil(batch) as f64 / s.seconds
+    );
+}
+
+/// Says where the samples went, and draws their figure (`npy` as `.png`: images as a grid
+/// with `image`, else points over `held`) and, with `trajectory`, the progressive denoising.
+fn draw(
+    npy: &Path,
+    s: &Sampled,
+    image: Option<crate::plot::ImageSpec>,
+    held: Option<&Array2<f64>>,
+    trajectory: Option<&Path>,
+    steps: usize,
+) -> anyhow::Result<()> {
+    println!("wrote {}", npy.display());
+    let png = npy.with_extension("png");
+    let title = crate::plot::figure_title(npy);
     let what = match image {
         Some(spec) => crate::plot::image_samples_figure(&png, &title, s.x.view(), spec)?,
-        None => crate::plot::sample_figure(&png, &title, s.x.view(), held.as_ref())?,
+        None => crate::plot::sample_figure(&png, &title, s.x.view(), held)?,
     };
     println!("wrote {} ({what})", png.display());
-    if a.trajectory {
+    if let Some(trajectory_png) = trajectory {
         let drawn = match image {
-            Some(spec) => crate::plot::image_trajectory_figure(&trajectory_png, &s.snapshots, spec)?,
-            None => crate::plot::trajectory_figure(&trajectory_png, &s.snapshots, held.as_ref())?,
+            Some(spec) => crate::plot::image_trajectory_figure(trajectory_png, &s.snapshots, spec)?,
+            None => crate::plot::trajectory_figure(trajectory_png, &s.snapshots, held)?,
         };
         match drawn {
             Some(what) => println!("wrote {} ({what})", trajectory_png.display()),
-            None => eprintln!("note: no trajectory figure: fewer than 2 times were recorded ({} steps)", a.steps),
+            None => eprintln!("note: no trajectory figure: fewer than 2 times were recorded ({steps} steps)"),
         }
     }
+    Ok(())
+}
+
+/// `scoresde sample --torchscript FILE`: as [`run`], with the module as the score (and
+/// classifier-free guidance with `--class` for a `--classes` module); samples in the
+/// module's coordinates (no data scaling), written to `--out` or the module's folder.
+fn run_torchscript(a: &SampleArgs, ctrl_c: &CtrlC) -> anyhow::Result<Status> {
+    let total = sample_count(a.n)?;
+    by_name::<Tensor>(&a.solver)?; // the solver name is checked before anything is loaded
+    let device = common::device(&a.device)?;
+    let loaded = crate::torchscript::load(&a.ts, device)?;
+    let path = a.ts.torchscript.as_deref().context("--torchscript")?;
+    let times = crate::torchscript::grid(&a.ts, &loaded, a.steps, !a.no_denoise)?;
+    let (score, mut tag): (Box<dyn Score<Tensor> + '_>, String) = match a.class {
+        None => (Box::new(&loaded.score), String::new()),
+        Some(class) => {
+            if loaded.score.n_classes() == 0 {
+                bail!("--class {class}: the TorchScript model is unconditional; pass --classes N for a class-conditional module (forward(x, t, class_labels))");
+            }
+            cfg_guided(a, &loaded.score, class, || Ok(crate::torchscript::schedule(&a.ts)?.0))?
+        }
+    };
+    let out = a.out.clone().unwrap_or_else(|| crate::torchscript::default_out(path));
+    let _lock = common::lock_folder("--out", &out)?;
+    let grid_name = a.ts.spacing.map(crate::torchscript::spacing_name).unwrap_or_else(|| a.grid.clone());
+    if a.ts.dtype != Kind::Float {
+        tag.push_str(&format!("-{}", crate::torchscript::dtype_name(a.ts.dtype)));
+    }
+    let name = SampleName {
+        solver: &a.solver,
+        steps: a.steps,
+        grid: &grid_name,
+        seed: a.seed,
+        denoise: !a.no_denoise,
+        guidance: &tag,
+    };
+    let batch = match a.batch {
+        Some(0) => bail!("--batch 0: need at least 1 sample per batch"),
+        Some(b) => b.min(total),
+        None => total.min(256),
+    };
+    let (npy, trajectory_png) = (name.npy(&out), name.trajectory_png(&out));
+    let mut outputs = vec![npy.clone(), npy.with_extension("png")];
+    if a.trajectory {
+        outputs.push(trajectory_png.clone());
+    }
+    common::refuse_existing(&outputs, a.force)?;
+    check_disk(&npy, total, loaded.dim)?;
+    let spec = Spec {
+        solver: &a.solver,
+        steps: a.steps,
+        grid: &grid_name,
+        n: total,
+        first: 0,
+        batch,
+        keep: total.min(MAX_KEPT),
+        seed: a.seed,
+        denoise: !a.no_denoise,
+        snapshot_times: if a.trajectory { &SNAPSHOT_TIMES } else { &[] },
+        times: times.as_ref(),
+    };
+    let on = Target { sde: loaded.score.sde(), dim: loaded.dim, device, kind: a.ts.dtype };
+    let mut writer = NpyWriter::create(&npy, total as u64, loaded.dim)?;
+    let mut on_batch = |x: ArrayView2<'_, f64>| -> anyhow::Result<()> { Ok(writer.append(x)?) };
+    let s = sample_with(score.as_ref(), &on, &Scaling::identity(loaded.dim), &spec, &ctrl_c.flag(), &mut on_batch)?;
+    writer.finish()?;
+    summary(&s, total, a.steps, batch);
+    let image = match a.ts.shape.as_slice() {
+        &[c, h, w] => Some(crate::plot::ImageSpec { shape: [c, h, w], range: (-1.0, 1.0) }),
+        _ => None,
+    };
+    let trajectory = a.trajectory.then_some(trajectory_png.as_path());
+    draw(&npy, &s, image, None, trajectory, a.steps)?;
     Ok(Status::Done)
 }
 
