@@ -305,6 +305,9 @@ def main():
         # sqrt(1 - alphabar_T) z rather than z, which scoresde reproduces with prior "sigma".
         ("euler-trailing", "unet", EulerDiscreteScheduler(**SCHEDULE, timestep_spacing="trailing"), plain,
          "trailing", [pair("ddim", prior="sigma"), pair("ddim", exact=False), pair("ode-euler", exact=False)]),
+        # "leading" starts from init_noise_sigma = sqrt(sigma_max^2 + 1): x_T is z.
+        ("euler-leading", "unet", EulerDiscreteScheduler(**SCHEDULE, timestep_spacing="leading"), plain,
+         "leading", [pair("ddim")]),
         ("heun-trailing", "unet", HeunDiscreteScheduler(**SCHEDULE, timestep_spacing="trailing"), plain, "trailing",
          [pair("edm-heun", end="tweedie", prior="sigma"), pair("edm-heun", end="tweedie", exact=False)]),
         ("vnet-ddim-eta0-trailing", "vnet", DDIMScheduler(**SCHEDULE, **noclip, **v, timestep_spacing="trailing"),
