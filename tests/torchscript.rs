@@ -82,7 +82,7 @@ fn mixture_score_std(x: &Tensor, mu: &Tensor, std: f64, a: &Tensor, sigma: &Tens
     let d = x.unsqueeze(1) - a.unsqueeze(2) * mu; // [B, K, 2]
     let mut logits = -(&d * &d).sum_dim_intlist(2, false, ck) / (&v * 2.0); // [B, K]
     if let Some(mask) = mask {
-        logits = logits + mask.to_kind(ck).log();
+        logits += mask.to_kind(ck).log();
     }
     let r = logits.softmax(1, ck).unsqueeze(2);
     -(r * d).sum_dim_intlist(1, false, ck) / v
