@@ -18,10 +18,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use common::{data_info, ok, s, tmp};
+use common::{data_info, ok, python, run_py, s, tmp};
 use ndarray::Array2;
 use scoresde::checkpoint;
 use scoresde::model::SdeSpec;
@@ -32,42 +32,6 @@ use tch::{Device, Kind, Tensor};
 
 /// Forward agreement (float32; the two sides sum the same products in other orders).
 const FORWARD_TOL: f64 = 1e-5;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// .venv's Python when the Python set-up is done; `None` (after saying why) when the test
-/// should skip. Panics instead of skipping under SCORESDE_PYTHON=required.
-fn python() -> Option<PathBuf> {
-    let py = root().join(".venv/bin/python");
-    let stamp = root().join(".venv/.scoresde-python");
-    let reason = if !py.is_file() {
-        format!("{} not found", py.display())
-    } else if !stamp.is_file() {
-        format!("{} missing: `import torch` is not set up", stamp.display())
-    } else {
-        return Some(py);
-    };
-    let msg = format!("{reason}; run `bash scripts/setup --python`");
-    assert!(std::env::var("SCORESDE_PYTHON").as_deref() != Ok("required"), "SCORESDE_PYTHON=required: {msg}");
-    eprintln!("skipping the Python parity test: {msg}");
-    None
-}
-
-/// Runs `py args` (one torch thread, no GPU), returning its output; panics with its
-/// output when it fails, or when it reports that torch cannot be imported.
-fn run_py(py: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let out = Command::new(py)
-        .args(args)
-        .current_dir(root())
-        .env("OMP_NUM_THREADS", "1")
-        .env("CUDA_VISIBLE_DEVICES", "")
-        .envs(envs.iter().copied())
-        .output()
-        .expect("python runs");
-    out
-}
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

@@ -62,6 +62,16 @@
 //! last step when that starts from a timestep above 0, from its clamp of the posterior
 //! variance at `1e-20`; the step here has variance 0.)
 //!
+//! The same grids carry diffusers' other schedulers: `DPMSolverMultistepScheduler`
+//! (`dpmsolver++`, order 2, `lower_order_final`) is [`crate::DpmSolverPp`] 2M with lower-order
+//! final steps on the [`FinalStep::AlphaOne`] grid, or plain 2M on the [`FinalStep::Tweedie`]
+//! one; `EulerDiscreteScheduler` is [`crate::Ddim`] with `eta = 0` (Euler's method in
+//! `sigma/a` on `x/a` is the same update) and `HeunDiscreteScheduler` is [`crate::EdmHeun`]
+//! on the Tweedie grid, both for integer timesteps ("leading", "trailing") and started, as
+//! diffusers starts them for "trailing" and "linspace", from `sigma(T) z` rather than `z`
+//! (their `init_noise_sigma` is `sigma_max`, not `sqrt(sigma_max^2 + 1)`). The root crate's
+//! `tests/diffusers_parity.rs` checks every pairing here against diffusers itself.
+//!
 //! `DDIMScheduler(timestep_spacing="trailing")` with 50 steps on DDPM's linear schedule:
 //!
 //! ```

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use ndarray::Array2;
 use scoresde::checkpoint::DataInfo;
@@ -155,4 +156,43 @@ mod cli {
     pub fn fails(args: &[&str]) -> String {
         failed_cleanly(args, &run(args))
     }
+}
+
+/// The checkout's root (this package's manifest folder).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// .venv's Python when the Python set-up is done; `None` (after saying why) when the test
+/// should skip. Panics instead of skipping under SCORESDE_PYTHON=required.
+pub fn python() -> Option<PathBuf> {
+    let py = root().join(".venv/bin/python");
+    let stamp = root().join(".venv/.scoresde-python");
+    let reason = if !py.is_file() {
+        format!("{} not found", py.display())
+    } else if !stamp.is_file() {
+        format!("{} missing: `import torch` is not set up", stamp.display())
+    } else {
+        return Some(py);
+    };
+    skip_python(&format!("{reason}; run `bash scripts/setup --python`"));
+    None
+}
+
+/// Says why a Python test skips; panics instead under SCORESDE_PYTHON=required.
+pub fn skip_python(msg: &str) {
+    assert!(std::env::var("SCORESDE_PYTHON").as_deref() != Ok("required"), "SCORESDE_PYTHON=required: {msg}");
+    eprintln!("skipping the Python parity test: {msg}");
+}
+
+/// Runs `py args` (one torch thread, no GPU) in the checkout's root, returning its output.
+pub fn run_py(py: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(py)
+        .args(args)
+        .current_dir(root())
+        .env("OMP_NUM_THREADS", "1")
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("python runs")
 }
