@@ -79,6 +79,26 @@ pub fn quality(x: &Array2<f64>, reference: &Array2<f64>, seed: u64) -> anyhow::R
     Ok((sw2, mmd))
 }
 
+/// The quality cells of one sample file `f` (`x`, its rows): sliced W2 and MMD^2 against
+/// `reference`, and the exact log-likelihood under `source` where it has one ("-" otherwise).
+fn quality_cells(
+    f: &Path,
+    x: &Array2<f64>,
+    reference: &Array2<f64>,
+    source: Option<&DataSource>,
+    seed: u64,
+) -> anyhow::Result<[String; 3]> {
+    if x.nrows() < 2 {
+        bail!("{}: {} sample(s); the metrics (sliced W2, MMD) need at least 2", f.display(), x.nrows());
+    }
+    let (sw2, mmd) = quality(x, reference, seed).with_context(|| format!("evaluating {}", f.display()))?;
+    let ll = match source {
+        Some(s) => exact_loglik(s, x)?.map_or("-".into(), |v| fmt(v, 3)),
+        None => "-".into(),
+    };
+    Ok([fmt(sw2, 4), fmt(mmd, 5), ll])
+}
+
 /// Mean log-density of `x` under the exact data law, for the toy sets that
 /// are Gaussian mixtures (None otherwise). Blurred or misplaced samples score
 /// visibly lower than fresh data, at sample sizes where W2/MMD cannot tell.
@@ -141,14 +161,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
         if x.nrows() < rows {
             println!("{}: metrics of the first {} of {rows} samples", f.display(), x.nrows());
         }
-        if x.nrows() < 2 {
-            bail!("{}: {} sample(s); the metrics (sliced W2, MMD) need at least 2", f.display(), x.nrows());
-        }
-        let (sw2, mmd) = quality(&x, &reference, a.seed).with_context(|| format!("evaluating {}", f.display()))?;
-        let ll = match &source {
-            Some(s) => exact_loglik(s, &x)?.map_or("-".into(), |v| fmt(v, 3)),
-            None => "-".into(),
-        };
+        let [sw2, mmd, ll] = quality_cells(f, &x, &reference, source.as_ref(), a.seed)?;
         let name = match f.file_name() {
             Some(n) if listed => n.to_string_lossy().into_owned(),
             _ => f.display().to_string(),
@@ -156,7 +169,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<Status> {
         if let Some(images) = &mut images {
             images.push(&name, &x)?;
         }
-        table.push(vec![name, x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5), ll]);
+        table.push(vec![name, x.nrows().to_string(), sw2, mmd, ll]);
     }
     if !files.is_empty() {
         print!("{}", table.markdown());
@@ -232,15 +245,8 @@ fn run_torchscript(a: &EvalArgs) -> anyhow::Result<Status> {
         let mut table = Table::new(&["samples", "n", "sliced W2", "MMD^2", "exact log-lik"]);
         for f in &a.samples {
             let (x, _) = load_npy_head(f, MAX_KEPT)?;
-            if x.nrows() < 2 {
-                bail!("{}: {} sample(s); the metrics (sliced W2, MMD) need at least 2", f.display(), x.nrows());
-            }
-            let (sw2, mmd) = quality(&x, &reference, a.seed).with_context(|| format!("evaluating {}", f.display()))?;
-            let ll = match &source {
-                Some(s) => exact_loglik(s, &x)?.map_or("-".into(), |v| fmt(v, 3)),
-                None => "-".into(),
-            };
-            table.push(vec![f.display().to_string(), x.nrows().to_string(), fmt(sw2, 4), fmt(mmd, 5), ll]);
+            let [sw2, mmd, ll] = quality_cells(f, &x, &reference, source.as_ref(), a.seed)?;
+            table.push(vec![f.display().to_string(), x.nrows().to_string(), sw2, mmd, ll]);
         }
         print!("{}", table.markdown());
         let stem = table_stem(&a.samples, a.against.as_deref(), a.seed);
