@@ -56,7 +56,7 @@ struct Args {
     /// Seed of every random draw (the convergence study always uses seed 0, as its example).
     #[arg(long, default_value_t = 2021)]
     seed: u64,
-    /// Skip the convergence study (about a minute); the other figures take seconds.
+    /// Skip the convergence study (10-18 minutes on 2 cores); the other figures take seconds.
     #[arg(long)]
     skip_study: bool,
 }
