@@ -403,7 +403,7 @@ fn cell(v: Option<f64>) -> String {
 }
 
 /// The run with the smallest error within `budget` evaluations among `points` that pass `keep`.
-pub fn best_run<'a>(points: &'a [Point], budget: usize, keep: impl Fn(&Point) -> bool) -> Option<&'a Point> {
+pub fn best_run(points: &[Point], budget: usize, keep: impl Fn(&Point) -> bool) -> Option<&Point> {
     points
         .iter()
         .filter(|p| p.nfe <= budget && p.error.is_finite() && keep(p))
