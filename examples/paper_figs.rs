@@ -15,7 +15,8 @@
 //!   from the same prior draws on the same 1-D data (Song et al. 2021, Fig. 2).
 //! * `denoising_2d.png`: DDPM-style progressive denoising of 2-D samples (Ho et al.
 //!   2020, Fig. 6): ancestral sampling snapshots of x_t and its Tweedie estimate.
-//! * `convergence.png`, `quality_vs_nfe.png` (+ `.csv`, `.md`): the convergence study
+//! * `convergence.png`, `convergence_sde.png`, `convergence_flow.png`, `quality_vs_nfe.png`,
+//!   `quality_vs_nfe_sde.png` (+ `.csv`, `.md`): the convergence study
 //!   of `examples/convergence.rs` (DPM-Solver, Lu et al. 2022, Fig. 3; Karras et al. 2022, Fig. 2).
 //! * `likelihood_2d.png`: a 2-D density by the probability-flow ODE likelihood beside
 //!   the true density (Song et al. 2021, §4.3 / FFJORD, Grathwohl et al. 2019, Fig. 2).
@@ -55,7 +56,7 @@ struct Args {
     /// Seed of every random draw (the convergence study always uses seed 0, as its example).
     #[arg(long, default_value_t = 2021)]
     seed: u64,
-    /// Skip the convergence study (about a minute); the other figures take seconds.
+    /// Skip the convergence study (10-18 minutes on 2 cores); the other figures take seconds.
     #[arg(long)]
     skip_study: bool,
 }
@@ -431,13 +432,12 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let t = std::time::Instant::now();
-    let gaussian = study::gaussian_study(1.5, 0.3)?;
-    let (mixture, floor) = study::mixture_study(20_000, 128, 0)?;
+    let study = study::run(1.5, 0.3, 20_000, 128, 0)?;
     let setup = "Written by `cargo run --release --example paper_figs` (the same study as \
                  `cargo run --release --example convergence`, seed 0, n = 20 000); see that example's doc comment.";
-    study::write_outputs(&args.out, &gaussian, &mixture, floor, setup)?;
+    study::write_outputs(&args.out, &study, setup)?;
     println!(
-        "wrote {}/convergence.{{csv,md,png}} and quality_vs_nfe.png ({:.1} s)",
+        "wrote {}/convergence.{{csv,md,png}}, convergence_{{sde,flow}}.png, quality_vs_nfe{{,_sde}}.png ({:.1} s)",
         args.out.display(),
         t.elapsed().as_secs_f64()
     );

@@ -865,7 +865,8 @@ fn draw_marker<DB: DrawingBackend>(
 pub struct TickFormat {
     /// Significant digits of every label.
     digits: usize,
-    /// Magnitudes at or below this print as `0` (rounding noise of the ticks).
+    /// Magnitudes at or below this print as `0` (rounding noise of the ticks): 1e-9 of the
+    /// smallest gap between ticks, so that a log axis's small decades keep their labels.
     zero_below: f64,
 }
 
@@ -875,8 +876,10 @@ impl TickFormat {
 
     /// The format for an axis with these ticks (non-finite values are ignored).
     pub fn for_ticks(ticks: &[f64]) -> Self {
-        let finite: Vec<f64> = ticks.iter().copied().filter(|v| v.is_finite()).collect();
-        let zero_below = 1e-9 * finite.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let mut finite: Vec<f64> = ticks.iter().copied().filter(|v| v.is_finite()).collect();
+        finite.sort_by(f64::total_cmp);
+        let gap = finite.windows(2).map(|w| w[1] - w[0]).filter(|&d| d > 0.0).reduce(f64::min);
+        let zero_below = 1e-9 * gap.unwrap_or_else(|| finite.iter().fold(0.0f64, |m, v| m.max(v.abs())));
         let mut values: Vec<f64> = finite.iter().map(|&v| if v.abs() <= zero_below { 0.0 } else { v }).collect();
         values.sort_by(f64::total_cmp);
         values.dedup();
@@ -1429,6 +1432,8 @@ mod tests {
         assert_eq!(tick_labels(&[1e-3, 1e-2, 0.1, 1.0]), ["1e-3", "0.01", "0.1", "1"]);
         // Rounding noise around zero prints as 0, not as -1e-17.
         assert_eq!(tick_labels(&[-0.5, -1.1e-17, 0.5]), ["-0.5", "0", "0.5"]);
+        // A log axis over ten decades keeps its smallest labels (they once printed as 0).
+        assert_eq!(tick_labels(&[1e-10, 1e-9, 1e-8, 1.0]), ["1e-10", "1e-9", "1e-8", "1"]);
     }
 
     fn distinct(labels: &[String]) -> usize {

@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
-use crate::integrators::ode_dopri5::{check_rtol, show};
 use crate::integrators::reverse_em::em_update;
+use crate::integrators::step_control::{accepts, check_rtol, next_step, StepControl};
 use crate::noise::Noise;
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
@@ -73,9 +73,8 @@ use crate::state::State;
 /// [`Error::TooManySteps`].
 #[derive(Debug, Clone, Copy)]
 pub struct AdaptiveSde {
-    rtol: f64,
-    atol: f64,
-    max_steps: usize,
+    /// Tolerances and the cap on internal steps.
+    control: StepControl,
     /// The step size carried to the next grid interval.
     h: Option<f64>,
     /// Accepted and rejected internal steps since [`Solver::init`].
@@ -86,14 +85,9 @@ pub struct AdaptiveSde {
 impl Default for AdaptiveSde {
     /// The paper's tolerances: `rtol = 0.05`, `atol = 0.0078`.
     fn default() -> Self {
-        Self {
-            rtol: Self::DEFAULT_RTOL,
-            atol: Self::DEFAULT_ATOL,
-            max_steps: Self::DEFAULT_MAX_STEPS,
-            h: None,
-            accepted: 0,
-            rejected: 0,
-        }
+        let control =
+            StepControl { rtol: Self::DEFAULT_RTOL, atol: Self::DEFAULT_ATOL, max_steps: Self::DEFAULT_MAX_STEPS };
+        Self { control, h: None, accepted: 0, rejected: 0 }
     }
 }
 
@@ -117,11 +111,7 @@ impl AdaptiveSde {
     /// [`Error::InvalidParameter`] naming `rtol` unless `f64::EPSILON <= rtol < 1` (NaN
     /// included), or `atol` unless it is finite and > 0.
     pub fn new(rtol: f64, atol: f64) -> Result<Self> {
-        check_rtol(rtol, f64::EPSILON)?;
-        if !(atol.is_finite() && atol > 0.0) {
-            return Err(Error::param("atol", show(atol), "must be finite and > 0"));
-        }
-        Ok(Self { rtol, atol, ..Self::default() })
+        Ok(Self { control: StepControl::new(rtol, atol, f64::EPSILON, Self::DEFAULT_MAX_STEPS)?, ..Self::default() })
     }
 
     /// Sets the cap on internal steps (accepted and rejected) over a run.
@@ -129,31 +119,28 @@ impl AdaptiveSde {
     /// # Errors
     /// [`Error::InvalidParameter`] for zero.
     pub fn with_max_steps(mut self, max_steps: usize) -> Result<Self> {
-        if max_steps == 0 {
-            return Err(Error::param("max_steps", max_steps, "must be >= 1"));
-        }
-        self.max_steps = max_steps;
+        self.control = self.control.with_max_steps(max_steps)?;
         Ok(self)
     }
 
     /// The relative tolerance.
     pub fn rtol(&self) -> f64 {
-        self.rtol
+        self.control.rtol
     }
 
     /// The absolute tolerance.
     pub fn atol(&self) -> f64 {
-        self.atol
-    }
-
-    /// The cap on internal steps over a run.
-    pub fn max_steps(&self) -> usize {
-        self.max_steps
+        self.control.atol
     }
 
     /// Internal steps accepted since [`Solver::init`] (each cost 2 score evaluations).
     pub fn accepted(&self) -> usize {
         self.accepted
+    }
+
+    /// The cap on internal steps over a run.
+    pub fn max_steps(&self) -> usize {
+        self.control.max_steps
     }
 
     /// Internal steps rejected since [`Solver::init`] (each cost 1 score evaluation).
@@ -216,17 +203,7 @@ impl<S: State> Solver<S> for AdaptiveSde {
     /// [`Error::InvalidParameter`] naming `max_steps` when the grid has more steps than
     /// the budget (each grid step takes at least one internal step).
     fn init(&mut self, grid: &TimeGrid) -> Result<()> {
-        if grid.steps() > self.max_steps {
-            return Err(Error::param(
-                "max_steps",
-                self.max_steps,
-                format!(
-                    "below the grid's {} steps, each of which takes at least one internal step: use fewer grid steps \
-                     (the controller places its own; one grid step is usual) or raise the cap",
-                    grid.steps()
-                ),
-            ));
-        }
+        self.control.check_grid(grid)?;
         self.h = None;
         self.accepted = 0;
         self.rejected = 0;
@@ -234,7 +211,8 @@ impl<S: State> Solver<S> for AdaptiveSde {
     }
 
     fn step(&mut self, mut x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
-        check_rtol(self.rtol, x.epsilon())?;
+        let StepControl { rtol, atol, max_steps } = self.control;
+        check_rtol(rtol, x.epsilon())?;
         let span = t - t_next;
         if span.is_nan() || span <= 0.0 {
             return Err(Error::InvalidGrid { reason: format!("adaptive-sde runs in reverse time: {t} -> {t_next}") });
@@ -245,15 +223,11 @@ impl<S: State> Solver<S> for AdaptiveSde {
         let mut now = t;
         let mut h = self.h.unwrap_or(Self::H_INIT).min(span);
         loop {
-            if self.accepted + self.rejected >= self.max_steps {
-                return Err(Error::TooManySteps { max_steps: self.max_steps, t: now, h });
+            if self.accepted + self.rejected >= max_steps {
+                return Err(Error::TooManySteps { max_steps, t: now, h });
             }
-            if h <= 1e-12 * now.abs().max(1e-3) {
-                return Err(Error::StepSizeTooSmall { t: now, h });
-            }
-            let remaining = now - t_next;
-            let last = h >= remaining * (1.0 - 1e-12);
-            let (hs, next) = if last { (remaining, t_next) } else { (h, now - h) };
+            let (hs, last) = next_step(now, h, now - t_next)?;
+            let next = if last { t_next } else { now - h };
             let s = match s_now.take() {
                 Some(s) => s,
                 None => ctx.score.score(&x, now)?,
@@ -271,14 +245,12 @@ impl<S: State> Solver<S> for AdaptiveSde {
             heun.axpby(0.5, 0.5, &x)?;
             let mut err = proposal.duplicate();
             err.axpby(1.0, -1.0, &heun)?;
-            let norms = err.sample_error_norms(&proposal, &x_prev, self.rtol, self.atol)?;
+            let norms = err.sample_error_norms(&proposal, &x_prev, rtol, atol)?;
             // The largest, NaN if any is NaN.
             let e = norms.iter().fold(0.0f64, |m, &v| if v.is_nan() || v > m { v } else { m });
-            if !e.is_finite() || (e <= 1.0 && !heun.all_finite()) {
-                return Err(Error::NonFinite { step: self.accepted + 1, t: next });
-            }
+            let accept = accepts(e, &heun, self.accepted + 1, next)?;
             let proposed = if e == 0.0 { f64::INFINITY } else { Self::THETA * hs * e.powf(-Self::R) };
-            if e <= 1.0 {
+            if accept {
                 self.accepted += 1;
                 x = heun;
                 x_prev = proposal;

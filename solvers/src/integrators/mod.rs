@@ -20,6 +20,7 @@ mod reverse_diffusion;
 mod reverse_em;
 mod sa_solver;
 mod sgld;
+mod step_control;
 mod tweedie;
 mod unipc;
 

@@ -51,6 +51,38 @@ pub(crate) fn phi_tail(k: u32, z: f64) -> f64 {
     }
 }
 
+/// The [`crate::Solver`] methods a multistep solver hands to its [`Multistep`] (a field
+/// named `core`): `init` (forget the history, keep the grid), the x0 guard and
+/// `lower_order_final`. Written inside the solver's `impl Solver<S> for ...` block, beside
+/// its `name` and `step` (which gives the method's coefficients).
+macro_rules! delegate_to_multistep {
+    () => {
+        fn init(&mut self, grid: &$crate::grid::TimeGrid) -> $crate::error::Result<()> {
+            self.core.init(grid);
+            Ok(())
+        }
+
+        fn x0_guard(&self) -> $crate::x0_guard::X0Guard {
+            self.core.guard
+        }
+
+        fn set_x0_guard(&mut self, guard: $crate::x0_guard::X0Guard) -> $crate::error::Result<()> {
+            self.core.guard = guard;
+            Ok(())
+        }
+
+        fn lower_order_final(&self) -> bool {
+            self.core.lower_order_final
+        }
+
+        fn set_lower_order_final(&mut self, yes: bool) -> $crate::error::Result<()> {
+            self.core.lower_order_final = yes;
+            Ok(())
+        }
+    };
+}
+pub(crate) use delegate_to_multistep;
+
 /// One stored evaluation: the (guarded) `x0_hat` at a grid time and that time's log-SNR.
 pub(crate) struct Node<S> {
     x0: S,

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::grid::TimeGrid;
+use crate::integrators::step_control::{accepts, check_rtol, next_step, StepControl};
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
 use crate::vector_field::{ProbabilityFlow, VectorField};
@@ -71,9 +72,8 @@ const E: [f64; 7] =
 /// [`Error::StepSizeTooSmall`], an exhausted step budget [`Error::TooManySteps`].
 #[derive(Debug, Clone, Copy)]
 pub struct OdeDopri5 {
-    rtol: f64,
-    atol: f64,
-    max_steps: usize,
+    /// Tolerances and the cap on internal steps.
+    control: StepControl,
     /// The step size carried to the next call.
     h: Option<f64>,
     /// Internal steps taken since [`Solver::init`] (the run's share of the budget).
@@ -94,7 +94,8 @@ pub struct Dopri5Solution<S> {
 impl Default for OdeDopri5 {
     /// `rtol = atol = 1e-5` (Song et al. 2021's choice).
     fn default() -> Self {
-        Self { rtol: 1e-5, atol: 1e-5, max_steps: Self::DEFAULT_MAX_STEPS, h: None, used: 0 }
+        let control = StepControl { rtol: 1e-5, atol: 1e-5, max_steps: Self::DEFAULT_MAX_STEPS };
+        Self { control, h: None, used: 0 }
     }
 }
 
@@ -113,11 +114,7 @@ impl OdeDopri5 {
     /// [`Error::InvalidParameter`] naming `rtol` unless `MIN_RTOL <= rtol < 1`
     /// (NaN included), or `atol` unless it is finite and > 0.
     pub fn new(rtol: f64, atol: f64) -> Result<Self> {
-        check_rtol(rtol, Self::MIN_RTOL)?;
-        if !(atol.is_finite() && atol > 0.0) {
-            return Err(Error::param("atol", show(atol), "must be finite and > 0"));
-        }
-        Ok(Self { rtol, atol, ..Self::default() })
+        Ok(Self { control: StepControl::new(rtol, atol, Self::MIN_RTOL, Self::DEFAULT_MAX_STEPS)?, ..Self::default() })
     }
 
     /// Sets the cap on internal steps (accepted and rejected) per call of
@@ -126,26 +123,23 @@ impl OdeDopri5 {
     /// # Errors
     /// [`Error::InvalidParameter`] for zero.
     pub fn with_max_steps(mut self, max_steps: usize) -> Result<Self> {
-        if max_steps == 0 {
-            return Err(Error::param("max_steps", max_steps, "must be >= 1"));
-        }
-        self.max_steps = max_steps;
+        self.control = self.control.with_max_steps(max_steps)?;
         Ok(self)
     }
 
     /// The relative tolerance.
     pub fn rtol(&self) -> f64 {
-        self.rtol
+        self.control.rtol
     }
 
     /// The absolute tolerance.
     pub fn atol(&self) -> f64 {
-        self.atol
+        self.control.atol
     }
 
     /// The cap on internal steps per call (per run as a [`Solver`]).
     pub fn max_steps(&self) -> usize {
-        self.max_steps
+        self.control.max_steps
     }
 
     /// Integrates `dx/dt = field(x, t)` from `x` at `t0` to `t1` (`t1 < t0`
@@ -168,7 +162,7 @@ impl OdeDopri5 {
         t0: f64,
         t1: f64,
     ) -> Result<Dopri5Solution<S>> {
-        self.integrate_within(field, x, t0, t1, self.max_steps)
+        self.integrate_within(field, x, t0, t1, self.control.max_steps)
     }
 
     /// [`OdeDopri5::integrate`] with at most `budget` internal steps.
@@ -180,7 +174,8 @@ impl OdeDopri5 {
         t1: f64,
         budget: usize,
     ) -> Result<Dopri5Solution<S>> {
-        check_rtol(self.rtol, x.epsilon())?;
+        let StepControl { rtol, atol, max_steps } = self.control;
+        check_rtol(rtol, x.epsilon())?;
         for (name, t) in [("t0", t0), ("t1", t1)] {
             if !t.is_finite() {
                 return Err(Error::param(name, t, "must be finite"));
@@ -206,14 +201,9 @@ impl OdeDopri5 {
                 // Rounding of `now` reached t1 a step early.
                 return Ok(Dopri5Solution { x, steps, rejected });
             }
-            // The controller's own step, before any shortening to land on t1.
-            if h <= 1e-12 * now.abs().max(1e-3) {
-                return Err(Error::StepSizeTooSmall { t: now, h });
-            }
-            let last = h >= remaining * (1.0 - 1e-12);
-            if last {
-                h = remaining;
-            }
+            // The controller's step `h` (kept in `proposed`), shortened on the last step to land on t1.
+            let (step, last) = next_step(now, h, remaining)?;
+            h = step;
             let hs = dir * h;
             let mut k: Vec<S> = Vec::with_capacity(6);
             k.push(k1);
@@ -228,13 +218,10 @@ impl OdeDopri5 {
             err.axpbypcz(1.0, hs * E[2], &k[2], hs * E[3], &k[3])?;
             err.axpbypcz(1.0, hs * E[4], &k[4], hs * E[5], &k[5])?;
             err.axpby(1.0, hs * E[6], &k7)?;
-            let norm = err.error_norm(&x, &y5, self.rtol, self.atol)?;
-            // NaN in any stage makes the norm NaN; an infinite y5 may not, hence the second test.
-            if !norm.is_finite() || (norm <= 1.0 && !y5.all_finite()) {
-                return Err(Error::NonFinite { step: steps + 1, t: now + hs });
-            }
+            let norm = err.error_norm(&x, &y5, rtol, atol)?;
+            let accepted = accepts(norm, &y5, steps + 1, now + hs)?;
             let factor = if norm == 0.0 { 5.0 } else { (0.9 * norm.powf(-0.2)).clamp(0.2, 5.0) };
-            if norm <= 1.0 {
+            if accepted {
                 x = y5;
                 k1 = k7;
                 steps += 1;
@@ -254,7 +241,7 @@ impl OdeDopri5 {
             }
             proposed = h;
         }
-        Err(Error::TooManySteps { max_steps: self.max_steps, t: now, h })
+        Err(Error::TooManySteps { max_steps, t: now, h })
     }
 
     /// Hairer et al.'s starting step (§II.4), costing one evaluation of `field`.
@@ -267,57 +254,19 @@ impl OdeDopri5 {
         dir: f64,
         span: f64,
     ) -> Result<f64> {
-        let d0 = x.error_norm(x, x, self.rtol, self.atol)?;
-        let d1 = k1.error_norm(x, x, self.rtol, self.atol)?;
+        let StepControl { rtol, atol, .. } = self.control;
+        let d0 = x.error_norm(x, x, rtol, atol)?;
+        let d1 = k1.error_norm(x, x, rtol, atol)?;
         let h0 = if d0 < 1e-5 || d1 < 1e-5 || !(d0 / d1).is_finite() { 1e-6 } else { 0.01 * d0 / d1 };
         let h0 = h0.min(span);
         let mut y = x.duplicate();
         y.axpby(1.0, dir * h0, k1)?;
         let mut f1 = field.eval(&y, t + dir * h0)?;
         f1.axpby(1.0, -1.0, k1)?;
-        let d2 = f1.error_norm(x, x, self.rtol, self.atol)? / h0;
+        let d2 = f1.error_norm(x, x, rtol, atol)? / h0;
         let m = d1.max(d2);
         let h1 = if m <= 1e-15 || !m.is_finite() { (h0 * 1e-3).max(1e-6) } else { (0.01 / m).powf(0.2) };
         Ok((100.0 * h0).min(h1).min(span))
-    }
-}
-
-/// Checks `eps <= rtol < 1`, with `eps` the machine epsilon of the numbers
-/// the integration runs in (see "Tolerances" on [`OdeDopri5`]).
-pub(crate) fn check_rtol(rtol: f64, eps: f64) -> Result<()> {
-    let value = show(rtol);
-    if !(rtol.is_finite() && rtol > 0.0) {
-        return Err(Error::param("rtol", value, "must be finite and > 0"));
-    }
-    if rtol < eps {
-        let (of, more) = match eps {
-            e if e == f64::EPSILON => ("f64's machine epsilon, the finest of any state", ""),
-            e if e == f64::from(f32::EPSILON) => {
-                ("the machine epsilon of f32, the state's numbers", "; f64 states resolve down to 2.2e-16")
-            }
-            _ => ("the machine epsilon of the state's numbers", "; f64 states resolve down to 2.2e-16"),
-        };
-        return Err(Error::param(
-            "rtol",
-            value,
-            format!(
-                "must be >= {eps:.2e}, {of}: a step's result is rounded to about that relative error, so a smaller \
-                 one cannot be met (the step size would shrink until the run stalls){more}"
-            ),
-        ));
-    }
-    if rtol >= 1.0 {
-        return Err(Error::param("rtol", value, "must be < 1 (a relative error of 100% controls nothing)"));
-    }
-    Ok(())
-}
-
-/// A tolerance as the user would write it: `1e-14`, not 14 zeros and a 1.
-pub(crate) fn show(v: f64) -> String {
-    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
-        format!("{v:e}")
-    } else {
-        v.to_string()
     }
 }
 
@@ -346,17 +295,7 @@ impl<S: State> Solver<S> for OdeDopri5 {
     /// [`Error::InvalidParameter`] naming `max_steps` when the grid has more
     /// steps than the budget (each grid step takes at least one internal step).
     fn init(&mut self, grid: &TimeGrid) -> Result<()> {
-        if grid.steps() > self.max_steps {
-            return Err(Error::param(
-                "max_steps",
-                self.max_steps,
-                format!(
-                    "below the grid's {} steps, each of which takes at least one internal step: use fewer grid steps \
-                     (the controller places its own; one grid step is usual) or raise the cap",
-                    grid.steps()
-                ),
-            ));
-        }
+        self.control.check_grid(grid)?;
         self.h = None;
         self.used = 0;
         Ok(())
@@ -364,7 +303,7 @@ impl<S: State> Solver<S> for OdeDopri5 {
 
     /// Integrates over `[t, t_next]` within what is left of the run's step budget.
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
-        let budget = self.max_steps.saturating_sub(self.used);
+        let budget = self.control.max_steps.saturating_sub(self.used);
         let solution = self.integrate_within(&ProbabilityFlow::new(ctx.sde, ctx.score), x, t, t_next, budget)?;
         self.used += solution.steps + solution.rejected;
         Ok(solution.x)

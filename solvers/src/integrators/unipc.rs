@@ -2,8 +2,7 @@
 //! data prediction; UniC is also the corrector of [`crate::DpmSolverPp`] with a corrector.
 
 use crate::error::{Error, Result};
-use crate::grid::TimeGrid;
-use crate::integrators::multistep::{phi_tail, Multistep};
+use crate::integrators::multistep::{delegate_to_multistep, phi_tail, Multistep};
 use crate::solver::{Ctx, Solver};
 use crate::state::State;
 use crate::x0_guard::X0Guard;
@@ -246,33 +245,12 @@ impl<S: State> Solver<S> for UniPc<S> {
         }
     }
 
-    fn init(&mut self, grid: &TimeGrid) -> Result<()> {
-        self.core.init(grid);
-        Ok(())
-    }
-
     fn step(&mut self, x: S, t: f64, t_next: f64, ctx: &mut Ctx<'_, S>) -> Result<S> {
         let bh = self.bh;
         self.core.step(x, t, t_next, ctx, |_, lambdas, lambda_end| unip_coefficients(bh, lambdas, lambda_end))
     }
 
-    fn x0_guard(&self) -> X0Guard {
-        self.core.guard
-    }
-
-    fn set_x0_guard(&mut self, guard: X0Guard) -> Result<()> {
-        self.core.guard = guard;
-        Ok(())
-    }
-
-    fn lower_order_final(&self) -> bool {
-        self.core.lower_order_final
-    }
-
-    fn set_lower_order_final(&mut self, yes: bool) -> Result<()> {
-        self.core.lower_order_final = yes;
-        Ok(())
-    }
+    delegate_to_multistep!();
 }
 
 #[cfg(test)]
